@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! openqos: kernel support for open QoS-aware computing.
+//!
+//! Retrofits quality of service onto unmodified servers. A rule owns an incoming port: the
+//! module listens there itself and moves each established connection into the accept
+//! queue of one of several outgoing ports, where separate server instances (one per
+//! class) accept it as if the client had connected there. Configuration travels over the
+//! `openqos` generic netlink family; state is per network namespace.
+//!
+//! See `Documentation/design.md`.
+
+// The shared `no_std` code, compiled unchanged here and in the userspace tools. Some of
+// it (encoders, helpers for the tools) is unused in the kernel.
+#[path = "rust/src/abi.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod abi;
+#[path = "rust/src/addr.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod addr;
+#[path = "rust/src/chain.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod chain;
+
+mod qos_actuators;
+mod qos_classifier;
+mod qos_netlink;
+mod qos_sensor;
+mod qos_sock;
+
+use kernel::{bindings, prelude::*};
+
+module! {
+    type: OpenQos,
+    name: "openqos",
+    authors: ["openqos developers"],
+    description: "Kernel support for open QoS-aware computing: connection classification",
+    license: "GPL",
+}
+
+/// Pernet registration: tears a namespace's rules down when the namespace goes away.
+///
+/// # Invariants
+///
+/// `ops` is registered from `register()` until `drop`.
+struct Pernet {
+    ops: KBox<bindings::pernet_operations>,
+}
+
+// SAFETY: the operations table is only read by the kernel after registration.
+unsafe impl Send for Pernet {}
+// SAFETY: as above.
+unsafe impl Sync for Pernet {}
+
+/// Called when a network namespace is dismantled.
+///
+/// # Safety
+///
+/// Called by the pernet core with a valid namespace being dismantled.
+unsafe extern "C" fn net_exit(net: *mut bindings::net) {
+    // SAFETY: `net` is valid for the duration of the call.
+    if let Some(net) = unsafe { qos_sock::NetRef::new(net) } {
+        qos_classifier::flush(&mut qos_classifier::NETS.lock(), net);
+    }
+}
+
+impl Pernet {
+    fn register() -> Result<Self> {
+        let mut ops = KBox::new(bindings::pernet_operations::default(), GFP_KERNEL)?;
+        ops.exit = Some(net_exit);
+        // SAFETY: `ops` is boxed and stays registered until `drop`.
+        kernel::error::to_result(unsafe { bindings::register_pernet_subsys(&mut *ops) })?;
+        // INVARIANT: registered just above.
+        Ok(Self { ops })
+    }
+}
+
+impl Drop for Pernet {
+    fn drop(&mut self) {
+        // SAFETY: registered by `register` (type invariant). Unregistering runs `net_exit`
+        // for every namespace, which closes every listener the module owns.
+        unsafe { bindings::unregister_pernet_subsys(&mut *self.ops) };
+    }
+}
+
+struct OpenQos {
+    // Field order is drop order: first stop taking commands, then tear down every rule.
+    _genl: qos_netlink::GenlFamily,
+    _pernet: Pernet,
+}
+
+impl kernel::Module for OpenQos {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        // SAFETY: called once, before anything can use the lock.
+        unsafe { qos_classifier::NETS.init() };
+        let pernet = Pernet::register()?;
+        let genl = qos_netlink::GenlFamily::register(module)?;
+        pr_info!("openqos loaded\n");
+        Ok(OpenQos {
+            _genl: genl,
+            _pernet: pernet,
+        })
+    }
+}

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * openqos: prototypes of the C glue in qos_shim.c. The Rust side declares the same
+ * functions in qos_sock.rs and qos_netlink.rs; keep them in sync.
+ */
+#ifndef OPENQOS_SHIM_H
+#define OPENQOS_SHIM_H
+
+#include <linux/types.h>
+
+struct genl_info;
+struct netlink_callback;
+struct netlink_ext_ack;
+struct nlattr;
+struct net;
+struct request_sock;
+struct sk_buff;
+struct sock;
+struct socket;
+
+/* Addresses of an established child, in network byte order; ports in host order. */
+struct oq_peer {
+	u16 family;
+	u16 rport;
+	u16 lport;
+	u16 pad;
+	u8 raddr[16];
+	u8 laddr[16];
+};
+
+enum oq_move_result {
+	OQ_MOVE_OK = 0,
+	OQ_MOVE_RACE = 1,
+	OQ_MOVE_NOT_LISTENING = 2,
+	OQ_MOVE_FULL = 3,
+	OQ_MOVE_FAMILY = 4,
+	OQ_MOVE_FASTOPEN = 5,
+	OQ_MOVE_NETNS = 6,
+	OQ_MOVE_LOOP = 7,
+};
+
+void oq_sk_install_hook(struct sock *sk, void *ctx, void (*hook)(struct sock *));
+void oq_sk_restore_hook(struct sock *sk, void (*hook)(struct sock *));
+void *oq_sk_hook_ctx(struct sock *sk);
+bool oq_sk_is_listener(const struct sock *sk);
+void oq_child_data_ready(struct sock *child, void (*hook)(struct sock *));
+u32 oq_sk_ack_backlog(const struct sock *sk);
+struct request_sock *oq_queue_head(struct sock *lsk, struct oq_peer *peer,
+				   void (*hook)(struct sock *));
+void oq_queue_reset_children(struct sock *lsk, void (*hook)(struct sock *));
+struct sock *oq_lookup_listener(const struct sock *src, const struct oq_peer *peer, u16 port);
+int oq_move_head(struct sock *src, struct request_sock *req, struct sock *dst);
+void oq_sock_no_linger(struct socket *sock);
+int oq_listen_sock_create(struct net *net, int family, u16 port, bool v6only,
+			  struct socket **res);
+struct sock *oq_socket_sk(struct socket *sock);
+struct work_struct;
+void oq_init_work(struct work_struct *work, void (*fn)(struct work_struct *));
+bool oq_schedule_work(struct work_struct *work);
+struct nlattr *oq_nla_nest_start(struct sk_buff *skb, int type);
+void oq_nla_nest_end(struct sk_buff *skb, struct nlattr *start);
+
+struct net *oq_genl_info_net(const struct genl_info *info);
+struct sk_buff *oq_genlmsg_new(size_t payload);
+void oq_genlmsg_end(struct sk_buff *skb, void *hdr);
+void oq_genlmsg_cancel(struct sk_buff *skb, void *hdr);
+int oq_genlmsg_reply(struct sk_buff *skb, struct genl_info *info);
+struct net *oq_sock_net(const struct sock *sk);
+struct net *oq_cb_net(const struct netlink_callback *cb);
+u32 oq_cb_portid(const struct netlink_callback *cb);
+u32 oq_cb_seq(const struct netlink_callback *cb);
+long *oq_cb_args(struct netlink_callback *cb);
+const struct nlattr *oq_cb_attr(struct netlink_callback *cb, int type);
+void oq_nla_nest_cancel(struct sk_buff *skb, struct nlattr *start);
+unsigned int oq_skb_len(const struct sk_buff *skb);
+struct genl_family;
+const struct genl_family *oq_cb_family(struct netlink_callback *cb);
+struct netlink_ext_ack *oq_cb_extack(struct netlink_callback *cb);
+
+#endif /* OPENQOS_SHIM_H */

@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `openqos` generic netlink family: commands, attributes, their policy and limits.
+//!
+//! This file is the single definition of the ABI. The kernel module builds its
+//! `nla_policy` tables from [`POLICY`] and the userspace client library encodes and
+//! validates requests against the same table, so the two sides cannot drift.
+//! `Documentation/netlink/openqos.yaml` describes the same family for humans.
+
+/// Generic netlink family name (NUL-terminated for the kernel's `genl_family.name`).
+pub const FAMILY_NAME: &[u8] = b"openqos\0";
+/// Generic netlink family version.
+pub const FAMILY_VERSION: u8 = 1;
+
+/// Commands of the family.
+///
+/// Mutating commands (`*_NEW`, `*_DEL`, `FLUSH`) require `CAP_NET_ADMIN` in the network
+/// namespace's user namespace; `RULE_GET` is open to everyone but only ever shows the
+/// caller's own network namespace.
+pub mod cmd {
+    /// Create a rule: `PORT`, `RULE_TYPE`, `DEFAULT_PORT`, optional `RULE_FLAGS`.
+    pub const RULE_NEW: u8 = 1;
+    /// Delete a rule and every condition in it: `PORT`.
+    pub const RULE_DEL: u8 = 2;
+    /// Get one rule (`PORT`) or dump all rules of the namespace (no attribute).
+    pub const RULE_GET: u8 = 3;
+    /// Append a condition to a rule: `PORT`, `OUT_PORT` and a matcher.
+    pub const COND_NEW: u8 = 4;
+    /// Delete the condition at 1-based position `COND_INDEX` of rule `PORT`.
+    pub const COND_DEL: u8 = 5;
+    /// Delete every rule of the namespace.
+    pub const FLUSH: u8 = 6;
+    /// Highest command number.
+    pub const MAX: u8 = 6;
+}
+
+/// Rule types, the paper's `-A a|c|d`.
+pub mod rule_type {
+    /// Address-based: source subnet conditions.
+    pub const ADDRESS: u8 = 1;
+    /// Content-based: strings in the first data of the connection.
+    pub const CONTENT: u8 = 2;
+    /// Probabilistic: weighted outgoing ports.
+    pub const PROBABILISTIC: u8 = 3;
+    /// Highest rule type implemented by this module version.
+    pub const MAX_IMPLEMENTED: u8 = ADDRESS;
+}
+
+/// Bits of `RULE_FLAGS`.
+pub mod rule_flags {
+    /// Listen on one dual-stack `[::]` socket: IPv4 clients arrive as v4-mapped IPv6
+    /// connections and can only be forwarded to dual-stack `[::]` listeners. Without it
+    /// the module listens on `0.0.0.0` (IPv4 clients, forwarded to IPv4 listeners) and on
+    /// `[::]` with `IPV6_V6ONLY` (IPv6 clients, forwarded to IPv6 listeners).
+    pub const DUAL_STACK: u32 = 1 << 0;
+    /// Every flag this module version knows.
+    pub const ALL: u32 = DUAL_STACK;
+}
+
+/// Attribute types (top level; `COND` and `STATS` nest some of them).
+pub mod attr {
+    /// Incoming port of the rule (`-p`), u16.
+    pub const PORT: u16 = 1;
+    /// Rule type (`-A a|c|d`), u8, one of [`super::rule_type`].
+    pub const RULE_TYPE: u16 = 2;
+    /// Default outgoing port (`-o`), u16.
+    pub const DEFAULT_PORT: u16 = 3;
+    /// Rule flags, u32, bits of [`super::rule_flags`].
+    pub const RULE_FLAGS: u16 = 4;
+    /// 1-based position of a condition in its rule, u32.
+    pub const COND_INDEX: u16 = 5;
+    /// IPv4 address of an address condition (`-i`), u32 in network byte order.
+    pub const ADDR4: u16 = 6;
+    /// IPv4 mask of an address condition (`-m`), u32 in network byte order.
+    pub const MASK4: u16 = 7;
+    /// IPv6 prefix of an address condition, 16 bytes.
+    pub const ADDR6: u16 = 8;
+    /// IPv6 prefix length, u8 in 0..=128.
+    pub const PREFIX6: u16 = 9;
+    /// Outgoing port of a condition (`-r`), u16.
+    pub const OUT_PORT: u16 = 10;
+    /// A condition in a `RULE_GET` reply (nested: index, matcher, out port, hits).
+    pub const COND: u16 = 11;
+    /// Connections that matched a condition, u64.
+    pub const HITS: u16 = 12;
+    /// Rule statistics in a `RULE_GET` reply (nested, [`super::stat`] attributes).
+    pub const STATS: u16 = 13;
+    /// Padding attribute for 64-bit values.
+    pub const PAD: u16 = 14;
+    /// Highest attribute number.
+    pub const MAX: u16 = 14;
+}
+
+/// Attributes inside `STATS`, all u64 counters.
+pub mod stat {
+    /// Connections that took the default port.
+    pub const DEFAULT_HITS: u16 = 1;
+    /// Connections moved into a target's accept queue.
+    pub const FORWARDED: u16 = 2;
+    /// Refused: no listener on the outgoing port.
+    pub const NO_LISTENER: u16 = 3;
+    /// Refused: the target's accept queue was full.
+    pub const QUEUE_FULL: u16 = 4;
+    /// Refused: the target listener's family cannot take the connection.
+    pub const FAMILY_MISMATCH: u16 = 5;
+    /// Refused: other reasons (Fast Open request, namespace going away, target closing).
+    pub const OTHER_REFUSED: u16 = 6;
+    /// Connections currently held in the module's own accept queues.
+    pub const WAITING: u16 = 7;
+    /// Highest statistics attribute.
+    pub const MAX: u16 = 7;
+}
+
+/// Limits enforced by the module (and checked early by the tools).
+pub mod limits {
+    /// Rules per network namespace.
+    pub const MAX_RULES: usize = 256;
+    /// Conditions per rule.
+    pub const MAX_CONDS: usize = 1024;
+    /// Longest chain of rules a connection may cross (incoming port to final server).
+    pub const MAX_CHAIN_DEPTH: usize = 8;
+    /// Backlog of the module's own listeners.
+    pub const LISTEN_BACKLOG: u32 = 4096;
+    /// Connections the forwarding hook handles per invocation before deferring the
+    /// rest to process context.
+    pub const HOOK_BUDGET: usize = 64;
+}
+
+/// The kind of an attribute's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `NLA_U8`.
+    U8,
+    /// `NLA_U16`.
+    U16,
+    /// `NLA_U32`.
+    U32,
+    /// `NLA_U64`.
+    U64,
+    /// `NLA_BINARY` of exactly this many bytes.
+    Exact(u16),
+    /// `NLA_NESTED` (only in replies).
+    Nested,
+    /// Not accepted in requests (reply-only attribute).
+    Reject,
+}
+
+/// Policy of one attribute: its kind and, for integers, the accepted inclusive range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttrPolicy {
+    /// Attribute type.
+    pub ty: u16,
+    /// Name used in error messages and documentation.
+    pub name: &'static str,
+    /// Payload kind.
+    pub kind: Kind,
+    /// Smallest accepted value (integers only).
+    pub min: u64,
+    /// Largest accepted value (integers only).
+    pub max: u64,
+}
+
+const fn int(ty: u16, name: &'static str, kind: Kind, min: u64, max: u64) -> AttrPolicy {
+    AttrPolicy {
+        ty,
+        name,
+        kind,
+        min,
+        max,
+    }
+}
+
+const fn other(ty: u16, name: &'static str, kind: Kind) -> AttrPolicy {
+    AttrPolicy {
+        ty,
+        name,
+        kind,
+        min: 0,
+        max: 0,
+    }
+}
+
+/// The request policy, indexed by attribute type minus one.
+pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
+    int(attr::PORT, "port", Kind::U16, 1, 65535),
+    int(attr::RULE_TYPE, "rule-type", Kind::U8, 1, 3),
+    int(attr::DEFAULT_PORT, "default-port", Kind::U16, 1, 65535),
+    int(attr::RULE_FLAGS, "rule-flags", Kind::U32, 0, rule_flags::ALL as u64),
+    int(
+        attr::COND_INDEX,
+        "cond-index",
+        Kind::U32,
+        1,
+        limits::MAX_CONDS as u64,
+    ),
+    int(attr::ADDR4, "addr4", Kind::U32, 0, u32::MAX as u64),
+    int(attr::MASK4, "mask4", Kind::U32, 0, u32::MAX as u64),
+    other(attr::ADDR6, "addr6", Kind::Exact(16)),
+    int(attr::PREFIX6, "prefix6", Kind::U8, 0, 128),
+    int(attr::OUT_PORT, "out-port", Kind::U16, 1, 65535),
+    other(attr::COND, "cond", Kind::Reject),
+    other(attr::HITS, "hits", Kind::Reject),
+    other(attr::STATS, "stats", Kind::Reject),
+    other(attr::PAD, "pad", Kind::Reject),
+];
+
+/// Returns the policy of attribute `ty`, if it is one.
+pub const fn policy(ty: u16) -> Option<&'static AttrPolicy> {
+    if ty == 0 || ty > attr::MAX {
+        None
+    } else {
+        Some(&POLICY[ty as usize - 1])
+    }
+}
+
+/// Attributes each command requires, and those it additionally accepts.
+pub const fn command_attrs(cmd: u8) -> (&'static [u16], &'static [u16]) {
+    match cmd {
+        cmd::RULE_NEW => (
+            &[attr::PORT, attr::RULE_TYPE, attr::DEFAULT_PORT],
+            &[attr::RULE_FLAGS],
+        ),
+        cmd::RULE_DEL => (&[attr::PORT], &[]),
+        cmd::RULE_GET => (&[], &[attr::PORT]),
+        cmd::COND_NEW => (
+            &[attr::PORT, attr::OUT_PORT],
+            &[attr::ADDR4, attr::MASK4, attr::ADDR6, attr::PREFIX6],
+        ),
+        cmd::COND_DEL => (&[attr::PORT, attr::COND_INDEX], &[]),
+        _ => (&[], &[]),
+    }
+}
+
+/// Returns whether `cmd` changes state (and so needs `CAP_NET_ADMIN`).
+pub const fn is_mutation(cmd: u8) -> bool {
+    !matches!(cmd, cmd::RULE_GET)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_is_indexed_by_type() {
+        for (i, p) in POLICY.iter().enumerate() {
+            assert_eq!(p.ty as usize, i + 1, "{}", p.name);
+            assert_eq!(policy(p.ty), Some(p));
+        }
+        assert_eq!(policy(0), None);
+        assert_eq!(policy(attr::MAX + 1), None);
+    }
+
+    #[test]
+    fn commands_only_use_request_attributes() {
+        for c in 1..=cmd::MAX {
+            let (req, opt) = command_attrs(c);
+            for a in req.iter().chain(opt) {
+                assert_ne!(policy(*a).unwrap().kind, Kind::Reject);
+            }
+        }
+    }
+}

@@ -1,0 +1,654 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Client library for the openqos kernel module.
+//!
+//! A typed API over the `openqos` generic netlink family: rules, conditions and their
+//! counters. The attribute numbers, limits and value ranges come from `openqos-abi`, the
+//! same source the kernel module compiles, and every value is checked against that policy
+//! before it is sent, so a tool never sends what the kernel would refuse for its range.
+
+use netlink_packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_generic::{
+    ctrl::{nlas::GenlCtrlAttrs, GenlCtrl, GenlCtrlCmd},
+    GenlFamily, GenlHeader, GenlMessage,
+};
+use netlink_packet_utils::{
+    nla::{Nla, NlaBuffer, NlasIterator},
+    DecodeError, Emitable, ParseableParametrized,
+};
+use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
+use serde::Serialize;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+pub use openqos_abi as abi;
+use openqos_abi::abi::{attr, cmd, rule_flags, rule_type, stat};
+
+/// Errors of the client library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The `openqos` family is not registered: the module is not loaded.
+    #[error("the openqos kernel module is not loaded (modprobe openqos / insmod openqos.ko)")]
+    ModuleNotLoaded,
+    /// The kernel refused the request.
+    #[error("{}", kernel_message(*errno, message, attr))]
+    Kernel {
+        /// Positive errno.
+        errno: i32,
+        /// The extack message, if the kernel sent one.
+        message: Option<String>,
+        /// The attribute the kernel blamed, by name.
+        attr: Option<&'static str>,
+    },
+    /// A value outside the kernel's policy, refused before sending.
+    #[error("{name}: {value} is out of range ({min}..={max})")]
+    OutOfRange {
+        /// Attribute name.
+        name: &'static str,
+        /// The value.
+        value: u64,
+        /// Smallest accepted.
+        min: u64,
+        /// Largest accepted.
+        max: u64,
+    },
+    /// Socket error.
+    #[error("netlink socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// Malformed reply.
+    #[error("malformed netlink reply: {0}")]
+    Decode(String),
+}
+
+fn kernel_message(errno: i32, message: &Option<String>, attr: &Option<&'static str>) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+    match (message, attr) {
+        (Some(m), Some(a)) => format!("{m} (attribute {a}): {text}"),
+        (Some(m), None) => format!("{m}: {text}"),
+        (None, Some(a)) => format!("attribute {a}: {text}"),
+        (None, None) => text,
+    }
+}
+
+impl Error {
+    /// The errno behind a kernel refusal.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Kernel { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// Result type of the library.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The rule types of the paper (`-A a|c|d`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleType {
+    /// Source address conditions.
+    Address,
+    /// Strings in the first data.
+    Content,
+    /// Weighted random choice.
+    Probabilistic,
+}
+
+impl RuleType {
+    /// The ABI value.
+    pub fn to_abi(self) -> u8 {
+        match self {
+            RuleType::Address => rule_type::ADDRESS,
+            RuleType::Content => rule_type::CONTENT,
+            RuleType::Probabilistic => rule_type::PROBABILISTIC,
+        }
+    }
+
+    fn from_abi(v: u8) -> Result<Self> {
+        match v {
+            rule_type::ADDRESS => Ok(RuleType::Address),
+            rule_type::CONTENT => Ok(RuleType::Content),
+            rule_type::PROBABILISTIC => Ok(RuleType::Probabilistic),
+            _ => Err(Error::Decode(format!("unknown rule type {v}"))),
+        }
+    }
+
+    /// The paper's letter.
+    pub fn letter(self) -> char {
+        match self {
+            RuleType::Address => 'a',
+            RuleType::Content => 'c',
+            RuleType::Probabilistic => 'd',
+        }
+    }
+}
+
+/// An address condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "family", rename_all = "lowercase")]
+pub enum Matcher {
+    /// `(client & mask) == addr`.
+    Ipv4 {
+        /// Address.
+        addr: Ipv4Addr,
+        /// Mask.
+        mask: Ipv4Addr,
+    },
+    /// The first `prefix` bits equal.
+    Ipv6 {
+        /// Address.
+        addr: Ipv6Addr,
+        /// Prefix length.
+        prefix: u8,
+    },
+}
+
+impl std::fmt::Display for Matcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Matcher::Ipv4 { addr, mask } => match openqos_abi::addr::mask_len(u32::from(*mask)) {
+                Some(l) => write!(f, "{addr}/{l}"),
+                None => write!(f, "{addr}/{mask}"),
+            },
+            Matcher::Ipv6 { addr, prefix } => write!(f, "{addr}/{prefix}"),
+        }
+    }
+}
+
+/// A condition of a rule, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    /// 1-based position (what `delete_condition` takes).
+    pub index: u32,
+    /// What it matches.
+    pub matcher: Matcher,
+    /// Where matching connections go.
+    pub out_port: u16,
+    /// Connections that matched.
+    pub hits: u64,
+}
+
+/// Counters of a rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RuleStats {
+    /// Connections sent to the default port.
+    pub default_hits: u64,
+    /// Connections moved to a server.
+    pub forwarded: u64,
+    /// Refused: nothing listened on the outgoing port.
+    pub no_listener: u64,
+    /// Refused: the server's accept queue was full.
+    pub queue_full: u64,
+    /// Refused: the server's socket family could not take the connection.
+    pub family_mismatch: u64,
+    /// Refused for other reasons.
+    pub other_refused: u64,
+    /// Waiting in the module's own queues right now.
+    pub waiting: u64,
+}
+
+/// A rule, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    /// Incoming port.
+    pub port: u16,
+    /// Type.
+    #[serde(rename = "type")]
+    pub kind: RuleType,
+    /// Default outgoing port.
+    pub default_port: u16,
+    /// One dual-stack listener instead of separate IPv4 and IPv6 ones.
+    pub dual_stack: bool,
+    /// Conditions in priority order.
+    pub conditions: Vec<Condition>,
+    /// Counters.
+    pub stats: RuleStats,
+}
+
+/// An attribute of a request or reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Attr {
+    U8(u16, u8),
+    U16(u16, u16),
+    U32(u16, u32),
+    Raw(u16, Vec<u8>),
+}
+
+impl Nla for Attr {
+    fn value_len(&self) -> usize {
+        match self {
+            Attr::U8(..) => 1,
+            Attr::U16(..) => 2,
+            Attr::U32(..) => 4,
+            Attr::Raw(_, v) => v.len(),
+        }
+    }
+
+    fn kind(&self) -> u16 {
+        match self {
+            Attr::U8(k, _) | Attr::U16(k, _) | Attr::U32(k, _) | Attr::Raw(k, _) => *k,
+        }
+    }
+
+    fn emit_value(&self, buf: &mut [u8]) {
+        match self {
+            Attr::U8(_, v) => buf[0] = *v,
+            Attr::U16(_, v) => buf[..2].copy_from_slice(&v.to_ne_bytes()),
+            Attr::U32(_, v) => buf[..4].copy_from_slice(&v.to_ne_bytes()),
+            Attr::Raw(_, v) => buf[..v.len()].copy_from_slice(v),
+        }
+    }
+}
+
+/// A message of the `openqos` family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct OqMsg {
+    cmd: u8,
+    attrs: Vec<Attr>,
+}
+
+impl GenlFamily for OqMsg {
+    fn family_name() -> &'static str {
+        "openqos"
+    }
+
+    fn command(&self) -> u8 {
+        self.cmd
+    }
+
+    fn version(&self) -> u8 {
+        openqos_abi::abi::FAMILY_VERSION
+    }
+}
+
+impl Emitable for OqMsg {
+    fn buffer_len(&self) -> usize {
+        self.attrs.as_slice().buffer_len()
+    }
+
+    fn emit(&self, buffer: &mut [u8]) {
+        self.attrs.as_slice().emit(buffer)
+    }
+}
+
+impl ParseableParametrized<[u8], GenlHeader> for OqMsg {
+    fn parse_with_param(buf: &[u8], header: GenlHeader) -> std::result::Result<Self, DecodeError> {
+        let mut attrs = Vec::new();
+        for nla in NlasIterator::new(buf) {
+            let nla = nla?;
+            attrs.push(Attr::Raw(nla.kind(), nla.value().to_vec()));
+        }
+        Ok(OqMsg {
+            cmd: header.cmd,
+            attrs,
+        })
+    }
+}
+
+fn check(ty: u16, value: u64) -> Result<()> {
+    let p = openqos_abi::abi::policy(ty).expect("attribute in the ABI");
+    if value < p.min || value > p.max {
+        return Err(Error::OutOfRange {
+            name: p.name,
+            value,
+            min: p.min,
+            max: p.max,
+        });
+    }
+    Ok(())
+}
+
+fn u16_attr(ty: u16, v: u16) -> Result<Attr> {
+    check(ty, v.into())?;
+    Ok(Attr::U16(ty, v))
+}
+
+/// A connection to the `openqos` family.
+pub struct Client {
+    sock: Socket,
+    family_id: u16,
+    seq: u32,
+}
+
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const NLMSGERR_ATTR_OFFS: u16 = 2;
+const NLMSGERR_ATTR_MISS_TYPE: u16 = 5;
+
+impl Client {
+    /// Opens a netlink socket and resolves the family.
+    pub fn connect() -> Result<Self> {
+        let mut sock = Socket::new(NETLINK_GENERIC)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        sock.set_ext_ack(true)?;
+        sock.set_cap_ack(true)?;
+        let mut c = Client {
+            sock,
+            family_id: 0,
+            seq: 0,
+        };
+        c.family_id = c.resolve()?;
+        Ok(c)
+    }
+
+    fn resolve(&mut self) -> Result<u16> {
+        let mut msg = GenlMessage::from_payload(GenlCtrl {
+            cmd: GenlCtrlCmd::GetFamily,
+            nlas: vec![GenlCtrlAttrs::FamilyName("openqos".into())],
+        });
+        msg.finalize();
+        let mut nl = NetlinkMessage::from(msg);
+        nl.header.flags = NLM_F_REQUEST;
+        self.seq += 1;
+        nl.header.sequence_number = self.seq;
+        nl.finalize();
+        let mut buf = vec![0; nl.buffer_len()];
+        nl.serialize(&mut buf);
+        self.sock.send(&buf, 0)?;
+        let mut rx = Vec::with_capacity(8192);
+        self.sock.recv(&mut rx, 0)?;
+        let reply = NetlinkMessage::<GenlMessage<GenlCtrl>>::deserialize(&rx)
+            .map_err(|e| Error::Decode(e.to_string()))?;
+        match reply.payload {
+            NetlinkPayload::InnerMessage(m) => m
+                .payload
+                .nlas
+                .iter()
+                .find_map(|a| match a {
+                    GenlCtrlAttrs::FamilyId(id) => Some(*id),
+                    _ => None,
+                })
+                .ok_or(Error::Decode("family without id".into())),
+            NetlinkPayload::Error(e) if e.raw_code() == -libc_enoent() => Err(Error::ModuleNotLoaded),
+            NetlinkPayload::Error(e) => Err(Error::Kernel {
+                errno: -e.raw_code(),
+                message: None,
+                attr: None,
+            }),
+            _ => Err(Error::Decode("unexpected reply to family lookup".into())),
+        }
+    }
+
+    /// Sends `cmd` with `attrs` and collects the replies (several for a dump).
+    fn request(&mut self, cmd: u8, attrs: Vec<Attr>, dump: bool) -> Result<Vec<OqMsg>> {
+        let mut msg = GenlMessage::from_payload(OqMsg { cmd, attrs });
+        msg.set_resolved_family_id(self.family_id);
+        msg.finalize();
+        let mut nl = NetlinkMessage::from(msg);
+        nl.header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
+        self.seq += 1;
+        nl.header.sequence_number = self.seq;
+        nl.finalize();
+        let mut buf = vec![0; nl.buffer_len()];
+        nl.serialize(&mut buf);
+        self.sock.send(&buf, 0)?;
+
+        let mut out = Vec::new();
+        loop {
+            let mut rx = Vec::with_capacity(64 * 1024);
+            self.sock.recv(&mut rx, 0)?;
+            let mut off = 0;
+            while off < rx.len() {
+                let m = NetlinkMessage::<GenlMessage<OqMsg>>::deserialize(&rx[off..])
+                    .map_err(|e| Error::Decode(e.to_string()))?;
+                let len = m.header.length as usize;
+                if len == 0 {
+                    return Err(Error::Decode("zero-length message".into()));
+                }
+                off += (len + 3) & !3;
+                if m.header.sequence_number != self.seq {
+                    continue;
+                }
+                match m.payload {
+                    NetlinkPayload::InnerMessage(g) => out.push(g.payload),
+                    NetlinkPayload::Done(d) => {
+                        if d.code != 0 {
+                            return Err(ext_error(-d.code, &d.extended_ack));
+                        }
+                        return Ok(out);
+                    }
+                    NetlinkPayload::Error(e) => {
+                        let code = e.raw_code();
+                        if code == 0 {
+                            return Ok(out);
+                        }
+                        // With NETLINK_CAP_ACK the echoed request is just its 16-byte header.
+                        let tlvs = e.header.get(16..).unwrap_or(&[]);
+                        return Err(ext_error(-code, tlvs));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Creates a rule: the module listens on `port` and sends connections to
+    /// `default_port` unless a condition says otherwise.
+    pub fn create_rule(&mut self, port: u16, kind: RuleType, default_port: u16, dual_stack: bool) -> Result<()> {
+        let flags = if dual_stack { rule_flags::DUAL_STACK } else { 0 };
+        let attrs = vec![
+            u16_attr(attr::PORT, port)?,
+            Attr::U8(attr::RULE_TYPE, kind.to_abi()),
+            u16_attr(attr::DEFAULT_PORT, default_port)?,
+            Attr::U32(attr::RULE_FLAGS, flags),
+        ];
+        self.request(cmd::RULE_NEW, attrs, false).map(drop)
+    }
+
+    /// Deletes the rule on `port`.
+    pub fn delete_rule(&mut self, port: u16) -> Result<()> {
+        self.request(cmd::RULE_DEL, vec![u16_attr(attr::PORT, port)?], false)
+            .map(drop)
+    }
+
+    /// Appends an address condition to the rule on `port`.
+    pub fn add_condition(&mut self, port: u16, matcher: Matcher, out_port: u16) -> Result<()> {
+        let mut attrs = vec![u16_attr(attr::PORT, port)?, u16_attr(attr::OUT_PORT, out_port)?];
+        match matcher {
+            Matcher::Ipv4 { addr, mask } => {
+                attrs.push(Attr::U32(attr::ADDR4, u32::from_ne_bytes(addr.octets())));
+                attrs.push(Attr::U32(attr::MASK4, u32::from_ne_bytes(mask.octets())));
+            }
+            Matcher::Ipv6 { addr, prefix } => {
+                check(attr::PREFIX6, prefix.into())?;
+                attrs.push(Attr::Raw(attr::ADDR6, addr.octets().to_vec()));
+                attrs.push(Attr::U8(attr::PREFIX6, prefix));
+            }
+        }
+        self.request(cmd::COND_NEW, attrs, false).map(drop)
+    }
+
+    /// Deletes the condition at 1-based `index` of the rule on `port`.
+    pub fn delete_condition(&mut self, port: u16, index: u32) -> Result<()> {
+        check(attr::COND_INDEX, index.into())?;
+        let attrs = vec![u16_attr(attr::PORT, port)?, Attr::U32(attr::COND_INDEX, index)];
+        self.request(cmd::COND_DEL, attrs, false).map(drop)
+    }
+
+    /// Deletes every rule of the caller's network namespace.
+    pub fn flush(&mut self) -> Result<()> {
+        self.request(cmd::FLUSH, vec![], false).map(drop)
+    }
+
+    /// Lists the rules (of one port, if given) with their counters.
+    pub fn rules(&mut self, port: Option<u16>) -> Result<Vec<Rule>> {
+        let attrs = match port {
+            Some(p) => vec![u16_attr(attr::PORT, p)?],
+            None => vec![],
+        };
+        let msgs = self.request(cmd::RULE_GET, attrs, true)?;
+        let mut rules: Vec<Rule> = Vec::new();
+        for m in msgs {
+            let part = decode_rule(&m)?;
+            // A rule with many conditions arrives in several messages.
+            match rules.last_mut() {
+                Some(r) if r.port == part.port && !part.conditions.is_empty() && part.stats == RuleStats::default() => {
+                    r.conditions.extend(part.conditions)
+                }
+                _ => rules.push(part),
+            }
+        }
+        Ok(rules)
+    }
+}
+
+fn libc_enoent() -> i32 {
+    2
+}
+
+fn ext_error(errno: i32, tlvs: &[u8]) -> Error {
+    let mut message = None;
+    let mut attr = None;
+    for nla in NlasIterator::new(tlvs).flatten() {
+        match nla.kind() {
+            NLMSGERR_ATTR_MSG => {
+                let v = nla.value();
+                let v = v.split(|b| *b == 0).next().unwrap_or(v);
+                message = Some(String::from_utf8_lossy(v).into_owned());
+            }
+            NLMSGERR_ATTR_MISS_TYPE => {
+                if let Some(b) = nla.value().get(..2) {
+                    let ty = u16::from_ne_bytes([b[0], b[1]]);
+                    attr = openqos_abi::abi::policy(ty).map(|p| p.name);
+                    if message.is_none() {
+                        message = Some("missing required attribute".into());
+                    }
+                }
+            }
+            NLMSGERR_ATTR_OFFS => {}
+            _ => {}
+        }
+    }
+    Error::Kernel {
+        errno,
+        message,
+        attr,
+    }
+}
+
+fn get<'a>(attrs: &'a [Attr], ty: u16) -> Option<&'a [u8]> {
+    attrs.iter().find_map(|a| match a {
+        Attr::Raw(k, v) if k & 0x3fff == ty => Some(v.as_slice()),
+        _ => None,
+    })
+}
+
+fn int<const N: usize>(attrs: &[Attr], ty: u16) -> Result<[u8; N]> {
+    get(attrs, ty)
+        .and_then(|v| v.get(..N))
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| Error::Decode(format!("attribute {ty} missing or short")))
+}
+
+fn nested(v: &[u8]) -> Result<Vec<Attr>> {
+    NlasIterator::new(v)
+        .map(|n| {
+            let n: NlaBuffer<&[u8]> = n.map_err(|e| Error::Decode(e.to_string()))?;
+            Ok(Attr::Raw(n.kind(), n.value().to_vec()))
+        })
+        .collect()
+}
+
+fn decode_rule(m: &OqMsg) -> Result<Rule> {
+    let a = &m.attrs;
+    let port = u16::from_ne_bytes(int(a, attr::PORT)?);
+    let kind = RuleType::from_abi(int::<1>(a, attr::RULE_TYPE)?[0])?;
+    let default_port = u16::from_ne_bytes(int(a, attr::DEFAULT_PORT)?);
+    let flags = u32::from_ne_bytes(int(a, attr::RULE_FLAGS)?);
+    let mut stats = RuleStats::default();
+    if let Some(s) = get(a, attr::STATS) {
+        let s = nested(s)?;
+        let c = |t| int::<8>(&s, t).map(u64::from_ne_bytes).unwrap_or(0);
+        stats = RuleStats {
+            default_hits: c(stat::DEFAULT_HITS),
+            forwarded: c(stat::FORWARDED),
+            no_listener: c(stat::NO_LISTENER),
+            queue_full: c(stat::QUEUE_FULL),
+            family_mismatch: c(stat::FAMILY_MISMATCH),
+            other_refused: c(stat::OTHER_REFUSED),
+            waiting: c(stat::WAITING),
+        };
+    }
+    let mut conditions = Vec::new();
+    for c in a.iter().filter(|x| matches!(x, Attr::Raw(k, _) if k & 0x3fff == attr::COND)) {
+        let Attr::Raw(_, v) = c else { continue };
+        let n = nested(v)?;
+        let matcher = if get(&n, attr::ADDR4).is_some() {
+            Matcher::Ipv4 {
+                addr: Ipv4Addr::from(int::<4>(&n, attr::ADDR4)?),
+                mask: Ipv4Addr::from(int::<4>(&n, attr::MASK4)?),
+            }
+        } else {
+            Matcher::Ipv6 {
+                addr: Ipv6Addr::from(int::<16>(&n, attr::ADDR6)?),
+                prefix: int::<1>(&n, attr::PREFIX6)?[0],
+            }
+        };
+        conditions.push(Condition {
+            index: u32::from_ne_bytes(int(&n, attr::COND_INDEX)?),
+            matcher,
+            out_port: u16::from_ne_bytes(int(&n, attr::OUT_PORT)?),
+            hits: u64::from_ne_bytes(int(&n, attr::HITS)?),
+        });
+    }
+    Ok(Rule {
+        port,
+        kind,
+        default_port,
+        dual_stack: flags & rule_flags::DUAL_STACK != 0,
+        conditions,
+        stats,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let m = OqMsg {
+            cmd: cmd::COND_NEW,
+            attrs: vec![
+                Attr::U16(attr::PORT, 21),
+                Attr::U32(attr::ADDR4, u32::from_ne_bytes([128, 143, 0, 0])),
+            ],
+        };
+        let mut buf = vec![0; m.buffer_len()];
+        m.emit(&mut buf);
+        let back = OqMsg::parse_with_param(&buf, GenlHeader { cmd: cmd::COND_NEW, version: 1 }).unwrap();
+        assert_eq!(get(&back.attrs, attr::PORT), Some(&21u16.to_ne_bytes()[..]));
+        assert_eq!(get(&back.attrs, attr::ADDR4), Some(&[128, 143, 0, 0][..]));
+    }
+
+    #[test]
+    fn policy_ranges_are_enforced() {
+        assert!(u16_attr(attr::PORT, 0).is_err());
+        assert!(u16_attr(attr::PORT, 80).is_ok());
+        assert!(check(attr::PREFIX6, 129).is_err());
+        assert!(check(attr::COND_INDEX, 0).is_err());
+    }
+
+    #[test]
+    fn extack_is_decoded() {
+        let msg = b"no rule on this incoming port\0\0\0";
+        let mut tlv = vec![];
+        tlv.extend_from_slice(&((4 + 30) as u16).to_ne_bytes());
+        tlv.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        tlv.extend_from_slice(&msg[..32]);
+        let e = ext_error(2, &tlv);
+        assert_eq!(e.errno(), Some(2));
+        assert!(e.to_string().starts_with("no rule on this incoming port: No such file"), "{e}");
+    }
+
+    #[test]
+    fn matcher_display() {
+        let m = Matcher::Ipv4 { addr: "128.143.0.0".parse().unwrap(), mask: "255.255.0.0".parse().unwrap() };
+        assert_eq!(m.to_string(), "128.143.0.0/16");
+        let m = Matcher::Ipv4 { addr: "10.0.0.0".parse().unwrap(), mask: "255.0.255.0".parse().unwrap() };
+        assert_eq!(m.to_string(), "10.0.0.0/255.0.255.0");
+    }
+}
