@@ -1,1 +1,295 @@
-fn main(){}
+// SPDX-License-Identifier: GPL-2.0
+
+//! Test helpers for the openqos QEMU suite.
+//!
+//! `qostest serve` is a server that tells, for every connection, which instance accepted
+//! it and whom it saw: it reads `<len>\n` and `len` bytes, and answers
+//! `<tag> <peer-ip> <peer-port> <fnv64 of the bytes>\n`. `qostest load` opens many such
+//! connections from a chosen source address and checks every answer: the expected
+//! instance, the client's real address and port, the payload hash.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{
+    bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
+};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "qostest", about = "openqos test helpers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Mode {
+    /// A thread blocked in accept().
+    Blocking,
+    /// Non-blocking accept driven by epoll.
+    Epoll,
+    /// Non-blocking accept driven by poll().
+    Poll,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve tagged answers on a port.
+    Serve {
+        /// Port to listen on.
+        #[arg(long)]
+        port: u16,
+        /// Name reported to clients.
+        #[arg(long)]
+        tag: String,
+        /// Address: 0.0.0.0, a v4 address, :: (dual stack) or ::v6only.
+        #[arg(long, default_value = "0.0.0.0")]
+        addr: String,
+        /// Accept style.
+        #[arg(long, value_enum, default_value = "blocking")]
+        mode: Mode,
+        /// listen() backlog.
+        #[arg(long, default_value_t = 1024)]
+        backlog: i32,
+        /// Never accept (to fill the queue).
+        #[arg(long)]
+        no_accept: bool,
+    },
+    /// Open connections and verify every answer.
+    Load {
+        /// Destination, e.g. 127.0.0.1:21 or [::1]:21.
+        #[arg(long)]
+        to: SocketAddr,
+        /// Source address to bind (a client class).
+        #[arg(long)]
+        from: Option<IpAddr>,
+        /// Connections in all.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Parallel connections.
+        #[arg(long, default_value_t = 1)]
+        concurrency: u64,
+        /// Expected server tag.
+        #[arg(long)]
+        expect: Option<String>,
+        /// Expect the connection to be refused or reset instead of served.
+        #[arg(long)]
+        expect_refused: bool,
+        /// Payload size per connection.
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+        /// Per-connection timeout in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+}
+
+fn fnv64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+}
+
+fn listener(addr: &str, port: u16, backlog: i32) -> Result<TcpListener> {
+    let (ip, v6only): (IpAddr, Option<bool>) = match addr {
+        "::v6only" => ("::".parse()?, Some(true)),
+        a => {
+            let ip: IpAddr = a.parse().context("bad --addr")?;
+            (ip, ip.is_ipv6().then_some(false))
+        }
+    };
+    let fam = if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket(fam, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if let Some(v) = v6only {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &v)?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(SocketAddr::new(ip, port)))?;
+    nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(backlog)?)?;
+    Ok(TcpListener::from(fd))
+}
+
+fn handle(mut s: TcpStream, tag: &str) {
+    let peer = match s.peer_addr() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+    let mut r = BufReader::new(match s.try_clone() {
+        Ok(c) => c,
+        Err(_) => return,
+    });
+    let mut line = String::new();
+    if r.read_line(&mut line).is_err() {
+        return;
+    }
+    let Ok(len) = line.trim().parse::<usize>() else { return };
+    let mut buf = vec![0; len];
+    if r.read_exact(&mut buf).is_err() {
+        return;
+    }
+    let ip = match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        ip => ip,
+    };
+    let _ = writeln!(s, "{tag} {ip} {} {:016x}", peer.port(), fnv64(&buf));
+}
+
+fn serve(port: u16, tag: String, addr: &str, mode: Mode, backlog: i32, no_accept: bool) -> Result<()> {
+    let l = listener(addr, port, backlog)?;
+    println!("ready {tag} {addr} {port}");
+    std::io::stdout().flush()?;
+    if no_accept {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    let tag: Arc<str> = tag.into();
+    let spawn = |s: TcpStream| {
+        let tag = tag.clone();
+        std::thread::spawn(move || handle(s, &tag));
+    };
+    match mode {
+        Mode::Blocking => loop {
+            match l.accept() {
+                Ok((s, _)) => spawn(s),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => bail!("accept: {e}"),
+            }
+        },
+        Mode::Epoll => {
+            l.set_nonblocking(true)?;
+            let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+            ep.add(l.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+            let mut evs = [EpollEvent::empty(); 8];
+            loop {
+                ep.wait(&mut evs, EpollTimeout::NONE)?;
+                drain_accept(&l, &spawn)?;
+            }
+        }
+        Mode::Poll => {
+            l.set_nonblocking(true)?;
+            loop {
+                let mut fds = [nix::poll::PollFd::new(l.as_fd(), nix::poll::PollFlags::POLLIN)];
+                nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE)?;
+                drain_accept(&l, &spawn)?;
+            }
+        }
+    }
+}
+
+fn drain_accept(l: &TcpListener, spawn: &impl Fn(TcpStream)) -> Result<()> {
+    loop {
+        match l.accept() {
+            Ok((s, _)) => spawn(s),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => bail!("accept: {e}"),
+        }
+    }
+}
+
+fn connect(to: SocketAddr, from: Option<IpAddr>, timeout: Duration) -> Result<TcpStream> {
+    let Some(src) = from else {
+        return Ok(TcpStream::connect_timeout(&to, timeout)?);
+    };
+    let fam = if to.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket(fam, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(SocketAddr::new(src, 0)))?;
+    nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(to))?;
+    // The descriptor's ownership moves into the stream.
+    Ok(TcpStream::from(fd))
+}
+
+/// One connection: Ok(reply line) or an error.
+fn one(to: SocketAddr, from: Option<IpAddr>, size: usize, id: u64, timeout: Duration) -> Result<(String, SocketAddr, u64)> {
+    let mut s = connect(to, from, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    let local = s.local_addr()?;
+    let payload: Vec<u8> = (0..size).map(|i| (i as u64 ^ id.wrapping_mul(2654435761)) as u8).collect();
+    write!(s, "{size}\n")?;
+    s.write_all(&payload)?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line)?;
+    if line.is_empty() {
+        bail!("connection closed without an answer");
+    }
+    Ok((line, local, fnv64(&payload)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn load(to: SocketAddr, from: Option<IpAddr>, count: u64, conc: u64, expect: Option<String>, refused: bool, size: usize, timeout: u64) -> Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let bad = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let max_refuse = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..conc.min(count).max(1))
+        .map(|_| {
+            let (next, ok, bad, expect, max_refuse) = (next.clone(), ok.clone(), bad.clone(), expect.clone(), max_refuse.clone());
+            std::thread::spawn(move || loop {
+                let id = next.fetch_add(1, Ordering::Relaxed);
+                if id >= count {
+                    return;
+                }
+                let t0 = Instant::now();
+                let r = one(to, from, size, id, Duration::from_secs(timeout));
+                let good = match (&r, refused) {
+                    (Err(_), true) => {
+                        max_refuse.fetch_max(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        true
+                    }
+                    (Ok((line, _, _)), true) => {
+                        eprintln!("conn {id}: expected refusal, got answer {}", line.trim());
+                        false
+                    }
+                    (Err(e), false) => {
+                        eprintln!("conn {id}: {e:#}");
+                        false
+                    }
+                    (Ok((line, local, hash)), false) => {
+                        let f: Vec<&str> = line.split_whitespace().collect();
+                        let want_ip = match local.ip() {
+                            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+                            ip => ip,
+                        };
+                        let fine = f.len() == 4
+                            && expect.as_deref().is_none_or(|e| e == f[0])
+                            && f[1].parse::<IpAddr>().ok() == Some(want_ip)
+                            && f[2].parse::<u16>().ok() == Some(local.port())
+                            && f[3] == format!("{hash:016x}");
+                        if !fine {
+                            eprintln!("conn {id}: bad answer '{}' (expected {:?} {} {} {hash:016x})", line.trim(), expect, want_ip, local.port());
+                        }
+                        fine
+                    }
+                };
+                if good { &ok } else { &bad }.fetch_add(1, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let (ok, bad) = (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
+    let el = start.elapsed().as_secs_f64();
+    println!("ok={ok} bad={bad} seconds={el:.2} rate={:.0} max_refusal_ms={}", ok as f64 / el, max_refuse.load(Ordering::Relaxed));
+    if bad > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Serve { port, tag, addr, mode, backlog, no_accept } => serve(port, tag, &addr, mode, backlog, no_accept),
+        Cmd::Load { to, from, count, concurrency, expect, expect_refused, size, timeout } => {
+            load(to, from, count, concurrency, expect, expect_refused, size, timeout)
+        }
+    }
+}

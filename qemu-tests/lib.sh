@@ -1,0 +1,43 @@
+# SPDX-License-Identifier: GPL-2.0
+# Helpers sourced by every scenario (each runs in its own network namespace).
+set -e
+ip link set lo up
+PIDS=""
+cleanup() {
+	for p in $PIDS; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	tcpchains -F 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# bg CMD...: start a background process, killed when the scenario ends.
+bg() {
+	"$@" &
+	PIDS="$PIDS $!"
+}
+
+# serve PORT TAG [qostest serve options]: a tagged test server, waits until it listens.
+serve() {
+	port=$1; tag=$2; shift 2
+	bg qostest serve --port "$port" --tag "$tag" "$@" >/tmp/serve-$port.log 2>&1
+	for i in $(seq 1 100); do
+		grep -q ready /tmp/serve-$port.log 2>/dev/null && return 0
+		sleep 0.05
+	done
+	echo "server on $port did not start"; cat /tmp/serve-$port.log; return 1
+}
+
+# Client classes: addresses on lo (routes for 127/8 and these /32 are local).
+add_client_addrs() {
+	for a in "$@"; do ip addr add "$a" dev lo; done
+}
+
+fail() { echo "FAIL: $*"; exit 1; }
+
+# expect_eq WHAT GOT WANT
+expect_eq() { [ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"; }
+
+# stat_of PORT FIELD: a counter of the rule on PORT from tcpchains -L -j.
+stat_of() {
+	tcpchains -L -j -p "$1" | tr -d ' \n' | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"
+}

@@ -1,0 +1,39 @@
+# The paper's address example, verbatim, with two unmodified vsftpd instances:
+# FTP clients from 128.143/16 and 128.141/16 go to 2021, everyone else to 1021.
+add_client_addrs 128.143.1.1/32 128.141.7.7/32 10.9.9.9/32
+for p in 1021 2021; do
+	mkdir -p /srv/ftp$p && echo "served-by-$p" >/srv/ftp$p/who.txt
+	cat >/tmp/vsftpd-$p.conf <<-CONF
+		listen=YES
+		listen_ipv6=NO
+		listen_port=$p
+		background=NO
+		anonymous_enable=YES
+		local_enable=NO
+		anon_root=/srv/ftp$p
+		run_as_launching_user=YES
+		seccomp_sandbox=NO
+		isolate=NO
+		isolate_network=NO
+		pasv_enable=YES
+		connect_from_port_20=NO
+		secure_chroot_dir=/var/run/vsftpd/empty
+	CONF
+	bg vsftpd /tmp/vsftpd-$p.conf
+done
+sleep 0.5
+tcpchains -A a -p 21 -o 1021
+tcpchains -a a -p 21 -i 128.143.0.0 -m 255.255.0.0 -r 2021
+tcpchains -a a -p 21 -i 128.141.0.0 -m 255.255.0.0 -r 2021
+fetch() { curl -s --max-time 10 --interface "$1" ftp://127.0.0.1:21/who.txt; }
+for i in 1 2 3; do
+	expect_eq "128.143.1.1" "$(fetch 128.143.1.1)" served-by-2021
+	expect_eq "128.141.7.7" "$(fetch 128.141.7.7)" served-by-2021
+	expect_eq "10.9.9.9" "$(fetch 10.9.9.9)" served-by-1021
+	expect_eq "127.0.0.1" "$(fetch 127.0.0.1)" served-by-1021
+done
+tcpchains -L
+expect_eq forwarded "$(stat_of 21 forwarded)" 12
+expect_eq default-hits "$(stat_of 21 default_hits)" 6
+tcpchains -L -p 21 | grep -q "128.143.0.0/16 .*-> 2021 .*hits 3" || fail "hit counter of condition 1"
+echo "12 FTP sessions classified by source subnet"
