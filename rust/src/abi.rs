@@ -185,7 +185,13 @@ pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
     int(attr::PORT, "port", Kind::U16, 1, 65535),
     int(attr::RULE_TYPE, "rule-type", Kind::U8, 1, 3),
     int(attr::DEFAULT_PORT, "default-port", Kind::U16, 1, 65535),
-    int(attr::RULE_FLAGS, "rule-flags", Kind::U32, 0, rule_flags::ALL as u64),
+    int(
+        attr::RULE_FLAGS,
+        "rule-flags",
+        Kind::U32,
+        0,
+        rule_flags::ALL as u64,
+    ),
     int(
         attr::COND_INDEX,
         "cond-index",

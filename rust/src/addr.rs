@@ -122,17 +122,28 @@ mod tests {
         assert!(p.matches(&Client::V4(v4(128, 143, 7, 9))));
         assert!(!p.matches(&Client::V4(v4(128, 141, 7, 9))));
         assert!(p.matches(&mapped(v4(128, 143, 1, 1))));
-        assert!(!p.matches(&Client::V6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])));
+        assert!(!p.matches(&Client::V6([
+            0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1
+        ])));
     }
 
     #[test]
     fn normalizes_host_bits() {
         assert_eq!(
             Prefix::v4(v4(10, 1, 2, 3), v4(255, 0, 0, 0)),
-            Prefix::V4 { addr: v4(10, 0, 0, 0), mask: v4(255, 0, 0, 0) }
+            Prefix::V4 {
+                addr: v4(10, 0, 0, 0),
+                mask: v4(255, 0, 0, 0)
+            }
         );
         let p = Prefix::v6([0xff; 16], 12).unwrap();
-        assert_eq!(p, Prefix::V6 { addr: [0xff, 0xf0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], len: 12 });
+        assert_eq!(
+            p,
+            Prefix::V6 {
+                addr: [0xff, 0xf0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                len: 12
+            }
+        );
         assert_eq!(Prefix::v6([0; 16], 129), Err(PrefixError::PrefixTooLong));
     }
 
@@ -146,7 +157,9 @@ mod tests {
         c[3] = 0xb9;
         assert!(!p.matches(&Client::V6(c)));
         assert!(!p.matches(&Client::V4(1)));
-        assert!(Prefix::v6([0; 16], 0).unwrap().matches(&Client::V6([9; 16])));
+        assert!(Prefix::v6([0; 16], 0)
+            .unwrap()
+            .matches(&Client::V6([9; 16])));
         let p = Prefix::v6([0xab; 16], 128).unwrap();
         assert!(p.matches(&Client::V6([0xab; 16])));
         let mut d = [0xab; 16];

@@ -33,7 +33,13 @@ where
     Ok(())
 }
 
-fn walk<T, I>(start: u16, port: u16, targets: &T, depth: usize, max: usize) -> Result<(), ChainError>
+fn walk<T, I>(
+    start: u16,
+    port: u16,
+    targets: &T,
+    depth: usize,
+    max: usize,
+) -> Result<(), ChainError>
 where
     T: Fn(u16) -> Option<I>,
     I: Iterator<Item = u16>,
@@ -59,8 +65,15 @@ where
 mod tests {
     use super::*;
 
-    fn graph(edges: &'static [(u16, &'static [u16])]) -> impl Fn(u16) -> Option<core::iter::Copied<core::slice::Iter<'static, u16>>> {
-        move |p| edges.iter().find(|(r, _)| *r == p).map(|(_, o)| o.iter().copied())
+    fn graph(
+        edges: &'static [(u16, &'static [u16])],
+    ) -> impl Fn(u16) -> Option<core::iter::Copied<core::slice::Iter<'static, u16>>> {
+        move |p| {
+            edges
+                .iter()
+                .find(|(r, _)| *r == p)
+                .map(|(_, o)| o.iter().copied())
+        }
     }
 
     #[test]

@@ -7,9 +7,7 @@
 //! same source the kernel module compiles, and every value is checked against that policy
 //! before it is sent, so a tool never sends what the kernel would refuse for its range.
 
-use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_generic::{
     ctrl::{nlas::GenlCtrlAttrs, GenlCtrl, GenlCtrlCmd},
     GenlFamily, GenlHeader, GenlMessage,
@@ -362,7 +360,9 @@ impl Client {
                     _ => None,
                 })
                 .ok_or(Error::Decode("family without id".into())),
-            NetlinkPayload::Error(e) if e.raw_code() == -libc_enoent() => Err(Error::ModuleNotLoaded),
+            NetlinkPayload::Error(e) if e.raw_code() == -libc_enoent() => {
+                Err(Error::ModuleNotLoaded)
+            }
             NetlinkPayload::Error(e) => Err(Error::Kernel {
                 errno: -e.raw_code(),
                 message: None,
@@ -427,8 +427,18 @@ impl Client {
 
     /// Creates a rule: the module listens on `port` and sends connections to
     /// `default_port` unless a condition says otherwise.
-    pub fn create_rule(&mut self, port: u16, kind: RuleType, default_port: u16, dual_stack: bool) -> Result<()> {
-        let flags = if dual_stack { rule_flags::DUAL_STACK } else { 0 };
+    pub fn create_rule(
+        &mut self,
+        port: u16,
+        kind: RuleType,
+        default_port: u16,
+        dual_stack: bool,
+    ) -> Result<()> {
+        let flags = if dual_stack {
+            rule_flags::DUAL_STACK
+        } else {
+            0
+        };
         let attrs = vec![
             u16_attr(attr::PORT, port)?,
             Attr::U8(attr::RULE_TYPE, kind.to_abi()),
@@ -446,7 +456,10 @@ impl Client {
 
     /// Appends an address condition to the rule on `port`.
     pub fn add_condition(&mut self, port: u16, matcher: Matcher, out_port: u16) -> Result<()> {
-        let mut attrs = vec![u16_attr(attr::PORT, port)?, u16_attr(attr::OUT_PORT, out_port)?];
+        let mut attrs = vec![
+            u16_attr(attr::PORT, port)?,
+            u16_attr(attr::OUT_PORT, out_port)?,
+        ];
         match matcher {
             Matcher::Ipv4 { addr, mask } => {
                 attrs.push(Attr::U32(attr::ADDR4, u32::from_ne_bytes(addr.octets())));
@@ -464,7 +477,10 @@ impl Client {
     /// Deletes the condition at 1-based `index` of the rule on `port`.
     pub fn delete_condition(&mut self, port: u16, index: u32) -> Result<()> {
         check(attr::COND_INDEX, index.into())?;
-        let attrs = vec![u16_attr(attr::PORT, port)?, Attr::U32(attr::COND_INDEX, index)];
+        let attrs = vec![
+            u16_attr(attr::PORT, port)?,
+            Attr::U32(attr::COND_INDEX, index),
+        ];
         self.request(cmd::COND_DEL, attrs, false).map(drop)
     }
 
@@ -485,7 +501,11 @@ impl Client {
             let part = decode_rule(&m)?;
             // A rule with many conditions arrives in several messages.
             match rules.last_mut() {
-                Some(r) if r.port == part.port && !part.conditions.is_empty() && part.stats == RuleStats::default() => {
+                Some(r)
+                    if r.port == part.port
+                        && !part.conditions.is_empty()
+                        && part.stats == RuleStats::default() =>
+                {
                     r.conditions.extend(part.conditions)
                 }
                 _ => rules.push(part),
@@ -529,7 +549,7 @@ fn ext_error(errno: i32, tlvs: &[u8]) -> Error {
     }
 }
 
-fn get<'a>(attrs: &'a [Attr], ty: u16) -> Option<&'a [u8]> {
+fn get(attrs: &[Attr], ty: u16) -> Option<&[u8]> {
     attrs.iter().find_map(|a| match a {
         Attr::Raw(k, v) if k & 0x3fff == ty => Some(v.as_slice()),
         _ => None,
@@ -573,7 +593,10 @@ fn decode_rule(m: &OqMsg) -> Result<Rule> {
         };
     }
     let mut conditions = Vec::new();
-    for c in a.iter().filter(|x| matches!(x, Attr::Raw(k, _) if k & 0x3fff == attr::COND)) {
+    for c in a
+        .iter()
+        .filter(|x| matches!(x, Attr::Raw(k, _) if k & 0x3fff == attr::COND))
+    {
         let Attr::Raw(_, v) = c else { continue };
         let n = nested(v)?;
         let matcher = if get(&n, attr::ADDR4).is_some() {
@@ -619,7 +642,14 @@ mod tests {
         };
         let mut buf = vec![0; m.buffer_len()];
         m.emit(&mut buf);
-        let back = OqMsg::parse_with_param(&buf, GenlHeader { cmd: cmd::COND_NEW, version: 1 }).unwrap();
+        let back = OqMsg::parse_with_param(
+            &buf,
+            GenlHeader {
+                cmd: cmd::COND_NEW,
+                version: 1,
+            },
+        )
+        .unwrap();
         assert_eq!(get(&back.attrs, attr::PORT), Some(&21u16.to_ne_bytes()[..]));
         assert_eq!(get(&back.attrs, attr::ADDR4), Some(&[128, 143, 0, 0][..]));
     }
@@ -641,14 +671,24 @@ mod tests {
         tlv.extend_from_slice(&msg[..32]);
         let e = ext_error(2, &tlv);
         assert_eq!(e.errno(), Some(2));
-        assert!(e.to_string().starts_with("no rule on this incoming port: No such file"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("no rule on this incoming port: No such file"),
+            "{e}"
+        );
     }
 
     #[test]
     fn matcher_display() {
-        let m = Matcher::Ipv4 { addr: "128.143.0.0".parse().unwrap(), mask: "255.255.0.0".parse().unwrap() };
+        let m = Matcher::Ipv4 {
+            addr: "128.143.0.0".parse().unwrap(),
+            mask: "255.255.0.0".parse().unwrap(),
+        };
         assert_eq!(m.to_string(), "128.143.0.0/16");
-        let m = Matcher::Ipv4 { addr: "10.0.0.0".parse().unwrap(), mask: "255.0.255.0".parse().unwrap() };
+        let m = Matcher::Ipv4 {
+            addr: "10.0.0.0".parse().unwrap(),
+            mask: "255.0.255.0".parse().unwrap(),
+        };
         assert_eq!(m.to_string(), "10.0.0.0/255.0.255.0");
     }
 }

@@ -91,7 +91,9 @@ enum Cmd {
 }
 
 fn fnv64(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+    data.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn listener(addr: &str, port: u16, backlog: i32) -> Result<TcpListener> {
@@ -102,13 +104,20 @@ fn listener(addr: &str, port: u16, backlog: i32) -> Result<TcpListener> {
             (ip, ip.is_ipv6().then_some(false))
         }
     };
-    let fam = if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fam = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
     let fd = socket(fam, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     if let Some(v) = v6only {
         setsockopt(&fd, sockopt::Ipv6V6Only, &v)?;
     }
-    bind(fd.as_raw_fd(), &SockaddrStorage::from(SocketAddr::new(ip, port)))?;
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrStorage::from(SocketAddr::new(ip, port)),
+    )?;
     nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(backlog)?)?;
     Ok(TcpListener::from(fd))
 }
@@ -128,19 +137,31 @@ fn handle(mut s: TcpStream, tag: &str) {
     if r.read_line(&mut line).is_err() {
         return;
     }
-    let Ok(len) = line.trim().parse::<usize>() else { return };
+    let Ok(len) = line.trim().parse::<usize>() else {
+        return;
+    };
     let mut buf = vec![0; len];
     if r.read_exact(&mut buf).is_err() {
         return;
     }
     let ip = match peer.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         ip => ip,
     };
     let _ = writeln!(s, "{tag} {ip} {} {:016x}", peer.port(), fnv64(&buf));
 }
 
-fn serve(port: u16, tag: String, addr: &str, mode: Mode, backlog: i32, no_accept: bool) -> Result<()> {
+fn serve(
+    port: u16,
+    tag: String,
+    addr: &str,
+    mode: Mode,
+    backlog: i32,
+    no_accept: bool,
+) -> Result<()> {
     let l = listener(addr, port, backlog)?;
     println!("ready {tag} {addr} {port}");
     std::io::stdout().flush()?;
@@ -175,7 +196,10 @@ fn serve(port: u16, tag: String, addr: &str, mode: Mode, backlog: i32, no_accept
         Mode::Poll => {
             l.set_nonblocking(true)?;
             loop {
-                let mut fds = [nix::poll::PollFd::new(l.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let mut fds = [nix::poll::PollFd::new(
+                    l.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
                 nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE)?;
                 drain_accept(&l, &spawn)?;
             }
@@ -198,21 +222,36 @@ fn connect(to: SocketAddr, from: Option<IpAddr>, timeout: Duration) -> Result<Tc
     let Some(src) = from else {
         return Ok(TcpStream::connect_timeout(&to, timeout)?);
     };
-    let fam = if to.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fam = if to.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
     let fd = socket(fam, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-    bind(fd.as_raw_fd(), &SockaddrStorage::from(SocketAddr::new(src, 0)))?;
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrStorage::from(SocketAddr::new(src, 0)),
+    )?;
     nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(to))?;
     // The descriptor's ownership moves into the stream.
     Ok(TcpStream::from(fd))
 }
 
 /// One connection: Ok(reply line) or an error.
-fn one(to: SocketAddr, from: Option<IpAddr>, size: usize, id: u64, timeout: Duration) -> Result<(String, SocketAddr, u64)> {
+fn one(
+    to: SocketAddr,
+    from: Option<IpAddr>,
+    size: usize,
+    id: u64,
+    timeout: Duration,
+) -> Result<(String, SocketAddr, u64)> {
     let mut s = connect(to, from, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     let local = s.local_addr()?;
-    let payload: Vec<u8> = (0..size).map(|i| (i as u64 ^ id.wrapping_mul(2654435761)) as u8).collect();
-    write!(s, "{size}\n")?;
+    let payload: Vec<u8> = (0..size)
+        .map(|i| (i as u64 ^ id.wrapping_mul(2654435761)) as u8)
+        .collect();
+    writeln!(s, "{size}")?;
     s.write_all(&payload)?;
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line)?;
@@ -223,7 +262,16 @@ fn one(to: SocketAddr, from: Option<IpAddr>, size: usize, id: u64, timeout: Dura
 }
 
 #[allow(clippy::too_many_arguments)]
-fn load(to: SocketAddr, from: Option<IpAddr>, count: u64, conc: u64, expect: Option<String>, refused: bool, size: usize, timeout: u64) -> Result<()> {
+fn load(
+    to: SocketAddr,
+    from: Option<IpAddr>,
+    count: u64,
+    conc: u64,
+    expect: Option<String>,
+    refused: bool,
+    size: usize,
+    timeout: u64,
+) -> Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(AtomicU64::new(0));
@@ -231,7 +279,13 @@ fn load(to: SocketAddr, from: Option<IpAddr>, count: u64, conc: u64, expect: Opt
     let max_refuse = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..conc.min(count).max(1))
         .map(|_| {
-            let (next, ok, bad, expect, max_refuse) = (next.clone(), ok.clone(), bad.clone(), expect.clone(), max_refuse.clone());
+            let (next, ok, bad, expect, max_refuse) = (
+                next.clone(),
+                ok.clone(),
+                bad.clone(),
+                expect.clone(),
+                max_refuse.clone(),
+            );
             std::thread::spawn(move || loop {
                 let id = next.fetch_add(1, Ordering::Relaxed);
                 if id >= count {
@@ -255,7 +309,10 @@ fn load(to: SocketAddr, from: Option<IpAddr>, count: u64, conc: u64, expect: Opt
                     (Ok((line, local, hash)), false) => {
                         let f: Vec<&str> = line.split_whitespace().collect();
                         let want_ip = match local.ip() {
-                            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+                            IpAddr::V6(v6) => v6
+                                .to_ipv4_mapped()
+                                .map(IpAddr::V4)
+                                .unwrap_or(IpAddr::V6(v6)),
                             ip => ip,
                         };
                         let fine = f.len() == 4
@@ -264,7 +321,13 @@ fn load(to: SocketAddr, from: Option<IpAddr>, count: u64, conc: u64, expect: Opt
                             && f[2].parse::<u16>().ok() == Some(local.port())
                             && f[3] == format!("{hash:016x}");
                         if !fine {
-                            eprintln!("conn {id}: bad answer '{}' (expected {:?} {} {} {hash:016x})", line.trim(), expect, want_ip, local.port());
+                            eprintln!(
+                                "conn {id}: bad answer '{}' (expected {:?} {} {} {hash:016x})",
+                                line.trim(),
+                                expect,
+                                want_ip,
+                                local.port()
+                            );
                         }
                         fine
                     }
@@ -278,7 +341,11 @@ fn load(to: SocketAddr, from: Option<IpAddr>, count: u64, conc: u64, expect: Opt
     }
     let (ok, bad) = (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
     let el = start.elapsed().as_secs_f64();
-    println!("ok={ok} bad={bad} seconds={el:.2} rate={:.0} max_refusal_ms={}", ok as f64 / el, max_refuse.load(Ordering::Relaxed));
+    println!(
+        "ok={ok} bad={bad} seconds={el:.2} rate={:.0} max_refusal_ms={}",
+        ok as f64 / el,
+        max_refuse.load(Ordering::Relaxed)
+    );
     if bad > 0 {
         std::process::exit(1);
     }
@@ -287,9 +354,32 @@ fn load(to: SocketAddr, from: Option<IpAddr>, count: u64, conc: u64, expect: Opt
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Serve { port, tag, addr, mode, backlog, no_accept } => serve(port, tag, &addr, mode, backlog, no_accept),
-        Cmd::Load { to, from, count, concurrency, expect, expect_refused, size, timeout } => {
-            load(to, from, count, concurrency, expect, expect_refused, size, timeout)
-        }
+        Cmd::Serve {
+            port,
+            tag,
+            addr,
+            mode,
+            backlog,
+            no_accept,
+        } => serve(port, tag, &addr, mode, backlog, no_accept),
+        Cmd::Load {
+            to,
+            from,
+            count,
+            concurrency,
+            expect,
+            expect_refused,
+            size,
+            timeout,
+        } => load(
+            to,
+            from,
+            count,
+            concurrency,
+            expect,
+            expect_refused,
+            size,
+            timeout,
+        ),
     }
 }

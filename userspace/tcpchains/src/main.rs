@@ -109,16 +109,24 @@ fn matcher(addr: &str, mask: Option<&str>) -> anyhow::Result<Matcher> {
     };
     let ip: IpAddr = a.parse().with_context(|| format!("bad address '{a}'"))?;
     let mask = match (inline, mask) {
-        (Some(_), Some(_)) => bail!("give the prefix either in -i ADDR/PREFIX or with -m, not both"),
+        (Some(_), Some(_)) => {
+            bail!("give the prefix either in -i ADDR/PREFIX or with -m, not both")
+        }
         (m, n) => m.or(n),
     };
     match ip {
         IpAddr::V4(addr) => {
             let mask = match mask {
                 None => std::net::Ipv4Addr::BROADCAST,
-                Some(m) if m.contains('.') => m.parse().with_context(|| format!("bad mask '{m}'"))?,
+                Some(m) if m.contains('.') => {
+                    m.parse().with_context(|| format!("bad mask '{m}'"))?
+                }
                 Some(m) => {
-                    let len: u32 = m.parse().ok().filter(|l| *l <= 32).with_context(|| format!("bad mask '{m}' (0..32 or dotted)"))?;
+                    let len: u32 = m
+                        .parse()
+                        .ok()
+                        .filter(|l| *l <= 32)
+                        .with_context(|| format!("bad mask '{m}' (0..32 or dotted)"))?;
                     std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - len).unwrap_or(0))
                 }
             };
@@ -127,7 +135,11 @@ fn matcher(addr: &str, mask: Option<&str>) -> anyhow::Result<Matcher> {
         IpAddr::V6(addr) => {
             let prefix = match mask {
                 None => 128,
-                Some(m) => m.parse().ok().filter(|l| *l <= 128).with_context(|| format!("bad IPv6 prefix length '{m}' (0..128)"))?,
+                Some(m) => m
+                    .parse()
+                    .ok()
+                    .filter(|l| *l <= 128)
+                    .with_context(|| format!("bad IPv6 prefix length '{m}' (0..128)"))?,
             };
             Ok(Matcher::Ipv6 { addr, prefix })
         }
@@ -192,7 +204,13 @@ fn print_rule(r: &openqos::Rule) {
         s.other_refused
     );
     for c in &r.conditions {
-        println!("  {:>4}  {:<40} -> {:<5}  hits {}", c.index, c.matcher.to_string(), c.out_port, c.hits);
+        println!(
+            "  {:>4}  {:<40} -> {:<5}  hits {}",
+            c.index,
+            c.matcher.to_string(),
+            c.out_port,
+            c.hits
+        );
     }
 }
 
@@ -226,19 +244,65 @@ mod tests {
     #[test]
     fn paper_commands_parse() {
         let c = Cli::try_parse_from(["tcpchains", "-A", "a", "-p", "21", "-o", "1021"]).unwrap();
-        assert_eq!((c.new_rule, c.port, c.default), (Some(RuleType::Address), Some(21), Some(1021)));
-        let c = Cli::try_parse_from(["tcpchains", "-a", "a", "-p", "21", "-i", "128.143.0.0", "-m", "255.255.0.0", "-r", "2021"]).unwrap();
+        assert_eq!(
+            (c.new_rule, c.port, c.default),
+            (Some(RuleType::Address), Some(21), Some(1021))
+        );
+        let c = Cli::try_parse_from([
+            "tcpchains",
+            "-a",
+            "a",
+            "-p",
+            "21",
+            "-i",
+            "128.143.0.0",
+            "-m",
+            "255.255.0.0",
+            "-r",
+            "2021",
+        ])
+        .unwrap();
         assert_eq!(c.to, Some(2021));
         let m = matcher(c.address.as_deref().unwrap(), c.mask.as_deref()).unwrap();
-        assert_eq!(m, Matcher::Ipv4 { addr: "128.143.0.0".parse().unwrap(), mask: "255.255.0.0".parse().unwrap() });
-        assert!(Cli::try_parse_from(["tcpchains", "-a", "c", "-p", "80", "-s", "www.foo.com", "-r", "8081"]).is_ok());
-        assert!(Cli::try_parse_from(["tcpchains", "-a", "d", "-p", "80", "-r", "8081", "-c", "3000"]).is_ok());
+        assert_eq!(
+            m,
+            Matcher::Ipv4 {
+                addr: "128.143.0.0".parse().unwrap(),
+                mask: "255.255.0.0".parse().unwrap()
+            }
+        );
+        assert!(Cli::try_parse_from([
+            "tcpchains",
+            "-a",
+            "c",
+            "-p",
+            "80",
+            "-s",
+            "www.foo.com",
+            "-r",
+            "8081"
+        ])
+        .is_ok());
+        assert!(Cli::try_parse_from([
+            "tcpchains",
+            "-a",
+            "d",
+            "-p",
+            "80",
+            "-r",
+            "8081",
+            "-c",
+            "3000"
+        ])
+        .is_ok());
     }
 
     #[test]
     fn bad_input_is_refused() {
         assert!(Cli::try_parse_from(["tcpchains", "-A", "a", "-p", "0", "-o", "1021"]).is_err());
-        assert!(Cli::try_parse_from(["tcpchains", "-A", "a", "-p", "65536", "-o", "1021"]).is_err());
+        assert!(
+            Cli::try_parse_from(["tcpchains", "-A", "a", "-p", "65536", "-o", "1021"]).is_err()
+        );
         assert!(Cli::try_parse_from(["tcpchains", "-A", "x", "-p", "21", "-o", "1021"]).is_err());
         assert!(Cli::try_parse_from(["tcpchains", "-p", "21"]).is_err());
         assert!(Cli::try_parse_from(["tcpchains", "-L", "-F"]).is_err());
@@ -251,8 +315,26 @@ mod tests {
 
     #[test]
     fn prefixes() {
-        assert_eq!(matcher("10.0.0.0/8", None).unwrap(), Matcher::Ipv4 { addr: "10.0.0.0".parse().unwrap(), mask: "255.0.0.0".parse().unwrap() });
-        assert_eq!(matcher("2001:db8::", Some("32")).unwrap(), Matcher::Ipv6 { addr: "2001:db8::".parse().unwrap(), prefix: 32 });
-        assert_eq!(matcher("127.0.0.2", None).unwrap(), Matcher::Ipv4 { addr: "127.0.0.2".parse().unwrap(), mask: "255.255.255.255".parse().unwrap() });
+        assert_eq!(
+            matcher("10.0.0.0/8", None).unwrap(),
+            Matcher::Ipv4 {
+                addr: "10.0.0.0".parse().unwrap(),
+                mask: "255.0.0.0".parse().unwrap()
+            }
+        );
+        assert_eq!(
+            matcher("2001:db8::", Some("32")).unwrap(),
+            Matcher::Ipv6 {
+                addr: "2001:db8::".parse().unwrap(),
+                prefix: 32
+            }
+        );
+        assert_eq!(
+            matcher("127.0.0.2", None).unwrap(),
+            Matcher::Ipv4 {
+                addr: "127.0.0.2".parse().unwrap(),
+                mask: "255.255.255.255".parse().unwrap()
+            }
+        );
     }
 }
