@@ -82,7 +82,10 @@ impl Policy {
 
     /// Every port this policy may forward to.
     fn targets(&self) -> impl Iterator<Item = u16> + '_ {
-        Iterator::chain(core::iter::once(self.default_port), self.conds.iter().map(|c| c.out))
+        Iterator::chain(
+            core::iter::once(self.default_port),
+            self.conds.iter().map(|c| c.out),
+        )
     }
 
     /// A copy sharing the condition counters.
@@ -220,7 +223,11 @@ pub(crate) fn rules(nets: &Nets, net: NetRef) -> &[Rule] {
 fn rule_mut<'a>(nets: &'a mut Nets, net: NetRef, port: u16) -> Result<&'a mut Rule, Rejection> {
     find_mut(nets, net)
         .and_then(|n| n.rules.iter_mut().find(|r| r.port == port))
-        .ok_or(reject(ENOENT, c_str!("no rule on this incoming port"), Some(abi::attr::PORT)))
+        .ok_or(reject(
+            ENOENT,
+            c_str!("no rule on this incoming port"),
+            Some(abi::attr::PORT),
+        ))
 }
 
 /// Checks that the namespace's rules, with `port`'s targets replaced by `candidate`,
@@ -237,7 +244,10 @@ fn check_chains(rules: &[Rule], port: u16, candidate: &Policy, attr: u16) -> Res
         if p == port {
             Some(candidate.targets())
         } else {
-            policies.iter().find(|(q, _)| *q == p).map(|(_, pol)| pol.targets())
+            policies
+                .iter()
+                .find(|(q, _)| *q == p)
+                .map(|(_, pol)| pol.targets())
         }
     };
     let ports = Iterator::chain(policies.iter().map(|(p, _)| *p), core::iter::once(port));
@@ -273,10 +283,18 @@ pub(crate) fn rule_new(
     }
     let existing = rules(nets, net);
     if existing.iter().any(|r| r.port == port) {
-        return Err(reject(EEXIST, c_str!("a rule already owns this incoming port"), Some(abi::attr::PORT)));
+        return Err(reject(
+            EEXIST,
+            c_str!("a rule already owns this incoming port"),
+            Some(abi::attr::PORT),
+        ));
     }
     if existing.len() >= limits::MAX_RULES {
-        return Err(reject(ENOSPC, c_str!("too many rules in this namespace (256)"), None));
+        return Err(reject(
+            ENOSPC,
+            c_str!("too many rules in this namespace (256)"),
+            None,
+        ));
     }
     let policy = Arc::new(
         Policy {
@@ -308,9 +326,17 @@ pub(crate) fn rule_new(
         // left half-created.
         let l = ModuleListener::new(net, *f, port, fwd).map_err(|e| {
             if e == EADDRINUSE {
-                reject(e, c_str!("another socket already listens on the incoming port"), Some(abi::attr::PORT))
+                reject(
+                    e,
+                    c_str!("another socket already listens on the incoming port"),
+                    Some(abi::attr::PORT),
+                )
             } else {
-                reject(e, c_str!("could not listen on the incoming port"), Some(abi::attr::PORT))
+                reject(
+                    e,
+                    c_str!("could not listen on the incoming port"),
+                    Some(abi::attr::PORT),
+                )
             }
         })?;
         listeners.push(l, GFP_KERNEL)?;
@@ -341,13 +367,16 @@ pub(crate) fn rule_new(
 /// Deletes the rule on `port`; its listeners close (connections still queued there are
 /// reset).
 pub(crate) fn rule_del(nets: &mut Nets, net: NetRef, port: u16) -> Result<(), Rejection> {
-    let n = find_mut(nets, net)
-        .ok_or(reject(ENOENT, c_str!("no rule on this incoming port"), Some(abi::attr::PORT)))?;
-    let i = n
-        .rules
-        .iter()
-        .position(|r| r.port == port)
-        .ok_or(reject(ENOENT, c_str!("no rule on this incoming port"), Some(abi::attr::PORT)))?;
+    let n = find_mut(nets, net).ok_or(reject(
+        ENOENT,
+        c_str!("no rule on this incoming port"),
+        Some(abi::attr::PORT),
+    ))?;
+    let i = n.rules.iter().position(|r| r.port == port).ok_or(reject(
+        ENOENT,
+        c_str!("no rule on this incoming port"),
+        Some(abi::attr::PORT),
+    ))?;
     drop(n.rules.remove(i));
     Ok(())
 }
@@ -362,7 +391,11 @@ pub(crate) fn cond_new(
 ) -> Result<(), Rejection> {
     let old = rule_mut(nets, net, port)?.shared.policy();
     if old.conds.len() >= limits::MAX_CONDS {
-        return Err(reject(ENOSPC, c_str!("too many conditions in this rule (1024)"), None));
+        return Err(reject(
+            ENOSPC,
+            c_str!("too many conditions in this rule (1024)"),
+            None,
+        ));
     }
     let mut conds = old.try_clone(1)?;
     conds.push(
@@ -386,13 +419,22 @@ pub(crate) fn cond_new(
 }
 
 /// Deletes the condition at 1-based `index` of the rule on `port`.
-pub(crate) fn cond_del(nets: &mut Nets, net: NetRef, port: u16, index: u32) -> Result<(), Rejection> {
+pub(crate) fn cond_del(
+    nets: &mut Nets,
+    net: NetRef,
+    port: u16,
+    index: u32,
+) -> Result<(), Rejection> {
     let rule = rule_mut(nets, net, port)?;
     let old = rule.shared.policy();
     let i = (index as usize)
         .checked_sub(1)
         .filter(|i| *i < old.conds.len())
-        .ok_or(reject(ENOENT, c_str!("the rule has no condition at this index"), Some(abi::attr::COND_INDEX)))?;
+        .ok_or(reject(
+            ENOENT,
+            c_str!("the rule has no condition at this index"),
+            Some(abi::attr::COND_INDEX),
+        ))?;
     let mut conds = old.try_clone(0)?;
     drop(conds.remove(i));
     let new = Arc::new(

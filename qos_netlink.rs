@@ -43,7 +43,10 @@ mod shim {
         pub(super) fn oq_skb_len(skb: *const bindings::sk_buff) -> u32;
         pub(super) fn oq_genlmsg_end(skb: *mut bindings::sk_buff, hdr: *mut core::ffi::c_void);
         pub(super) fn oq_genlmsg_cancel(skb: *mut bindings::sk_buff, hdr: *mut core::ffi::c_void);
-        pub(super) fn oq_nla_nest_start(skb: *mut bindings::sk_buff, ty: i32) -> *mut bindings::nlattr;
+        pub(super) fn oq_nla_nest_start(
+            skb: *mut bindings::sk_buff,
+            ty: i32,
+        ) -> *mut bindings::nlattr;
         pub(super) fn oq_nla_nest_end(skb: *mut bindings::sk_buff, start: *mut bindings::nlattr);
         pub(super) fn oq_nla_nest_cancel(skb: *mut bindings::sk_buff, start: *mut bindings::nlattr);
     }
@@ -133,7 +136,7 @@ impl GenlFamily {
         }
         let f = &mut s.family;
         for (d, b) in f.name.iter_mut().zip(abi::FAMILY_NAME) {
-            *d = *b as _;
+            *d = *b as core::ffi::c_char;
         }
         f.version = u32::from(abi::FAMILY_VERSION);
         f.maxattr = u32::from(attr::MAX);
@@ -281,7 +284,11 @@ fn handle(c: u8, req: &Request) -> HandlerResult {
     for a in 1..=attr::MAX {
         if req.has(a) && !required.contains(&a) && !optional.contains(&a) {
             return Err((
-                reject(EINVAL, c_str!("attribute not valid for this command"), Some(a)),
+                reject(
+                    EINVAL,
+                    c_str!("attribute not valid for this command"),
+                    Some(a),
+                ),
                 None,
             ));
         }
@@ -311,12 +318,9 @@ fn handle(c: u8, req: &Request) -> HandlerResult {
             ),
             Err(e) => Err(e),
         },
-        cmd::COND_DEL => qos_classifier::cond_del(
-            &mut nets,
-            net,
-            port,
-            req.int(attr::COND_INDEX).unwrap_or(0),
-        ),
+        cmd::COND_DEL => {
+            qos_classifier::cond_del(&mut nets, net, port, req.int(attr::COND_INDEX).unwrap_or(0))
+        }
         cmd::FLUSH => {
             qos_classifier::flush(&mut nets, net);
             Ok(())
@@ -342,15 +346,35 @@ fn parse_prefix(req: &Request) -> Result<Prefix, Rejection> {
         )),
         (true, false) => match (req.int::<u32>(attr::ADDR4), req.int::<u32>(attr::MASK4)) {
             (Some(a), Some(m)) => Ok(Prefix::v4(u32::from_be(a), u32::from_be(m))),
-            (None, _) => Err(reject(EINVAL, c_str!("mask4 given without addr4"), Some(attr::MASK4))),
-            (_, None) => Err(reject(EINVAL, c_str!("addr4 given without mask4"), Some(attr::ADDR4))),
+            (None, _) => Err(reject(
+                EINVAL,
+                c_str!("mask4 given without addr4"),
+                Some(attr::MASK4),
+            )),
+            (_, None) => Err(reject(
+                EINVAL,
+                c_str!("addr4 given without mask4"),
+                Some(attr::ADDR4),
+            )),
         },
         (false, true) => match (req.bytes16(attr::ADDR6), req.int::<u8>(attr::PREFIX6)) {
             (Some(a), Some(l)) => Prefix::v6(a, l).map_err(|_| {
-                reject(EINVAL, c_str!("IPv6 prefix length over 128"), Some(attr::PREFIX6))
+                reject(
+                    EINVAL,
+                    c_str!("IPv6 prefix length over 128"),
+                    Some(attr::PREFIX6),
+                )
             }),
-            (None, _) => Err(reject(EINVAL, c_str!("prefix6 given without addr6"), Some(attr::PREFIX6))),
-            (_, None) => Err(reject(EINVAL, c_str!("addr6 given without prefix6"), Some(attr::ADDR6))),
+            (None, _) => Err(reject(
+                EINVAL,
+                c_str!("prefix6 given without addr6"),
+                Some(attr::PREFIX6),
+            )),
+            (_, None) => Err(reject(
+                EINVAL,
+                c_str!("addr6 given without prefix6"),
+                Some(attr::ADDR6),
+            )),
         },
     }
 }
@@ -539,8 +563,8 @@ unsafe extern "C" fn dump_rules(
     }
     // SAFETY: as above.
     unsafe {
-        *args = rule_i as _;
-        *args.add(1) = cond_i as _;
+        *args = rule_i as core::ffi::c_long;
+        *args.add(1) = cond_i as core::ffi::c_long;
     }
     // SAFETY: `skb` is valid.
     let len = unsafe { shim::oq_skb_len(skb) };

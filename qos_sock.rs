@@ -213,7 +213,12 @@ impl ListenSock {
     }
 
     /// Finds the listener a connection to `port` on the same local address would reach.
-    pub(crate) fn lookup<'a>(&self, _g: &'a rcu::Guard, peer: &Peer, port: u16) -> Option<Target<'a>> {
+    pub(crate) fn lookup<'a>(
+        &self,
+        _g: &'a rcu::Guard,
+        peer: &Peer,
+        port: u16,
+    ) -> Option<Target<'a>> {
         // SAFETY: `sk()` is valid; the result is a listener, freed only after an RCU grace
         // period (SOCK_RCU_FREE), and `_g` keeps the read section open for `'a`.
         let sk = unsafe { shim::oq_lookup_listener(self.sk(), peer, port) };
@@ -227,7 +232,9 @@ impl ListenSock {
     pub(crate) fn move_head(&self, head: &QueueHead, dst: Target<'_>) -> Result<(), MoveError> {
         // SAFETY: both sockets are valid (type invariant, RCU for `dst`); the shim takes
         // both queue locks and checks under them that `head` is still this queue's head.
-        MoveError::from_shim(unsafe { shim::oq_move_head(self.sk(), head.0.as_ptr(), dst.sk.as_ptr()) })
+        MoveError::from_shim(unsafe {
+            shim::oq_move_head(self.sk(), head.0.as_ptr(), dst.sk.as_ptr())
+        })
     }
 
     /// Accepts the queue head and resets it (RST). Process context only.
@@ -366,7 +373,9 @@ impl<T: Forwarder> ModuleListener<T> {
             }),
             GFP_KERNEL,
         )?;
-        let ctx = core::ptr::from_ref::<Self>(&this).cast_mut().cast::<c_void>();
+        let ctx = core::ptr::from_ref::<Self>(&this)
+            .cast_mut()
+            .cast::<c_void>();
         // SAFETY: the socket is bound but not yet listening, so no child exists yet and
         // every child will inherit the hook. `ctx` is pinned and outlives the hook (type
         // invariant, upheld by `drop`).
