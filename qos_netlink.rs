@@ -136,7 +136,7 @@ impl GenlFamily {
         }
         let f = &mut s.family;
         for (d, b) in f.name.iter_mut().zip(abi::FAMILY_NAME) {
-            *d = *b as core::ffi::c_char;
+            *d = *b;
         }
         f.version = u32::from(abi::FAMILY_VERSION);
         f.maxattr = u32::from(attr::MAX);
