@@ -311,6 +311,7 @@ pub struct Client {
     seq: u32,
 }
 
+const ENOENT: i32 = 2;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLMSGERR_ATTR_OFFS: u16 = 2;
 const NLMSGERR_ATTR_MISS_TYPE: u16 = 5;
@@ -360,9 +361,7 @@ impl Client {
                     _ => None,
                 })
                 .ok_or(Error::Decode("family without id".into())),
-            NetlinkPayload::Error(e) if e.raw_code() == -libc_enoent() => {
-                Err(Error::ModuleNotLoaded)
-            }
+            NetlinkPayload::Error(e) if e.raw_code() == -ENOENT => Err(Error::ModuleNotLoaded),
             NetlinkPayload::Error(e) => Err(Error::Kernel {
                 errno: -e.raw_code(),
                 message: None,
@@ -499,24 +498,15 @@ impl Client {
         let mut rules: Vec<Rule> = Vec::new();
         for m in msgs {
             let part = decode_rule(&m)?;
-            // A rule with many conditions arrives in several messages.
+            // A rule with many conditions arrives in several consecutive messages; ports
+            // are unique, so a repeated port is a continuation.
             match rules.last_mut() {
-                Some(r)
-                    if r.port == part.port
-                        && !part.conditions.is_empty()
-                        && part.stats == RuleStats::default() =>
-                {
-                    r.conditions.extend(part.conditions)
-                }
+                Some(r) if r.port == part.port => r.conditions.extend(part.conditions),
                 _ => rules.push(part),
             }
         }
         Ok(rules)
     }
-}
-
-fn libc_enoent() -> i32 {
-    2
 }
 
 fn ext_error(errno: i32, tlvs: &[u8]) -> Error {

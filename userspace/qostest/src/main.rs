@@ -41,53 +41,59 @@ enum Mode {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve tagged answers on a port.
-    Serve {
-        /// Port to listen on.
-        #[arg(long)]
-        port: u16,
-        /// Name reported to clients.
-        #[arg(long)]
-        tag: String,
-        /// Address: 0.0.0.0, a v4 address, :: (dual stack) or ::v6only.
-        #[arg(long, default_value = "0.0.0.0")]
-        addr: String,
-        /// Accept style.
-        #[arg(long, value_enum, default_value = "blocking")]
-        mode: Mode,
-        /// listen() backlog.
-        #[arg(long, default_value_t = 1024)]
-        backlog: i32,
-        /// Never accept (to fill the queue).
-        #[arg(long)]
-        no_accept: bool,
-    },
+    Serve(ServeArgs),
     /// Open connections and verify every answer.
-    Load {
-        /// Destination, e.g. 127.0.0.1:21 or [::1]:21.
-        #[arg(long)]
-        to: SocketAddr,
-        /// Source address to bind (a client class).
-        #[arg(long)]
-        from: Option<IpAddr>,
-        /// Connections in all.
-        #[arg(long, default_value_t = 1)]
-        count: u64,
-        /// Parallel connections.
-        #[arg(long, default_value_t = 1)]
-        concurrency: u64,
-        /// Expected server tag.
-        #[arg(long)]
-        expect: Option<String>,
-        /// Expect the connection to be refused or reset instead of served.
-        #[arg(long)]
-        expect_refused: bool,
-        /// Payload size per connection.
-        #[arg(long, default_value_t = 512)]
-        size: usize,
-        /// Per-connection timeout in seconds.
-        #[arg(long, default_value_t = 10)]
-        timeout: u64,
-    },
+    Load(LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Port to listen on.
+    #[arg(long)]
+    port: u16,
+    /// Name reported to clients.
+    #[arg(long)]
+    tag: String,
+    /// Address: 0.0.0.0, a v4 address, :: (dual stack) or ::v6only.
+    #[arg(long, default_value = "0.0.0.0")]
+    addr: String,
+    /// Accept style.
+    #[arg(long, value_enum, default_value = "blocking")]
+    mode: Mode,
+    /// listen() backlog.
+    #[arg(long, default_value_t = 1024)]
+    backlog: i32,
+    /// Never accept (to fill the queue).
+    #[arg(long)]
+    no_accept: bool,
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Destination, e.g. 127.0.0.1:21 or [::1]:21.
+    #[arg(long)]
+    to: SocketAddr,
+    /// Source address to bind (a client class).
+    #[arg(long)]
+    from: Option<IpAddr>,
+    /// Connections in all.
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// Parallel connections.
+    #[arg(long, default_value_t = 1)]
+    concurrency: u64,
+    /// Expected server tag.
+    #[arg(long)]
+    expect: Option<String>,
+    /// Expect the connection to be refused or reset instead of served.
+    #[arg(long)]
+    expect_refused: bool,
+    /// Payload size per connection.
+    #[arg(long, default_value_t = 512)]
+    size: usize,
+    /// Per-connection timeout in seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
 }
 
 fn fnv64(data: &[u8]) -> u64 {
@@ -154,14 +160,16 @@ fn handle(mut s: TcpStream, tag: &str) {
     let _ = writeln!(s, "{tag} {ip} {} {:016x}", peer.port(), fnv64(&buf));
 }
 
-fn serve(
-    port: u16,
-    tag: String,
-    addr: &str,
-    mode: Mode,
-    backlog: i32,
-    no_accept: bool,
-) -> Result<()> {
+fn serve(args: &ServeArgs) -> Result<()> {
+    let ServeArgs {
+        port,
+        ref tag,
+        ref addr,
+        mode,
+        backlog,
+        no_accept,
+    } = *args;
+    let tag = tag.clone();
     let l = listener(addr, port, backlog)?;
     println!("ready {tag} {addr} {port}");
     std::io::stdout().flush()?;
@@ -261,17 +269,18 @@ fn one(
     Ok((line, local, fnv64(&payload)))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn load(
-    to: SocketAddr,
-    from: Option<IpAddr>,
-    count: u64,
-    conc: u64,
-    expect: Option<String>,
-    refused: bool,
-    size: usize,
-    timeout: u64,
-) -> Result<()> {
+fn load(args: &LoadArgs) -> Result<()> {
+    let LoadArgs {
+        to,
+        from,
+        count,
+        concurrency: conc,
+        ref expect,
+        expect_refused: refused,
+        size,
+        timeout,
+    } = *args;
+    let expect = expect.clone();
     let next = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(AtomicU64::new(0));
@@ -354,32 +363,7 @@ fn load(
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Serve {
-            port,
-            tag,
-            addr,
-            mode,
-            backlog,
-            no_accept,
-        } => serve(port, tag, &addr, mode, backlog, no_accept),
-        Cmd::Load {
-            to,
-            from,
-            count,
-            concurrency,
-            expect,
-            expect_refused,
-            size,
-            timeout,
-        } => load(
-            to,
-            from,
-            count,
-            concurrency,
-            expect,
-            expect_refused,
-            size,
-            timeout,
-        ),
+        Cmd::Serve(a) => serve(&a),
+        Cmd::Load(a) => load(&a),
     }
 }
