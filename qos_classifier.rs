@@ -453,4 +453,9 @@ pub(crate) fn flush(nets: &mut Nets, net: NetRef) {
     if let Some(i) = nets.iter().position(|n| n.key == net.key()) {
         drop(nets.remove(i));
     }
+    if nets.is_empty() {
+        // Give the table's buffer back: statics are never dropped, so this is what frees
+        // it when the module unloads (pernet exit flushes every namespace first).
+        **nets = KVec::new();
+    }
 }

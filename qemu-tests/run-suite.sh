@@ -7,7 +7,12 @@ dmesg -n 1
 for t in /qemu-tests/scenarios/*.sh; do
 	name=$(basename "$t" .sh)
 	if [ -n "$OQ_FILTER" ]; then
-		case "$name" in $OQ_FILTER) ;; *) continue ;; esac
+		# A comma-separated list of globs.
+		hit=
+		for g in $(echo "$OQ_FILTER" | tr , ' '); do
+			case "$name" in $g) hit=1 ;; esac
+		done
+		[ -n "$hit" ] || continue
 	fi
 	start=$(date +%s)
 	unshare -n sh -c ". /qemu-tests/lib.sh; . $t" >/tmp/$name.out 2>&1
@@ -28,6 +33,11 @@ if lsmod | grep -q openqos && ! rmmod openqos; then
 fi
 if [ -e /sys/kernel/debug/kmemleak ]; then
 	echo scan >/sys/kernel/debug/kmemleak; sleep 6; echo scan >/sys/kernel/debug/kmemleak
-	cat /sys/kernel/debug/kmemleak
+	if [ -s /sys/kernel/debug/kmemleak ]; then
+		fail=$((fail + 1)); echo "FAIL kmemleak"
+		cat /sys/kernel/debug/kmemleak
+	else
+		pass=$((pass + 1)); echo "PASS kmemleak (nothing leaked)"
+	fi
 fi
 echo "$pass passed, $fail failed"

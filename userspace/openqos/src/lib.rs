@@ -405,7 +405,7 @@ impl Client {
                     NetlinkPayload::InnerMessage(g) => out.push(g.payload),
                     NetlinkPayload::Done(d) => {
                         if d.code != 0 {
-                            return Err(ext_error(-d.code, &d.extended_ack));
+                            return Err(ext_error(-d.code, &d.extended_ack, &buf));
                         }
                         return Ok(out);
                     }
@@ -416,7 +416,7 @@ impl Client {
                         }
                         // With NETLINK_CAP_ACK the echoed request is just its 16-byte header.
                         let tlvs = e.header.get(16..).unwrap_or(&[]);
-                        return Err(ext_error(-code, tlvs));
+                        return Err(ext_error(-code, tlvs, &buf));
                     }
                     _ => {}
                 }
@@ -483,6 +483,17 @@ impl Client {
         self.request(cmd::COND_DEL, attrs, false).map(drop)
     }
 
+    /// Sends `cmd` with attributes given as raw `(type, value)` pairs, without checking
+    /// them against the policy first. For testing the kernel's own validation; tools use
+    /// the typed calls.
+    pub fn request_unchecked(&mut self, cmd: u8, attrs: &[(u16, Vec<u8>)]) -> Result<()> {
+        let attrs = attrs
+            .iter()
+            .map(|(t, v)| Attr::Raw(*t, v.clone()))
+            .collect();
+        self.request(cmd, attrs, false).map(drop)
+    }
+
     /// Deletes every rule of the caller's network namespace.
     pub fn flush(&mut self) -> Result<()> {
         self.request(cmd::FLUSH, vec![], false).map(drop)
@@ -509,7 +520,9 @@ impl Client {
     }
 }
 
-fn ext_error(errno: i32, tlvs: &[u8]) -> Error {
+/// Decodes an extended ack. `request` is the message that was sent: the kernel points at
+/// an offending attribute by its offset in it (`NLMSGERR_ATTR_OFFS`).
+fn ext_error(errno: i32, tlvs: &[u8], request: &[u8]) -> Error {
     let mut message = None;
     let mut attr = None;
     for nla in NlasIterator::new(tlvs).flatten() {
@@ -528,7 +541,18 @@ fn ext_error(errno: i32, tlvs: &[u8]) -> Error {
                     }
                 }
             }
-            NLMSGERR_ATTR_OFFS => {}
+            NLMSGERR_ATTR_OFFS => {
+                let off = nla
+                    .value()
+                    .get(..4)
+                    .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                let ty = off
+                    .and_then(|o| request.get(o + 2..o + 4))
+                    .map(|b| u16::from_ne_bytes([b[0], b[1]]) & 0x3fff);
+                if attr.is_none() {
+                    attr = ty.and_then(openqos_abi::abi::policy).map(|p| p.name);
+                }
+            }
             _ => {}
         }
     }
@@ -659,7 +683,7 @@ mod tests {
         tlv.extend_from_slice(&((4 + 30) as u16).to_ne_bytes());
         tlv.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
         tlv.extend_from_slice(&msg[..32]);
-        let e = ext_error(2, &tlv);
+        let e = ext_error(2, &tlv, &[]);
         assert_eq!(e.errno(), Some(2));
         assert!(
             e.to_string()

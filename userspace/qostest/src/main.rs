@@ -44,6 +44,19 @@ enum Cmd {
     Serve(ServeArgs),
     /// Open connections and verify every answer.
     Load(LoadArgs),
+    /// Send one raw request to the openqos family, unchecked, and print the outcome as
+    /// `ok` or `errno=N attr=NAME msg=TEXT` (for testing the kernel's validation).
+    Nl(NlArgs),
+}
+
+#[derive(clap::Args)]
+struct NlArgs {
+    /// Command number (see rust/src/abi.rs).
+    #[arg(long)]
+    cmd: u8,
+    /// Attribute as TYPE:KIND:VALUE, KIND one of u8, u16, u32, u64, hex, str (with NUL).
+    #[arg(long = "attr")]
+    attrs: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -361,9 +374,53 @@ fn load(args: &LoadArgs) -> Result<()> {
     Ok(())
 }
 
+fn raw_attr(spec: &str) -> Result<(u16, Vec<u8>)> {
+    let mut it = spec.splitn(3, ':');
+    let (Some(ty), Some(kind), Some(v)) = (it.next(), it.next(), it.next()) else {
+        bail!("attribute '{spec}' is not TYPE:KIND:VALUE");
+    };
+    let ty: u16 = ty.parse().context("attribute type")?;
+    let bytes = match kind {
+        "u8" => vec![v.parse::<u8>()?],
+        "u16" => v.parse::<u16>()?.to_ne_bytes().to_vec(),
+        "u32" => v.parse::<u32>()?.to_ne_bytes().to_vec(),
+        "u64" => v.parse::<u64>()?.to_ne_bytes().to_vec(),
+        "str" => [v.as_bytes(), &[0]].concat(),
+        "hex" => (0..v.len() / 2)
+            .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16))
+            .collect::<std::result::Result<_, _>>()?,
+        _ => bail!("unknown attribute kind '{kind}'"),
+    };
+    Ok((ty, bytes))
+}
+
+fn nl(a: &NlArgs) -> Result<()> {
+    let attrs = a
+        .attrs
+        .iter()
+        .map(|s| raw_attr(s))
+        .collect::<Result<Vec<_>>>()?;
+    let mut c = openqos::Client::connect()?;
+    match c.request_unchecked(a.cmd, &attrs) {
+        Ok(()) => println!("ok"),
+        Err(openqos::Error::Kernel {
+            errno,
+            message,
+            attr,
+        }) => println!(
+            "errno={errno} attr={} msg={}",
+            attr.unwrap_or("-"),
+            message.as_deref().unwrap_or("-")
+        ),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Serve(a) => serve(&a),
         Cmd::Load(a) => load(&a),
+        Cmd::Nl(a) => nl(&a),
     }
 }

@@ -1,0 +1,50 @@
+# Raw requests the tools never send: the kernel's policy and the module's own checks
+# refuse each one with the right errno, blame the right attribute, and create nothing.
+# Commands: 1 rule-new, 2 rule-del, 3 rule-get, 4 cond-new, 5 cond-del, 6 flush.
+# Attributes: 1 port, 2 rule-type, 3 default-port, 4 rule-flags, 5 cond-index, 6 addr4,
+# 7 mask4, 8 addr6, 9 prefix6, 10 out-port, 11 cond (reply only).
+nl() { qostest nl "$@"; }
+# check WHAT WANT-ERRNO WANT-ATTR -- ARGS: the reply must start with errno=E attr=A.
+check() {
+	what=$1 e=$2 a=$3; shift 4
+	got=$(nl "$@")
+	case "$got" in
+	"errno=$e attr=$a msg="?*) ;;
+	*) fail "$what: got '$got', want 'errno=$e attr=$a msg=...'" ;;
+	esac
+}
+EINVAL=22 ERANGE=34 EOPNOTSUPP=95
+check "missing port" $EINVAL port -- --cmd 1 --attr 2:u8:1 --attr 3:u16:80
+check "missing default port" $EINVAL default-port -- --cmd 1 --attr 1:u16:80 --attr 2:u8:1
+check "port 0" $ERANGE port -- --cmd 1 --attr 1:u16:0 --attr 2:u8:1 --attr 3:u16:80
+check "default port 0" $ERANGE default-port -- --cmd 1 --attr 1:u16:80 --attr 2:u8:1 --attr 3:u16:0
+check "rule type 9" $ERANGE rule-type -- --cmd 1 --attr 1:u16:80 --attr 2:u8:9 --attr 3:u16:81
+check "unknown flag" $ERANGE rule-flags -- --cmd 1 --attr 1:u16:80 --attr 2:u8:1 --attr 3:u16:81 --attr 4:u32:128
+check "short port" $EINVAL port -- --cmd 1 --attr 1:u8:80 --attr 2:u8:1 --attr 3:u16:81
+check "unknown attribute" $EINVAL - -- --cmd 1 --attr 1:u16:80 --attr 2:u8:1 --attr 3:u16:81 --attr 99:u8:1
+check "reply-only attribute" $EINVAL cond -- --cmd 1 --attr 1:u16:80 --attr 2:u8:1 --attr 3:u16:81 --attr 11:u8:1
+check "attribute of another command" $EINVAL out-port -- --cmd 2 --attr 1:u16:80 --attr 10:u16:81
+check "condition index 0" $ERANGE cond-index -- --cmd 5 --attr 1:u16:80 --attr 5:u32:0
+check "condition index over the cap" $ERANGE cond-index -- --cmd 5 --attr 1:u16:80 --attr 5:u32:1025
+got=$(nl --cmd 99)
+case "$got" in "errno=$EOPNOTSUPP "*) ;; *) fail "unknown command: $got" ;; esac
+# Conditions: the rule must exist for the matcher checks to be reached.
+tcpchains -A a -p 4500 -o 4501
+check "short addr6" $ERANGE addr6 -- --cmd 4 --attr 1:u16:4500 --attr 10:u16:4502 --attr 8:hex:20010db8 --attr 9:u8:32
+check "prefix6 129" $ERANGE prefix6 -- --cmd 4 --attr 1:u16:4500 --attr 10:u16:4502 --attr 8:hex:20010db8000000000000000000000000 --attr 9:u8:129
+check "addr4 without mask4" $EINVAL addr4 -- --cmd 4 --attr 1:u16:4500 --attr 10:u16:4502 --attr 6:u32:10
+check "mask4 without addr4" $EINVAL mask4 -- --cmd 4 --attr 1:u16:4500 --attr 10:u16:4502 --attr 7:u32:255
+check "v4 and v6 matcher" $EINVAL addr6 -- --cmd 4 --attr 1:u16:4500 --attr 10:u16:4502 --attr 6:u32:10 --attr 7:u32:255 --attr 8:hex:20010db8000000000000000000000000 --attr 9:u8:32
+got=$(nl --cmd 4 --attr 1:u16:4500 --attr 10:u16:4502)
+case "$got" in "errno=$EINVAL attr=- msg=an address condition needs"*) ;; *) fail "no matcher: $got" ;; esac
+# A well-formed raw request still works, and nothing refused above was half-created.
+expect_eq "valid raw condition" "$(nl --cmd 4 --attr 1:u16:4500 --attr 10:u16:4502 --attr 6:u32:10 --attr 7:u32:255)" ok
+expect_eq "rules" "$(tcpchains -L | grep -c '^rule')" 1
+expect_eq "conditions" "$(tcpchains -L -j | grep -c '"out_port"')" 1
+# Unprivileged: every mutation is refused with EPERM before any parsing.
+got=$(su -s /bin/sh nobody -c "qostest nl --cmd 6")
+case "$got" in "errno=1 "*) ;; *) fail "unprivileged flush: $got" ;; esac
+got=$(su -s /bin/sh nobody -c "qostest nl --cmd 2 --attr 1:u16:4500")
+case "$got" in "errno=1 "*) ;; *) fail "unprivileged delete: $got" ;; esac
+expect_eq "rules after unprivileged requests" "$(tcpchains -L | grep -c '^rule')" 1
+echo "21 malformed or unprivileged requests refused precisely"
