@@ -19,7 +19,7 @@ use crate::{
     qos_sock::{Drained, Family, Forwarder, ModuleListener, MoveError, NetRef},
 };
 use kernel::{
-    c_str,
+    bindings, c_str,
     prelude::*,
     str::CStr,
     sync::{global_lock, new_spinlock_irq, rcu, Arc, SpinLockIrq},
@@ -52,14 +52,24 @@ impl From<Error> for Rejection {
     }
 }
 
-/// One condition: a matcher and the port it sends to.
+/// What a condition tests.
+#[derive(Clone, Copy)]
+pub(crate) enum Matcher {
+    /// Address rules: the client's source address is in this prefix.
+    Addr(Prefix),
+    /// Probabilistic rules: taken with probability `weight / 10000`.
+    Weight(u16),
+}
+
+/// One condition: a matcher and the port it sends to. Conditions are shared by the
+/// policy snapshots that contain them, so their counters survive edits of the rule.
 pub(crate) struct Cond {
-    /// Source address condition.
-    pub(crate) prefix: Prefix,
+    /// What it tests.
+    pub(crate) matcher: Matcher,
     /// Outgoing port.
     pub(crate) out: u16,
-    /// Connections that matched (shared across policy snapshots).
-    pub(crate) hits: Arc<Counter>,
+    /// Connections that matched.
+    pub(crate) hits: Counter,
 }
 
 /// An immutable snapshot of a rule's forwarding decision.
@@ -67,17 +77,31 @@ pub(crate) struct Policy {
     /// Port used when no condition matches.
     pub(crate) default_port: u16,
     /// Conditions, tried in order.
-    pub(crate) conds: KVec<Cond>,
+    pub(crate) conds: KVec<Arc<Cond>>,
 }
 
 impl Policy {
-    /// The outgoing port for `client` and the counter of the condition that chose it
-    /// (`None`: the default port).
-    fn classify(&self, client: &Client) -> (u16, Option<&Counter>) {
-        self.conds
-            .iter()
-            .find(|c| c.prefix.matches(client))
-            .map_or((self.default_port, None), |c| (c.out, Some(&*c.hits)))
+    /// The condition that chooses the outgoing port for `client` (`None`: the default
+    /// port).
+    fn classify(&self, client: &Client) -> Option<&Cond> {
+        let mut draw = None;
+        self.conds.iter().map(|c| &**c).find(|c| match c.matcher {
+            Matcher::Addr(p) => p.matches(client),
+            Matcher::Weight(w) => {
+                // One uniform draw in [0, 10000) per connection, compared against the
+                // running sum of weights: condition i wins with probability w_i / 10000.
+                let d = draw.get_or_insert_with(|| {
+                    // SAFETY: plain function call; the bound is non-zero.
+                    unsafe { bindings::__get_random_u32_below(limits::WEIGHT_TOTAL as u32) }
+                });
+                if *d < u32::from(w) {
+                    true
+                } else {
+                    *d -= u32::from(w);
+                    false
+                }
+            }
+        })
     }
 
     /// Every port this policy may forward to.
@@ -88,18 +112,24 @@ impl Policy {
         )
     }
 
-    /// A copy sharing the condition counters.
-    fn try_clone(&self, extra: usize) -> Result<KVec<Cond>> {
+    /// Sum of the weights of the conditions, `skip` excepted.
+    fn weights(&self, skip: Option<usize>) -> u64 {
+        self.conds
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip)
+            .map(|(_, c)| match c.matcher {
+                Matcher::Weight(w) => u64::from(w),
+                Matcher::Addr(_) => 0,
+            })
+            .sum()
+    }
+
+    /// A copy of the condition list with room for `extra` more.
+    fn try_clone(&self, extra: usize) -> Result<KVec<Arc<Cond>>> {
         let mut conds = KVec::with_capacity(self.conds.len() + extra, GFP_KERNEL)?;
         for c in self.conds.iter() {
-            conds.push(
-                Cond {
-                    prefix: c.prefix,
-                    out: c.out,
-                    hits: c.hits.clone(),
-                },
-                GFP_KERNEL,
-            )?;
+            conds.push(c.clone(), GFP_KERNEL)?;
         }
         Ok(conds)
     }
@@ -139,7 +169,8 @@ impl Forwarder for Forward {
                 return Drained::Empty;
             };
             let policy = self.shared.policy();
-            let (port, hits) = policy.classify(&peer.client());
+            let cond = policy.classify(&peer.client());
+            let port = cond.map_or(policy.default_port, |c| c.out);
             let moved = {
                 let rcu = rcu::read_lock();
                 match l.sock().lookup(&rcu, &peer, port) {
@@ -160,8 +191,8 @@ impl Forwarder for Forward {
                     stats.refused(why);
                 }
             }
-            match hits {
-                Some(h) => h.inc(),
+            match cond {
+                Some(c) => c.hits.inc(),
                 None => stats.default_hits.inc(),
             }
         }
@@ -233,13 +264,13 @@ fn rule_mut<'a>(nets: &'a mut Nets, net: NetRef, port: u16) -> Result<&'a mut Ru
 /// Checks that the namespace's rules, with `port`'s targets replaced by `candidate`,
 /// form no cycle and no chain deeper than the limit.
 fn check_chains(rules: &[Rule], port: u16, candidate: &Policy, attr: u16) -> Result<(), Rejection> {
-    let policies = {
-        let mut v = KVec::with_capacity(rules.len(), GFP_KERNEL)?;
-        for r in rules.iter().filter(|r| r.port != port) {
-            v.push((r.port, r.shared.policy()), GFP_KERNEL)?;
-        }
-        v
-    };
+    let mut policies = KVec::with_capacity(rules.len(), GFP_KERNEL)?;
+    let mut ports = KVec::with_capacity(rules.len() + 1, GFP_KERNEL)?;
+    for r in rules.iter().filter(|r| r.port != port) {
+        policies.push((r.port, r.shared.policy()), GFP_KERNEL)?;
+        ports.push(r.port, GFP_KERNEL)?;
+    }
+    ports.push(port, GFP_KERNEL)?;
     let targets = |p: u16| {
         if p == port {
             Some(candidate.targets())
@@ -250,14 +281,14 @@ fn check_chains(rules: &[Rule], port: u16, candidate: &Policy, attr: u16) -> Res
                 .map(|(_, pol)| pol.targets())
         }
     };
-    let ports = Iterator::chain(policies.iter().map(|(p, _)| *p), core::iter::once(port));
-    chain::check(ports, &targets, limits::MAX_CHAIN_DEPTH).map_err(|e| match e {
+    let mut memo = KVec::from_elem(0u8, ports.len(), GFP_KERNEL)?;
+    chain::check(&ports, &targets, &mut memo, limits::MAX_CHAIN_DEPTH).map_err(|e| match e {
         ChainError::Cycle(_) => reject(
             ELOOP,
             c_str!("outgoing port leads back to this rule's incoming port"),
             Some(attr),
         ),
-        ChainError::TooDeep(_) => reject(
+        ChainError::TooDeep(_) | ChainError::TooMany => reject(
             ELOOP,
             c_str!("chain of rules would be longer than the limit (8)"),
             Some(attr),
@@ -274,11 +305,18 @@ pub(crate) fn rule_new(
     default_port: u16,
     flags: u32,
 ) -> Result<(), Rejection> {
-    if kind != rule_type::ADDRESS {
+    if kind == rule_type::CONTENT {
         return Err(reject(
             EOPNOTSUPP,
-            c_str!("only address rules (type a) are implemented in this version"),
+            c_str!("content rules (type c) are not implemented in this version"),
             Some(abi::attr::RULE_TYPE),
+        ));
+    }
+    if flags & rule_flags::NOCASE != 0 {
+        return Err(reject(
+            EINVAL,
+            c_str!("case-insensitive matching is for content rules"),
+            Some(abi::attr::RULE_FLAGS),
         ));
     }
     let existing = rules(nets, net);
@@ -381,31 +419,73 @@ pub(crate) fn rule_del(nets: &mut Nets, net: NetRef, port: u16) -> Result<(), Re
     Ok(())
 }
 
-/// Appends a condition to the rule on `port`.
-pub(crate) fn cond_new(
+/// Checks that `matcher` fits the rule type `kind`.
+fn check_matcher(kind: u8, matcher: &Matcher) -> Result<(), Rejection> {
+    match (kind, matcher) {
+        (rule_type::ADDRESS, Matcher::Addr(_)) | (rule_type::PROBABILISTIC, Matcher::Weight(_)) => {
+            Ok(())
+        }
+        (rule_type::ADDRESS, _) => Err(reject(
+            EINVAL,
+            c_str!("an address rule takes addr4+mask4 or addr6+prefix6 conditions"),
+            None,
+        )),
+        _ => Err(reject(
+            EINVAL,
+            c_str!("a probabilistic rule takes weight conditions"),
+            Some(abi::attr::WEIGHT),
+        )),
+    }
+}
+
+/// Adds (`index` = `None`) or replaces (1-based `index`) a condition of the rule on
+/// `port`. The rule's new policy is built aside and swapped in whole: a connection is
+/// classified by the old or by the new condition list, never by a mix.
+pub(crate) fn cond_set(
     nets: &mut Nets,
     net: NetRef,
     port: u16,
-    prefix: Prefix,
+    index: Option<u32>,
+    matcher: Matcher,
     out: u16,
 ) -> Result<(), Rejection> {
-    let old = rule_mut(nets, net, port)?.shared.policy();
-    if old.conds.len() >= limits::MAX_CONDS {
-        return Err(reject(
-            ENOSPC,
-            c_str!("too many conditions in this rule (1024)"),
-            None,
-        ));
+    let rule = rule_mut(nets, net, port)?;
+    check_matcher(rule.kind, &matcher)?;
+    let old = rule.shared.policy();
+    let slot = match index {
+        None if old.conds.len() >= limits::MAX_CONDS => {
+            return Err(reject(
+                ENOSPC,
+                c_str!("too many conditions in this rule (1024)"),
+                None,
+            ))
+        }
+        None => None,
+        Some(i) => Some(cond_slot(&old, i)?),
+    };
+    if let Matcher::Weight(w) = matcher {
+        if old.weights(slot) + u64::from(w) > limits::WEIGHT_TOTAL {
+            return Err(reject(
+                EINVAL,
+                c_str!("the weights of a rule add up to more than 10000"),
+                Some(abi::attr::WEIGHT),
+            ));
+        }
     }
-    let mut conds = old.try_clone(1)?;
-    conds.push(
+    let cond = Arc::new(
         Cond {
-            prefix,
+            matcher,
             out,
-            hits: Arc::new(Counter::new(), GFP_KERNEL)?,
+            hits: Counter::new(),
         },
         GFP_KERNEL,
     )?;
+    let mut conds = old.try_clone(1)?;
+    match slot {
+        // A replaced condition starts a new counter: it is a different condition.
+        Some(i) => conds[i] = cond,
+        None => conds.push(cond, GFP_KERNEL)?,
+    }
     let new = Arc::new(
         Policy {
             default_port: old.default_port,
@@ -418,6 +498,18 @@ pub(crate) fn cond_new(
     Ok(())
 }
 
+/// The 0-based slot of 1-based condition `index`.
+fn cond_slot(policy: &Policy, index: u32) -> Result<usize, Rejection> {
+    (index as usize)
+        .checked_sub(1)
+        .filter(|i| *i < policy.conds.len())
+        .ok_or(reject(
+            ENOENT,
+            c_str!("the rule has no condition at this index"),
+            Some(abi::attr::COND_INDEX),
+        ))
+}
+
 /// Deletes the condition at 1-based `index` of the rule on `port`.
 pub(crate) fn cond_del(
     nets: &mut Nets,
@@ -427,14 +519,7 @@ pub(crate) fn cond_del(
 ) -> Result<(), Rejection> {
     let rule = rule_mut(nets, net, port)?;
     let old = rule.shared.policy();
-    let i = (index as usize)
-        .checked_sub(1)
-        .filter(|i| *i < old.conds.len())
-        .ok_or(reject(
-            ENOENT,
-            c_str!("the rule has no condition at this index"),
-            Some(abi::attr::COND_INDEX),
-        ))?;
+    let i = cond_slot(&old, index)?;
     let mut conds = old.try_clone(0)?;
     drop(conds.remove(i));
     let new = Arc::new(

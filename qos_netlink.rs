@@ -12,7 +12,7 @@
 use crate::{
     abi::{self, attr, cmd, stat, Kind},
     addr::Prefix,
-    qos_classifier::{self, reject, Rejection, NETS},
+    qos_classifier::{self, reject, Matcher, Rejection, NETS},
     qos_sock::NetRef,
 };
 use core::{ffi::c_int, ptr::NonNull};
@@ -99,12 +99,17 @@ impl GenlFamily {
                 Kind::U16 => (bindings::NLA_U16, true),
                 Kind::U32 => (bindings::NLA_U32, true),
                 Kind::U64 => (bindings::NLA_U64, true),
-                Kind::Exact(len) => {
+                Kind::Exact(len) | Kind::Bytes(len, _) => {
+                    let max = match p.kind {
+                        Kind::Bytes(_, max) => max,
+                        _ => len,
+                    };
+                    // For NLA_BINARY the range bounds the payload length.
                     pol.validation_type = bindings::nla_policy_validation_NLA_VALIDATE_RANGE as u8;
                     pol.__bindgen_anon_1.__bindgen_anon_1 =
                         bindings::nla_policy__bindgen_ty_1__bindgen_ty_1 {
                             min: len as i16,
-                            max: len as i16,
+                            max: max as i16,
                         };
                     (bindings::NLA_BINARY, false)
                 }
@@ -131,7 +136,10 @@ impl GenlFamily {
                 cmd::RULE_DEL => op.doit = Some(doit::<{ cmd::RULE_DEL }>),
                 cmd::COND_NEW => op.doit = Some(doit::<{ cmd::COND_NEW }>),
                 cmd::COND_DEL => op.doit = Some(doit::<{ cmd::COND_DEL }>),
-                _ => op.doit = Some(doit::<{ cmd::FLUSH }>),
+                cmd::COND_SET => op.doit = Some(doit::<{ cmd::COND_SET }>),
+                cmd::FLUSH => op.doit = Some(doit::<{ cmd::FLUSH }>),
+                // A command added to the ABI but not wired here answers EOPNOTSUPP.
+                _ => op.doit = Some(doit::<0>),
             }
         }
         let f = &mut s.family;
@@ -299,6 +307,11 @@ fn handle(c: u8, req: &Request) -> HandlerResult {
     let port = req.int::<u16>(attr::PORT).unwrap_or(0);
     let mut nets = NETS.lock();
     let r = match c {
+        cmd::RULE_NEW if req.has(attr::DATA_TIMEOUT_MS) => Err(reject(
+            EINVAL,
+            c_str!("a data timeout is for content rules"),
+            Some(attr::DATA_TIMEOUT_MS),
+        )),
         cmd::RULE_NEW => qos_classifier::rule_new(
             &mut nets,
             net,
@@ -308,12 +321,13 @@ fn handle(c: u8, req: &Request) -> HandlerResult {
             req.int(attr::RULE_FLAGS).unwrap_or(0),
         ),
         cmd::RULE_DEL => qos_classifier::rule_del(&mut nets, net, port),
-        cmd::COND_NEW => match parse_prefix(req) {
-            Ok(prefix) => qos_classifier::cond_new(
+        cmd::COND_NEW | cmd::COND_SET => match parse_matcher(req) {
+            Ok(m) => qos_classifier::cond_set(
                 &mut nets,
                 net,
                 port,
-                prefix,
+                (c == cmd::COND_SET).then(|| req.int(attr::COND_INDEX).unwrap_or(0)),
+                m,
                 req.int(attr::OUT_PORT).unwrap_or(0),
             ),
             Err(e) => Err(e),
@@ -330,6 +344,31 @@ fn handle(c: u8, req: &Request) -> HandlerResult {
     r.map_err(|e| (e, None))
 }
 
+/// The matcher of a condition: exactly one of an IPv4 prefix, an IPv6 prefix, a weight.
+fn parse_matcher(req: &Request) -> Result<Matcher, Rejection> {
+    if let Some(w) = req.int::<u16>(attr::WEIGHT) {
+        return match [attr::ADDR4, attr::MASK4, attr::ADDR6, attr::PREFIX6]
+            .into_iter()
+            .find(|a| req.has(*a))
+        {
+            Some(a) => Err(reject(
+                EINVAL,
+                c_str!("a condition has one matcher: an address or a weight"),
+                Some(a),
+            )),
+            None => Ok(Matcher::Weight(w)),
+        };
+    }
+    if req.has(attr::PATTERN) {
+        return Err(reject(
+            EOPNOTSUPP,
+            c_str!("content conditions are not implemented in this version"),
+            Some(attr::PATTERN),
+        ));
+    }
+    parse_prefix(req).map(Matcher::Addr)
+}
+
 fn parse_prefix(req: &Request) -> Result<Prefix, Rejection> {
     let v4 = req.has(attr::ADDR4) || req.has(attr::MASK4);
     let v6 = req.has(attr::ADDR6) || req.has(attr::PREFIX6);
@@ -341,7 +380,7 @@ fn parse_prefix(req: &Request) -> Result<Prefix, Rejection> {
         )),
         (false, false) => Err(reject(
             EINVAL,
-            c_str!("an address condition needs addr4+mask4 or addr6+prefix6"),
+            c_str!("a condition needs addr4+mask4, addr6+prefix6 or a weight"),
             None,
         )),
         (true, false) => match (req.int::<u32>(attr::ADDR4), req.int::<u32>(attr::MASK4)) {
@@ -458,15 +497,16 @@ fn put_rule(m: &Msg, rule: &qos_classifier::Rule, first: usize) -> Result<Option
     for (i, c) in policy.conds.iter().enumerate().skip(first) {
         let r = m.nest(attr::COND, |m| {
             m.put(attr::COND_INDEX, &(i as u32 + 1))?;
-            match c.prefix {
-                Prefix::V4 { addr, mask } => {
+            match c.matcher {
+                Matcher::Addr(Prefix::V4 { addr, mask }) => {
                     m.put(attr::ADDR4, &addr.to_be())?;
                     m.put(attr::MASK4, &mask.to_be())?;
                 }
-                Prefix::V6 { addr, len } => {
+                Matcher::Addr(Prefix::V6 { addr, len }) => {
                     m.put(attr::ADDR6, &addr)?;
                     m.put(attr::PREFIX6, &len)?;
                 }
+                Matcher::Weight(w) => m.put(attr::WEIGHT, &w)?,
             }
             m.put(attr::OUT_PORT, &c.out)?;
             m.put_u64(attr::HITS, c.hits.get())

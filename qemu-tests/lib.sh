@@ -4,7 +4,7 @@ set -e
 ip link set lo up
 PIDS=""
 cleanup() {
-	for p in $PIDS; do kill "$p" 2>/dev/null; done
+	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null
 	tcpchains -F 2>/dev/null || true
 }
@@ -40,4 +40,20 @@ expect_eq() { [ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"; }
 # stat_of PORT FIELD: a counter of the rule on PORT from tcpchains -L -j.
 stat_of() {
 	tcpchains -L -j -p "$1" | tr -d ' \n' | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"
+}
+
+# heavy N-PROD N-DEBUG: a load size for this kernel. The debug kernel (KASAN, lockdep,
+# kmemleak) under emulation serves ~20 connections/s, the prod kernel hundreds.
+heavy() {
+	if [ -e /sys/kernel/debug/kmemleak ]; then echo "$2"; else echo "$1"; fi
+}
+
+# tag_count OUTPUT TAG: connections TAG served, from qostest load's tags= field.
+tag_count() {
+	echo "$1" | tr ' ,' '\n\n' | sed -n "s/^\(tags=\)\{0,1\}$2:\([0-9]*\)\$/\2/p" | grep . || echo 0
+}
+
+# cond_hits PORT INDEX: hit counter of condition INDEX of the rule on PORT.
+cond_hits() {
+	tcpchains -L -p "$1" | awk -v i="$2" '$1 == i { print $NF }'
 }

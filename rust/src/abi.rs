@@ -30,8 +30,11 @@ pub mod cmd {
     pub const COND_DEL: u8 = 5;
     /// Delete every rule of the namespace.
     pub const FLUSH: u8 = 6;
+    /// Replace the condition at `COND_INDEX` of rule `PORT` atomically (e.g. change a
+    /// weight at run time): `PORT`, `COND_INDEX`, `OUT_PORT` and a matcher.
+    pub const COND_SET: u8 = 7;
     /// Highest command number.
-    pub const MAX: u8 = 6;
+    pub const MAX: u8 = 7;
 }
 
 /// Rule types, the paper's `-A a|c|d`.
@@ -42,8 +45,8 @@ pub mod rule_type {
     pub const CONTENT: u8 = 2;
     /// Probabilistic: weighted outgoing ports.
     pub const PROBABILISTIC: u8 = 3;
-    /// Highest rule type implemented by this module version.
-    pub const MAX_IMPLEMENTED: u8 = ADDRESS;
+    /// Highest rule type.
+    pub const MAX: u8 = PROBABILISTIC;
 }
 
 /// Bits of `RULE_FLAGS`.
@@ -53,8 +56,10 @@ pub mod rule_flags {
     /// the module listens on `0.0.0.0` (IPv4 clients, forwarded to IPv4 listeners) and on
     /// `[::]` with `IPV6_V6ONLY` (IPv6 clients, forwarded to IPv6 listeners).
     pub const DUAL_STACK: u32 = 1 << 0;
+    /// Content rules: compare ASCII letters case-insensitively (Host headers).
+    pub const NOCASE: u32 = 1 << 1;
     /// Every flag this module version knows.
-    pub const ALL: u32 = DUAL_STACK;
+    pub const ALL: u32 = DUAL_STACK | NOCASE;
 }
 
 /// Attribute types (top level; `COND` and `STATS` nest some of them).
@@ -87,8 +92,18 @@ pub mod attr {
     pub const STATS: u16 = 13;
     /// Padding attribute for 64-bit values.
     pub const PAD: u16 = 14;
+    /// Weight of a probabilistic condition (`-c`), u16 in units of 1/10000.
+    pub const WEIGHT: u16 = 15;
+    /// String of a content condition (`-s`), 1 to
+    /// [`super::limits::MAX_PATTERN`] bytes, no NUL.
+    pub const PATTERN: u16 = 16;
+    /// Content rules, in `RULE_GET` replies: states of the rule's automaton, u32.
+    pub const STATES: u16 = 17;
+    /// Content rules: milliseconds to wait for a client's first data before sending it to
+    /// the default port, u32.
+    pub const DATA_TIMEOUT_MS: u16 = 18;
     /// Highest attribute number.
-    pub const MAX: u16 = 14;
+    pub const MAX: u16 = 18;
 }
 
 /// Attributes inside `STATS`, all u64 counters.
@@ -105,10 +120,16 @@ pub mod stat {
     pub const FAMILY_MISMATCH: u16 = 5;
     /// Refused: other reasons (Fast Open request, namespace going away, target closing).
     pub const OTHER_REFUSED: u16 = 6;
-    /// Connections currently held in the module's own accept queues.
+    /// Connections currently held in the module's own accept queues (and, for content
+    /// rules, waiting for their first data).
     pub const WAITING: u16 = 7;
+    /// Content rules: sent to the default port because no data came within the timeout.
+    pub const TIMED_OUT: u16 = 8;
+    /// Content rules: sent to the default port without waiting because too many
+    /// connections were already waiting for data.
+    pub const PENDING_FULL: u16 = 9;
     /// Highest statistics attribute.
-    pub const MAX: u16 = 7;
+    pub const MAX: u16 = 9;
 }
 
 /// Limits enforced by the module (and checked early by the tools).
@@ -124,6 +145,25 @@ pub mod limits {
     /// Connections the forwarding hook handles per invocation before deferring the
     /// rest to process context.
     pub const HOOK_BUDGET: usize = 64;
+    /// Sum of the weights of a probabilistic rule's conditions (1 = 1/10000).
+    pub const WEIGHT_TOTAL: u64 = 10_000;
+    /// Longest content string.
+    pub const MAX_PATTERN: usize = 255;
+    /// Total bytes of the strings of one content rule (bounds its automaton to 16,385
+    /// states).
+    pub const MAX_PATTERN_BYTES: usize = 16_384;
+    /// Bytes of a connection's first data that content conditions look at. A string
+    /// must end within them to match; it may be split across any number of segments.
+    pub const LOOKAHEAD: usize = 2048;
+    /// Connections of one content rule waiting for their first data. When full, a new
+    /// connection goes to the default port at once (counted as `PENDING_FULL`).
+    pub const MAX_PENDING: usize = 4096;
+    /// Default and bounds of `DATA_TIMEOUT_MS`.
+    pub const DATA_TIMEOUT_MS: u32 = 2000;
+    /// Shortest data timeout.
+    pub const DATA_TIMEOUT_MIN_MS: u32 = 10;
+    /// Longest data timeout.
+    pub const DATA_TIMEOUT_MAX_MS: u32 = 60_000;
 }
 
 /// The kind of an attribute's payload.
@@ -139,6 +179,8 @@ pub enum Kind {
     U64,
     /// `NLA_BINARY` of exactly this many bytes.
     Exact(u16),
+    /// `NLA_BINARY` of `min..=max` bytes.
+    Bytes(u16, u16),
     /// `NLA_NESTED` (only in replies).
     Nested,
     /// Not accepted in requests (reply-only attribute).
@@ -183,7 +225,13 @@ const fn other(ty: u16, name: &'static str, kind: Kind) -> AttrPolicy {
 /// The request policy, indexed by attribute type minus one.
 pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
     int(attr::PORT, "port", Kind::U16, 1, 65535),
-    int(attr::RULE_TYPE, "rule-type", Kind::U8, 1, 3),
+    int(
+        attr::RULE_TYPE,
+        "rule-type",
+        Kind::U8,
+        1,
+        rule_type::MAX as u64,
+    ),
     int(attr::DEFAULT_PORT, "default-port", Kind::U16, 1, 65535),
     int(
         attr::RULE_FLAGS,
@@ -208,6 +256,20 @@ pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
     other(attr::HITS, "hits", Kind::Reject),
     other(attr::STATS, "stats", Kind::Reject),
     other(attr::PAD, "pad", Kind::Reject),
+    int(attr::WEIGHT, "weight", Kind::U16, 1, limits::WEIGHT_TOTAL),
+    other(
+        attr::PATTERN,
+        "pattern",
+        Kind::Bytes(1, limits::MAX_PATTERN as u16),
+    ),
+    other(attr::STATES, "states", Kind::Reject),
+    int(
+        attr::DATA_TIMEOUT_MS,
+        "data-timeout-ms",
+        Kind::U32,
+        limits::DATA_TIMEOUT_MIN_MS as u64,
+        limits::DATA_TIMEOUT_MAX_MS as u64,
+    ),
 ];
 
 /// Returns the policy of attribute `ty`, if it is one.
@@ -219,19 +281,27 @@ pub const fn policy(ty: u16) -> Option<&'static AttrPolicy> {
     }
 }
 
+/// The attributes that describe a condition's matcher, one kind per rule type.
+const MATCHERS: &[u16] = &[
+    attr::ADDR4,
+    attr::MASK4,
+    attr::ADDR6,
+    attr::PREFIX6,
+    attr::WEIGHT,
+    attr::PATTERN,
+];
+
 /// Attributes each command requires, and those it additionally accepts.
 pub const fn command_attrs(cmd: u8) -> (&'static [u16], &'static [u16]) {
     match cmd {
         cmd::RULE_NEW => (
             &[attr::PORT, attr::RULE_TYPE, attr::DEFAULT_PORT],
-            &[attr::RULE_FLAGS],
+            &[attr::RULE_FLAGS, attr::DATA_TIMEOUT_MS],
         ),
         cmd::RULE_DEL => (&[attr::PORT], &[]),
         cmd::RULE_GET => (&[], &[attr::PORT]),
-        cmd::COND_NEW => (
-            &[attr::PORT, attr::OUT_PORT],
-            &[attr::ADDR4, attr::MASK4, attr::ADDR6, attr::PREFIX6],
-        ),
+        cmd::COND_NEW => (&[attr::PORT, attr::OUT_PORT], MATCHERS),
+        cmd::COND_SET => (&[attr::PORT, attr::OUT_PORT, attr::COND_INDEX], MATCHERS),
         cmd::COND_DEL => (&[attr::PORT, attr::COND_INDEX], &[]),
         _ => (&[], &[]),
     }

@@ -11,3 +11,4 @@
 pub mod abi;
 pub mod addr;
 pub mod chain;
+pub mod content;

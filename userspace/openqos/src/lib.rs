@@ -124,9 +124,9 @@ impl RuleType {
     }
 }
 
-/// An address condition.
+/// What a condition tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "family", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Matcher {
     /// `(client & mask) == addr`.
     Ipv4 {
@@ -142,6 +142,11 @@ pub enum Matcher {
         /// Prefix length.
         prefix: u8,
     },
+    /// Probabilistic rules: taken with probability `weight / 10000`.
+    Weight {
+        /// Weight in 1/10000.
+        weight: u16,
+    },
 }
 
 impl std::fmt::Display for Matcher {
@@ -152,6 +157,9 @@ impl std::fmt::Display for Matcher {
                 None => write!(f, "{addr}/{mask}"),
             },
             Matcher::Ipv6 { addr, prefix } => write!(f, "{addr}/{prefix}"),
+            Matcher::Weight { weight } => {
+                write!(f, "weight {weight} ({}.{:02}%)", weight / 100, weight % 100)
+            }
         }
     }
 }
@@ -453,12 +461,28 @@ impl Client {
             .map(drop)
     }
 
-    /// Appends an address condition to the rule on `port`.
+    /// Appends a condition to the rule on `port`.
     pub fn add_condition(&mut self, port: u16, matcher: Matcher, out_port: u16) -> Result<()> {
+        self.set_condition(port, None, matcher, out_port)
+    }
+
+    /// Appends a condition to the rule on `port` (`index` = `None`), or atomically
+    /// replaces the condition at 1-based `index` (e.g. to change a weight at run time).
+    pub fn set_condition(
+        &mut self,
+        port: u16,
+        index: Option<u32>,
+        matcher: Matcher,
+        out_port: u16,
+    ) -> Result<()> {
         let mut attrs = vec![
             u16_attr(attr::PORT, port)?,
             u16_attr(attr::OUT_PORT, out_port)?,
         ];
+        if let Some(i) = index {
+            check(attr::COND_INDEX, i.into())?;
+            attrs.push(Attr::U32(attr::COND_INDEX, i));
+        }
         match matcher {
             Matcher::Ipv4 { addr, mask } => {
                 attrs.push(Attr::U32(attr::ADDR4, u32::from_ne_bytes(addr.octets())));
@@ -469,8 +493,14 @@ impl Client {
                 attrs.push(Attr::Raw(attr::ADDR6, addr.octets().to_vec()));
                 attrs.push(Attr::U8(attr::PREFIX6, prefix));
             }
+            Matcher::Weight { weight } => attrs.push(u16_attr(attr::WEIGHT, weight)?),
         }
-        self.request(cmd::COND_NEW, attrs, false).map(drop)
+        let c = if index.is_some() {
+            cmd::COND_SET
+        } else {
+            cmd::COND_NEW
+        };
+        self.request(c, attrs, false).map(drop)
     }
 
     /// Deletes the condition at 1-based `index` of the rule on `port`.
@@ -613,7 +643,11 @@ fn decode_rule(m: &OqMsg) -> Result<Rule> {
     {
         let Attr::Raw(_, v) = c else { continue };
         let n = nested(v)?;
-        let matcher = if get(&n, attr::ADDR4).is_some() {
+        let matcher = if let Ok(w) = int::<2>(&n, attr::WEIGHT) {
+            Matcher::Weight {
+                weight: u16::from_ne_bytes(w),
+            }
+        } else if get(&n, attr::ADDR4).is_some() {
             Matcher::Ipv4 {
                 addr: Ipv4Addr::from(int::<4>(&n, attr::ADDR4)?),
                 mask: Ipv4Addr::from(int::<4>(&n, attr::MASK4)?),

@@ -95,7 +95,8 @@ struct LoadArgs {
     /// Parallel connections.
     #[arg(long, default_value_t = 1)]
     concurrency: u64,
-    /// Expected server tag.
+    /// Expected server tag, or several separated by commas (then `tags=` in the output
+    /// counts the connections each one served).
     #[arg(long)]
     expect: Option<String>,
     /// Expect the connection to be refused or reset instead of served.
@@ -299,14 +300,19 @@ fn load(args: &LoadArgs) -> Result<()> {
     let bad = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let max_refuse = Arc::new(AtomicU64::new(0));
+    let tags = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        String,
+        u64,
+    >::new()));
     let threads: Vec<_> = (0..conc.min(count).max(1))
         .map(|_| {
-            let (next, ok, bad, expect, max_refuse) = (
+            let (next, ok, bad, expect, max_refuse, tags) = (
                 next.clone(),
                 ok.clone(),
                 bad.clone(),
                 expect.clone(),
                 max_refuse.clone(),
+                tags.clone(),
             );
             std::thread::spawn(move || loop {
                 let id = next.fetch_add(1, Ordering::Relaxed);
@@ -338,10 +344,17 @@ fn load(args: &LoadArgs) -> Result<()> {
                             ip => ip,
                         };
                         let fine = f.len() == 4
-                            && expect.as_deref().is_none_or(|e| e == f[0])
+                            && expect
+                                .as_deref()
+                                .is_none_or(|e| e.split(',').any(|t| t == f[0]))
                             && f[1].parse::<IpAddr>().ok() == Some(want_ip)
                             && f[2].parse::<u16>().ok() == Some(local.port())
                             && f[3] == format!("{hash:016x}");
+                        if fine {
+                            if let Ok(mut t) = tags.lock() {
+                                *t.entry(f[0].to_string()).or_default() += 1;
+                            }
+                        }
                         if !fine {
                             eprintln!(
                                 "conn {id}: bad answer '{}' (expected {:?} {} {} {hash:016x})",
@@ -363,8 +376,17 @@ fn load(args: &LoadArgs) -> Result<()> {
     }
     let (ok, bad) = (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
     let el = start.elapsed().as_secs_f64();
+    let tags = tags
+        .lock()
+        .map(|t| {
+            t.iter()
+                .map(|(k, v)| format!("{k}:{v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
     println!(
-        "ok={ok} bad={bad} seconds={el:.2} rate={:.0} max_refusal_ms={}",
+        "ok={ok} bad={bad} seconds={el:.2} rate={:.0} max_refusal_ms={} tags={tags}",
         ok as f64 / el,
         max_refuse.load(Ordering::Relaxed)
     );

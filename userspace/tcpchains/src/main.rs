@@ -39,6 +39,9 @@ mod exit {
         tcpchains -A a -p 21 -o 1021\n  \
         tcpchains -a a -p 21 -i 128.143.0.0 -m 255.255.0.0 -r 2021\n  \
         tcpchains -a a -p 21 -i 2001:db8::/32 -r 2021\n  \
+        tcpchains -A d -p 80 -o 8080\n  \
+        tcpchains -a d -p 80 -r 8081 -c 3000\n  \
+        tcpchains -a d -p 80 -r 8081 -c 5000 -R 1\n  \
         tcpchains -L\n  tcpchains -d 1 -p 21\n  tcpchains -D -p 21\n  tcpchains -F",
     group(ArgGroup::new("action").required(true)
         .args(["new_rule", "add", "list", "delete_rule", "delete", "flush"]))
@@ -81,9 +84,12 @@ struct Cli {
     /// String of a content condition.
     #[arg(short = 's', long, value_name = "STRING")]
     string: Option<String>,
-    /// Weight of a probabilistic condition, in 1/10000.
-    #[arg(short = 'c', long, value_name = "WEIGHT")]
-    chance: Option<u32>,
+    /// Weight of a probabilistic condition, in 1/10000 (3000 = 30%).
+    #[arg(short = 'c', long, value_name = "WEIGHT", value_parser = clap::value_parser!(u16).range(1..=10000))]
+    chance: Option<u16>,
+    /// With -a: replace the condition at INDEX atomically instead of appending.
+    #[arg(short = 'R', long, value_name = "INDEX", requires = "add")]
+    replace: Option<u32>,
     /// With -A: listen on one dual-stack [::] socket (for servers bound to dual-stack [::]).
     #[arg(long)]
     dual_stack: bool,
@@ -159,15 +165,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     } else if let Some(kind) = cli.add {
         let port = need(cli.port, "-p PORT (incoming port)")?;
         let to = need(cli.to, "-r PORT (outgoing port)")?;
-        match kind {
+        let m = match kind {
             RuleType::Address => {
                 let addr = need(cli.address.as_deref(), "-i ADDR")?;
-                c.add_condition(port, matcher(addr, cli.mask.as_deref())?, to)?;
+                matcher(addr, cli.mask.as_deref())?
             }
-            RuleType::Content | RuleType::Probabilistic => {
-                bail!("{kind:?} conditions are not implemented by this version of openqos")
+            RuleType::Probabilistic => Matcher::Weight {
+                weight: need(cli.chance, "-c WEIGHT (in 1/10000)")?,
+            },
+            RuleType::Content => {
+                bail!("content conditions are not implemented by this version of openqos")
             }
-        }
+        };
+        c.set_condition(port, cli.replace, m, to)?;
     } else if cli.list {
         let rules = c.rules(cli.port)?;
         if cli.json {
