@@ -6,6 +6,8 @@
 #   make CLIPPY=1        with clippy
 #   make userspace       the tools (cargo)
 #   make check           host unit tests, clippy, rustfmt
+#   make bench           the paper's Table 2 in the VM (prod kernel), written to
+#                        Documentation/benchmarks.md
 
 FLAVOUR ?= prod
 KDIR ?= $(shell $(CURDIR)/scripts/build-kernel $(FLAVOUR))
@@ -27,4 +29,7 @@ check:
 	cd rust && cargo test -q && cargo clippy -q -- -D warnings && cargo fmt --check
 	cd userspace && cargo test -q && cargo clippy -q --all-targets -- -D warnings && cargo fmt --check
 
-.PHONY: all module clean userspace check
+bench:
+	$(CURDIR)/scripts/bench
+
+.PHONY: all module clean userspace check bench

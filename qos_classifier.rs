@@ -164,11 +164,13 @@ pub(crate) struct Forward {
 
 impl Forwarder for Forward {
     fn drain(&self, l: &ModuleListener<Self>, process: bool) -> Drained {
+        // One snapshot for the whole batch: a change made meanwhile applies from the next
+        // batch on, and every connection still sees one complete condition list.
+        let policy = self.shared.policy();
         for _ in 0..limits::HOOK_BUDGET {
             let Some((head, peer)) = l.queue_head() else {
                 return Drained::Empty;
             };
-            let policy = self.shared.policy();
             let cond = policy.classify(&peer.client());
             let port = cond.map_or(policy.default_port, |c| c.out);
             let moved = {
