@@ -99,16 +99,12 @@ impl GenlFamily {
                 Kind::U16 => (bindings::NLA_U16, true),
                 Kind::U32 => (bindings::NLA_U32, true),
                 Kind::U64 => (bindings::NLA_U64, true),
-                Kind::Exact(len) | Kind::Bytes(len, _) => {
-                    let max = match p.kind {
-                        Kind::Bytes(_, max) => max,
-                        _ => len,
-                    };
+                Kind::Bytes(min, max) => {
                     // For NLA_BINARY the range bounds the payload length.
                     pol.validation_type = bindings::nla_policy_validation_NLA_VALIDATE_RANGE as u8;
                     pol.__bindgen_anon_1.__bindgen_anon_1 =
                         bindings::nla_policy__bindgen_ty_1__bindgen_ty_1 {
-                            min: len as i16,
+                            min: min as i16,
                             max: max as i16,
                         };
                     (bindings::NLA_BINARY, false)

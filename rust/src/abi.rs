@@ -177,8 +177,6 @@ pub enum Kind {
     U32,
     /// `NLA_U64`.
     U64,
-    /// `NLA_BINARY` of exactly this many bytes.
-    Exact(u16),
     /// `NLA_BINARY` of `min..=max` bytes.
     Bytes(u16, u16),
     /// `NLA_NESTED` (only in replies).
@@ -249,7 +247,7 @@ pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
     ),
     int(attr::ADDR4, "addr4", Kind::U32, 0, u32::MAX as u64),
     int(attr::MASK4, "mask4", Kind::U32, 0, u32::MAX as u64),
-    other(attr::ADDR6, "addr6", Kind::Exact(16)),
+    other(attr::ADDR6, "addr6", Kind::Bytes(16, 16)),
     int(attr::PREFIX6, "prefix6", Kind::U8, 0, 128),
     int(attr::OUT_PORT, "out-port", Kind::U16, 1, 65535),
     other(attr::COND, "cond", Kind::Reject),

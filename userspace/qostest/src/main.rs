@@ -164,13 +164,7 @@ fn handle(mut s: TcpStream, tag: &str) {
     if r.read_exact(&mut buf).is_err() {
         return;
     }
-    let ip = match peer.ip() {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        ip => ip,
-    };
+    let ip = peer.ip().to_canonical();
     let _ = writeln!(s, "{tag} {ip} {} {:016x}", peer.port(), fnv64(&buf));
 }
 
@@ -336,13 +330,7 @@ fn load(args: &LoadArgs) -> Result<()> {
                     }
                     (Ok((line, local, hash)), false) => {
                         let f: Vec<&str> = line.split_whitespace().collect();
-                        let want_ip = match local.ip() {
-                            IpAddr::V6(v6) => v6
-                                .to_ipv4_mapped()
-                                .map(IpAddr::V4)
-                                .unwrap_or(IpAddr::V6(v6)),
-                            ip => ip,
-                        };
+                        let want_ip = local.ip().to_canonical();
                         let fine = f.len() == 4
                             && expect
                                 .as_deref()
