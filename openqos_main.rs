@@ -21,6 +21,9 @@ mod addr;
 #[path = "rust/src/chain.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod chain;
+#[path = "rust/src/content.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod content;
 
 mod qos_actuators;
 mod qos_classifier;

@@ -15,8 +15,12 @@ use crate::{
     abi::{self, limits, rule_flags, rule_type},
     addr::{Client, Prefix},
     chain::{self, ChainError},
+    content::{self, Dfa, Scan},
     qos_sensor::{Counter, RuleStats},
-    qos_sock::{Drained, Family, Forwarder, ModuleListener, MoveError, NetRef},
+    qos_sock::{
+        ChildOutcome, DrainCx, Drained, Family, Forwarder, LockedChild, ModuleListener, MoveError,
+        NetRef, PeekEnd, Peer, QueueHead,
+    },
 };
 use kernel::{
     bindings, c_str,
@@ -53,12 +57,95 @@ impl From<Error> for Rejection {
 }
 
 /// What a condition tests.
-#[derive(Clone, Copy)]
 pub(crate) enum Matcher {
     /// Address rules: the client's source address is in this prefix.
     Addr(Prefix),
     /// Probabilistic rules: taken with probability `weight / 10000`.
     Weight(u16),
+    /// Content rules: the client's first data contains this string.
+    Content(KVec<u8>),
+}
+
+/// Strings that end a client's first data for content rules: the empty line that ends an
+/// HTTP (or SMTP-style) header block. Once one is seen, data that matched no condition
+/// goes to the default port without waiting for more.
+const TERMINATORS: [&[u8]; 2] = [b"\r\n\r\n", b"\n\n"];
+
+/// The automaton of a content rule: its conditions' strings, then [`TERMINATORS`].
+pub(crate) struct Automaton {
+    map: [u8; 256],
+    trans: KVVec<u16>,
+    out: KVVec<u16>,
+    classes: usize,
+    /// Number of conditions (strings below this index are conditions).
+    conds: usize,
+}
+
+impl Automaton {
+    /// Builds the automaton of `conds`' strings. Process context (allocates).
+    fn build(conds: &[Arc<Cond>], nocase: bool) -> Result<Self, Rejection> {
+        let patterns = || {
+            let strings = conds.iter().filter_map(|c| match &c.matcher {
+                Matcher::Content(p) => Some(&p[..]),
+                _ => None,
+            });
+            Iterator::chain(strings, TERMINATORS)
+        };
+        let mut map = [0u8; 256];
+        let too_large = || {
+            reject(
+                ENOSPC,
+                c_str!("the strings of a content rule exceed 16384 bytes in total"),
+                Some(abi::attr::PATTERN),
+            )
+        };
+        let plan = content::plan(patterns(), nocase, &mut map).map_err(|_| too_large())?;
+        let mut trans = KVVec::from_elem(0u16, plan.table_len(), GFP_KERNEL)?;
+        let mut out = KVVec::from_elem(0u16, plan.states, GFP_KERNEL)?;
+        let mut fail = KVVec::from_elem(0u16, plan.states, GFP_KERNEL)?;
+        let mut queue = KVVec::from_elem(0u16, plan.states, GFP_KERNEL)?;
+        content::build(
+            patterns(),
+            &plan,
+            &map,
+            &mut trans,
+            &mut out,
+            &mut fail,
+            &mut queue,
+        )
+        .map_err(|_| too_large())?;
+        Ok(Self {
+            map,
+            trans,
+            out,
+            classes: plan.classes,
+            conds: conds.len(),
+        })
+    }
+
+    fn dfa(&self) -> Dfa<'_> {
+        Dfa {
+            map: &self.map,
+            trans: &self.trans,
+            out: &self.out,
+            classes: self.classes,
+        }
+    }
+
+    /// Number of states.
+    pub(crate) fn states(&self) -> usize {
+        self.out.len()
+    }
+}
+
+/// Where a content rule sends a connection, given its first data so far.
+enum Verdict<'a> {
+    /// Not decided yet: wait for more data.
+    Wait,
+    /// The first condition (in the order added) whose string was found.
+    Cond(&'a Cond),
+    /// The data is complete and matched nothing.
+    Default,
 }
 
 /// One condition: a matcher and the port it sends to. Conditions are shared by the
@@ -78,15 +165,66 @@ pub(crate) struct Policy {
     pub(crate) default_port: u16,
     /// Conditions, tried in order.
     pub(crate) conds: KVec<Arc<Cond>>,
+    /// Content rules with at least one condition: the automaton of their strings.
+    pub(crate) automaton: Option<Automaton>,
 }
 
 impl Policy {
+    /// Builds a policy; for a content rule (`content`), with its automaton.
+    fn new(
+        default_port: u16,
+        conds: KVec<Arc<Cond>>,
+        content: Option<bool>,
+    ) -> Result<Arc<Self>, Rejection> {
+        let automaton = match content {
+            Some(nocase) if !conds.is_empty() => Some(Automaton::build(&conds, nocase)?),
+            _ => None,
+        };
+        Ok(Arc::new(
+            Policy {
+                default_port,
+                conds,
+                automaton,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Judges a connection's first data, read through `peek`. `None`: it could not be
+    /// read now.
+    fn judge(
+        &self,
+        peek: impl FnOnce(u32, &mut dyn FnMut(&[u8]) -> bool) -> Option<PeekEnd>,
+    ) -> Option<Verdict<'_>> {
+        let Some(a) = &self.automaton else {
+            return Some(Verdict::Default);
+        };
+        let dfa = a.dfa();
+        let mut scan = Scan::new();
+        let end = peek(limits::LOOKAHEAD as u32, &mut |data| {
+            scan.feed(&dfa, data);
+            // Condition 0 cannot be beaten: stop there.
+            scan.best != 0
+        })?;
+        Some(match scan.found() {
+            Some(i) if i < a.conds => self
+                .conds
+                .get(i)
+                .map_or(Verdict::Default, |c| Verdict::Cond(c)),
+            // Only the end of a header block: complete, and nothing matched.
+            Some(_) => Verdict::Default,
+            None if end.fin || end.full => Verdict::Default,
+            None => Verdict::Wait,
+        })
+    }
+
     /// The condition that chooses the outgoing port for `client` (`None`: the default
     /// port).
     fn classify(&self, client: &Client) -> Option<&Cond> {
         let mut draw = None;
         self.conds.iter().map(|c| &**c).find(|c| match c.matcher {
-            Matcher::Addr(p) => p.matches(client),
+            Matcher::Addr(ref p) => p.matches(client),
+            Matcher::Content(_) => false,
             Matcher::Weight(w) => {
                 // One uniform draw in [0, 10000) per connection, compared against the
                 // running sum of weights: condition i wins with probability w_i / 10000.
@@ -120,7 +258,7 @@ impl Policy {
             .filter(|(i, _)| Some(*i) != skip)
             .map(|(_, c)| match c.matcher {
                 Matcher::Weight(w) => u64::from(w),
-                Matcher::Addr(_) => 0,
+                Matcher::Addr(_) | Matcher::Content(_) => 0,
             })
             .sum()
     }
@@ -157,48 +295,207 @@ impl RuleShared {
     }
 }
 
+/// Why a connection goes where it goes (for the counters).
+#[derive(Clone, Copy)]
+enum Why<'a> {
+    /// A condition matched.
+    Cond(&'a Cond),
+    /// No condition matched.
+    Default,
+    /// Content rules: no decisive data within the data timeout.
+    TimedOut,
+    /// Content rules: too many connections were waiting for data.
+    PendingFull,
+}
+
+impl Why<'_> {
+    fn port(&self, policy: &Policy) -> u16 {
+        match self {
+            Why::Cond(c) => c.out,
+            _ => policy.default_port,
+        }
+    }
+}
+
+/// What the drain does after handling one connection.
+enum Step {
+    /// Go on with the next head.
+    Next,
+    /// Stop draining.
+    Stop(Drained),
+}
+
 /// The [`Forwarder`] of a rule's listeners.
 pub(crate) struct Forward {
     shared: Arc<RuleShared>,
+    /// Content rules: how long a connection may wait for decisive data.
+    timeout_ms: Option<u32>,
+}
+
+impl Forward {
+    /// Where the head goes. `Err`: the drain stops (the head waits for data, or needs
+    /// process context to be examined).
+    fn pick_head<'p>(
+        &self,
+        l: &ModuleListener<Self>,
+        cx: &DrainCx<'_>,
+        policy: &'p Policy,
+        head: &QueueHead,
+        peer: &Peer,
+    ) -> Result<Why<'p>, Drained> {
+        let Some(timeout) = self.timeout_ms else {
+            return Ok(policy
+                .classify(&peer.client())
+                .map_or(Why::Default, Why::Cond));
+        };
+        if policy.automaton.is_none() {
+            return Ok(Why::Default);
+        }
+        let age = peer.age_ms();
+        if age >= timeout {
+            return Ok(Why::TimedOut);
+        }
+        // The queue holds every connection still waiting for data: past the cap, the
+        // oldest goes to the default port, so new (honest) clients keep being classified.
+        if l.sock().waiting() as usize > limits::MAX_PENDING {
+            return Ok(Why::PendingFull);
+        }
+        let verdict = match cx.locked() {
+            Some(c) if head.is(c) => policy.judge(|max, f| Some(c.peek(max, f))),
+            // A child's hook could not drain: look at the head's data from process context.
+            _ if l.take_peek_head() => match policy.judge(|max, f| l.peek_head(cx, head, max, f)) {
+                Some(v) => Some(v),
+                None => {
+                    l.want_peek_head();
+                    return Err(Drained::Defer);
+                }
+            },
+            // Otherwise the head's own hook handles its data when it comes.
+            _ => Some(Verdict::Wait),
+        };
+        match verdict {
+            Some(Verdict::Cond(c)) => Ok(Why::Cond(c)),
+            Some(Verdict::Default) => Ok(Why::Default),
+            Some(Verdict::Wait) | None => Err(Drained::Wait(timeout - age)),
+        }
+    }
+
+    /// Moves (or, in process context, refuses) the head of the queue.
+    fn deliver(
+        &self,
+        l: &ModuleListener<Self>,
+        cx: &DrainCx<'_>,
+        policy: &Policy,
+        head: &QueueHead,
+        peer: &Peer,
+        why: Why<'_>,
+    ) -> Step {
+        let moved = {
+            let rcu = rcu::read_lock();
+            match l.sock().lookup(&rcu, peer, why.port(policy)) {
+                Some(target) => l.move_head(cx, head, target),
+                None => Err(MoveError::NoListener),
+            }
+        };
+        let stats = &self.shared.stats;
+        match moved {
+            Ok(()) => stats.forwarded.inc(),
+            Err(MoveError::Race) => return Step::Next,
+            // Refusing needs `accept()`, which needs process context.
+            Err(_) if !cx.process() => {
+                if self.timeout_ms.is_some() {
+                    l.want_peek_head();
+                }
+                return Step::Stop(Drained::Defer);
+            }
+            Err(e) => {
+                if l.refuse_head(cx).is_err() {
+                    return Step::Stop(Drained::Defer);
+                }
+                stats.refused(e);
+            }
+        }
+        self.count(why);
+        Step::Next
+    }
+
+    fn count(&self, why: Why<'_>) {
+        let stats = &self.shared.stats;
+        match why {
+            Why::Cond(c) => c.hits.inc(),
+            Why::Default => stats.default_hits.inc(),
+            Why::TimedOut => {
+                stats.timed_out.inc();
+                stats.default_hits.inc();
+            }
+            Why::PendingFull => {
+                stats.pending_full.inc();
+                stats.default_hits.inc();
+            }
+        }
+    }
 }
 
 impl Forwarder for Forward {
-    fn drain(&self, l: &ModuleListener<Self>, process: bool) -> Drained {
+    fn drain(&self, l: &ModuleListener<Self>, cx: &DrainCx<'_>) -> Drained {
         // One snapshot for the whole batch: a change made meanwhile applies from the next
         // batch on, and every connection still sees one complete condition list.
         let policy = self.shared.policy();
         for _ in 0..limits::HOOK_BUDGET {
-            let Some((head, peer)) = l.queue_head() else {
+            // Address and probabilistic heads leave the queue now; content heads may stay.
+            let Some((head, peer)) = l.queue_head(cx, self.timeout_ms.is_none()) else {
                 return Drained::Empty;
             };
-            let cond = policy.classify(&peer.client());
-            let port = cond.map_or(policy.default_port, |c| c.out);
-            let moved = {
-                let rcu = rcu::read_lock();
-                match l.sock().lookup(&rcu, &peer, port) {
-                    Some(target) => l.sock().move_head(&head, target),
-                    None => Err(MoveError::NoListener),
-                }
+            let why = match self.pick_head(l, cx, &policy, &head, &peer) {
+                Ok(why) => why,
+                Err(d) => return d,
             };
-            let stats = &self.shared.stats;
-            match moved {
-                Ok(()) => stats.forwarded.inc(),
-                Err(MoveError::Race) => continue,
-                // Refusing needs `accept()`, which needs process context.
-                Err(_) if !process => return Drained::Defer,
-                Err(why) => {
-                    if l.sock().refuse_head().is_err() {
-                        return Drained::Defer;
-                    }
-                    stats.refused(why);
-                }
-            }
-            match cond {
-                Some(c) => c.hits.inc(),
-                None => stats.default_hits.inc(),
+            if let Step::Stop(d) = self.deliver(l, cx, &policy, &head, &peer, why) {
+                return d;
             }
         }
         Drained::Defer
+    }
+
+    fn child_data(&self, l: &ModuleListener<Self>, child: &LockedChild<'_>) -> ChildOutcome {
+        if self.timeout_ms.is_none() {
+            return ChildOutcome::Release;
+        }
+        let policy = self.shared.policy();
+        let why = match policy.judge(|max, f| Some(child.peek(max, f))) {
+            Some(Verdict::Cond(c)) => Why::Cond(c),
+            Some(Verdict::Default) => Why::Default,
+            Some(Verdict::Wait) | None => return ChildOutcome::Keep,
+        };
+        let moved = {
+            let rcu = rcu::read_lock();
+            match l.sock().lookup(&rcu, &child.peer(), why.port(&policy)) {
+                Some(target) => l.move_child(child, target),
+                None => Err(MoveError::NoListener),
+            }
+        };
+        match moved {
+            Ok(()) => {
+                self.shared.stats.forwarded.inc();
+                self.count(why);
+            }
+            // Already moved by the drainer (it saw the same data).
+            Err(MoveError::Race) => {}
+            // The head, or a connection to refuse: that is the drainer's job. Become the
+            // drainer, put this child at the head, and drain from there (it sees the child
+            // is the one whose lock we hold). If another context drains, the work item
+            // looks at the head later.
+            Err(_) => {
+                l.drain_for(child, &mut |cx| {
+                    if l.promote(cx, child) {
+                        self.drain(l, cx)
+                    } else {
+                        Drained::Empty
+                    }
+                });
+            }
+        }
+        ChildOutcome::Keep
     }
 }
 
@@ -210,12 +507,20 @@ pub(crate) struct Rule {
     pub(crate) kind: u8,
     /// Bits of [`rule_flags`].
     pub(crate) flags: u32,
+    /// Content rules: the data timeout in milliseconds.
+    pub(crate) timeout_ms: Option<u32>,
     /// Policy and counters.
     pub(crate) shared: Arc<RuleShared>,
     listeners: KVec<Pin<KBox<ModuleListener<Forward>>>>,
 }
 
 impl Rule {
+    /// For content rules, whether matching ignores ASCII case: the argument
+    /// [`Policy::new`] takes.
+    fn content(&self) -> Option<bool> {
+        content_flag(self.kind, self.flags)
+    }
+
     /// Connections waiting in the module's own queues for this rule.
     pub(crate) fn waiting(&self) -> u64 {
         self.listeners
@@ -265,7 +570,32 @@ fn rule_mut<'a>(nets: &'a mut Nets, net: NetRef, port: u16) -> Result<&'a mut Ru
 
 /// Checks that the namespace's rules, with `port`'s targets replaced by `candidate`,
 /// form no cycle and no chain deeper than the limit.
-fn check_chains(rules: &[Rule], port: u16, candidate: &Policy, attr: u16) -> Result<(), Rejection> {
+fn check_chains(
+    rules: &[Rule],
+    port: u16,
+    candidate: &Policy,
+    content: bool,
+    attr: u16,
+) -> Result<(), Rejection> {
+    // A connection moved into a content rule's listener would arrive there without that
+    // rule's data hook (its first data may even be queued already), so it could only
+    // time out: chains may leave content rules but not enter them.
+    let into_content = candidate.targets().any(|t| {
+        rules
+            .iter()
+            .any(|r| r.port == t && r.port != port && r.timeout_ms.is_some())
+    });
+    let content_targeted = content
+        && rules
+            .iter()
+            .any(|r| r.port != port && r.shared.policy().targets().any(|t| t == port));
+    if into_content || content_targeted {
+        return Err(reject(
+            EOPNOTSUPP,
+            c_str!("a content rule cannot be the target of another rule (no chain into it)"),
+            Some(attr),
+        ));
+    }
     let mut policies = KVec::with_capacity(rules.len(), GFP_KERNEL)?;
     let mut ports = KVec::with_capacity(rules.len() + 1, GFP_KERNEL)?;
     for r in rules.iter().filter(|r| r.port != port) {
@@ -298,6 +628,10 @@ fn check_chains(rules: &[Rule], port: u16, candidate: &Policy, attr: u16) -> Res
     })
 }
 
+fn content_flag(kind: u8, flags: u32) -> Option<bool> {
+    (kind == rule_type::CONTENT).then_some(flags & rule_flags::NOCASE != 0)
+}
+
 /// Creates a rule listening on `port` in `net`.
 pub(crate) fn rule_new(
     nets: &mut Nets,
@@ -306,15 +640,20 @@ pub(crate) fn rule_new(
     kind: u8,
     default_port: u16,
     flags: u32,
+    timeout_ms: Option<u32>,
 ) -> Result<(), Rejection> {
-    if kind == rule_type::CONTENT {
-        return Err(reject(
-            EOPNOTSUPP,
-            c_str!("content rules (type c) are not implemented in this version"),
-            Some(abi::attr::RULE_TYPE),
-        ));
-    }
-    if flags & rule_flags::NOCASE != 0 {
+    let timeout_ms = match (kind, timeout_ms) {
+        (rule_type::CONTENT, t) => Some(t.unwrap_or(limits::DATA_TIMEOUT_MS)),
+        (_, None) => None,
+        (_, Some(_)) => {
+            return Err(reject(
+                EINVAL,
+                c_str!("a data timeout is for content rules"),
+                Some(abi::attr::DATA_TIMEOUT_MS),
+            ))
+        }
+    };
+    if kind != rule_type::CONTENT && flags & rule_flags::NOCASE != 0 {
         return Err(reject(
             EINVAL,
             c_str!("case-insensitive matching is for content rules"),
@@ -336,14 +675,14 @@ pub(crate) fn rule_new(
             None,
         ));
     }
-    let policy = Arc::new(
-        Policy {
-            default_port,
-            conds: KVec::new(),
-        },
-        GFP_KERNEL,
+    let policy = Policy::new(default_port, KVec::new(), content_flag(kind, flags))?;
+    check_chains(
+        existing,
+        port,
+        &policy,
+        kind == rule_type::CONTENT,
+        abi::attr::DEFAULT_PORT,
     )?;
-    check_chains(existing, port, &policy, abi::attr::DEFAULT_PORT)?;
 
     let shared = Arc::pin_init(
         pin_init!(RuleShared {
@@ -361,6 +700,7 @@ pub(crate) fn rule_new(
     for f in families {
         let fwd = Forward {
             shared: shared.clone(),
+            timeout_ms,
         };
         // On failure, the listeners created so far are dropped (closed) here: nothing is
         // left half-created.
@@ -385,6 +725,7 @@ pub(crate) fn rule_new(
         port,
         kind,
         flags,
+        timeout_ms,
         shared,
         listeners,
     };
@@ -424,12 +765,17 @@ pub(crate) fn rule_del(nets: &mut Nets, net: NetRef, port: u16) -> Result<(), Re
 /// Checks that `matcher` fits the rule type `kind`.
 fn check_matcher(kind: u8, matcher: &Matcher) -> Result<(), Rejection> {
     match (kind, matcher) {
-        (rule_type::ADDRESS, Matcher::Addr(_)) | (rule_type::PROBABILISTIC, Matcher::Weight(_)) => {
-            Ok(())
-        }
+        (rule_type::ADDRESS, Matcher::Addr(_))
+        | (rule_type::PROBABILISTIC, Matcher::Weight(_))
+        | (rule_type::CONTENT, Matcher::Content(_)) => Ok(()),
         (rule_type::ADDRESS, _) => Err(reject(
             EINVAL,
             c_str!("an address rule takes addr4+mask4 or addr6+prefix6 conditions"),
+            None,
+        )),
+        (rule_type::CONTENT, _) => Err(reject(
+            EINVAL,
+            c_str!("a content rule takes string (pattern) conditions"),
             None,
         )),
         _ => Err(reject(
@@ -465,6 +811,25 @@ pub(crate) fn cond_set(
         None => None,
         Some(i) => Some(cond_slot(&old, i)?),
     };
+    if let Matcher::Content(ref p) = matcher {
+        let others: usize = old
+            .conds
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != slot)
+            .map(|(_, c)| match &c.matcher {
+                Matcher::Content(q) => q.len(),
+                _ => 0,
+            })
+            .sum();
+        if others + p.len() > limits::MAX_PATTERN_BYTES {
+            return Err(reject(
+                ENOSPC,
+                c_str!("the strings of a content rule exceed 16384 bytes in total"),
+                Some(abi::attr::PATTERN),
+            ));
+        }
+    }
     if let Matcher::Weight(w) = matcher {
         if old.weights(slot) + u64::from(w) > limits::WEIGHT_TOTAL {
             return Err(reject(
@@ -488,14 +853,9 @@ pub(crate) fn cond_set(
         Some(i) => conds[i] = cond,
         None => conds.push(cond, GFP_KERNEL)?,
     }
-    let new = Arc::new(
-        Policy {
-            default_port: old.default_port,
-            conds,
-        },
-        GFP_KERNEL,
-    )?;
-    check_chains(rules(nets, net), port, &new, abi::attr::OUT_PORT)?;
+    let new = Policy::new(old.default_port, conds, rule.content())?;
+    let content = rule.timeout_ms.is_some();
+    check_chains(rules(nets, net), port, &new, content, abi::attr::OUT_PORT)?;
     rule_mut(nets, net, port)?.shared.set_policy(new);
     Ok(())
 }
@@ -524,13 +884,7 @@ pub(crate) fn cond_del(
     let i = cond_slot(&old, index)?;
     let mut conds = old.try_clone(0)?;
     drop(conds.remove(i));
-    let new = Arc::new(
-        Policy {
-            default_port: old.default_port,
-            conds,
-        },
-        GFP_KERNEL,
-    )?;
+    let new = Policy::new(old.default_port, conds, rule.content())?;
     rule.shared.set_policy(new);
     Ok(())
 }

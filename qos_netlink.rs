@@ -205,6 +205,18 @@ impl Request {
         })
     }
 
+    /// The payload of a binary attribute (length already checked by the policy).
+    fn bytes(&self, ty: u16) -> Option<&[u8]> {
+        self.attr(ty).map(|a| {
+            // SAFETY: the attribute is valid for the request's lifetime; its header says
+            // how many payload bytes follow it.
+            unsafe {
+                let len = usize::from((*a.as_ptr()).nla_len).saturating_sub(NLA_HDRLEN);
+                core::slice::from_raw_parts(a.as_ptr().cast::<u8>().add(NLA_HDRLEN), len)
+            }
+        })
+    }
+
     fn net(&self) -> Option<NetRef> {
         // SAFETY: `info` is valid; the requesting socket keeps the namespace alive for the
         // duration of the request.
@@ -303,11 +315,6 @@ fn handle(c: u8, req: &Request) -> HandlerResult {
     let port = req.int::<u16>(attr::PORT).unwrap_or(0);
     let mut nets = NETS.lock();
     let r = match c {
-        cmd::RULE_NEW if req.has(attr::DATA_TIMEOUT_MS) => Err(reject(
-            EINVAL,
-            c_str!("a data timeout is for content rules"),
-            Some(attr::DATA_TIMEOUT_MS),
-        )),
         cmd::RULE_NEW => qos_classifier::rule_new(
             &mut nets,
             net,
@@ -315,6 +322,7 @@ fn handle(c: u8, req: &Request) -> HandlerResult {
             req.int(attr::RULE_TYPE).unwrap_or(0),
             req.int(attr::DEFAULT_PORT).unwrap_or(0),
             req.int(attr::RULE_FLAGS).unwrap_or(0),
+            req.int(attr::DATA_TIMEOUT_MS),
         ),
         cmd::RULE_DEL => qos_classifier::rule_del(&mut nets, net, port),
         cmd::COND_NEW | cmd::COND_SET => match parse_matcher(req) {
@@ -340,27 +348,38 @@ fn handle(c: u8, req: &Request) -> HandlerResult {
     r.map_err(|e| (e, None))
 }
 
-/// The matcher of a condition: exactly one of an IPv4 prefix, an IPv6 prefix, a weight.
+/// The matcher of a condition: exactly one of an IPv4 prefix, an IPv6 prefix, a weight,
+/// a string.
 fn parse_matcher(req: &Request) -> Result<Matcher, Rejection> {
-    if let Some(w) = req.int::<u16>(attr::WEIGHT) {
-        return match [attr::ADDR4, attr::MASK4, attr::ADDR6, attr::PREFIX6]
-            .into_iter()
-            .find(|a| req.has(*a))
-        {
-            Some(a) => Err(reject(
-                EINVAL,
-                c_str!("a condition has one matcher: an address or a weight"),
-                Some(a),
-            )),
-            None => Ok(Matcher::Weight(w)),
-        };
-    }
-    if req.has(attr::PATTERN) {
+    let addr = [attr::ADDR4, attr::MASK4, attr::ADDR6, attr::PREFIX6]
+        .into_iter()
+        .find(|a| req.has(*a));
+    let kinds = [
+        req.has(attr::WEIGHT).then_some(attr::WEIGHT),
+        req.has(attr::PATTERN).then_some(attr::PATTERN),
+        addr,
+    ];
+    if let Some(extra) = kinds.iter().flatten().nth(1) {
         return Err(reject(
-            EOPNOTSUPP,
-            c_str!("content conditions are not implemented in this version"),
-            Some(attr::PATTERN),
+            EINVAL,
+            c_str!("a condition has one matcher: an address, a weight or a string"),
+            Some(*extra),
         ));
+    }
+    if let Some(w) = req.int::<u16>(attr::WEIGHT) {
+        return Ok(Matcher::Weight(w));
+    }
+    if let Some(p) = req.bytes(attr::PATTERN) {
+        if p.contains(&0) {
+            return Err(reject(
+                EINVAL,
+                c_str!("a content string may not contain NUL bytes"),
+                Some(attr::PATTERN),
+            ));
+        }
+        let mut v = KVec::with_capacity(p.len(), GFP_KERNEL)?;
+        v.extend_from_slice(p, GFP_KERNEL)?;
+        return Ok(Matcher::Content(v));
     }
     parse_prefix(req).map(Matcher::Addr)
 }
@@ -437,6 +456,14 @@ impl Msg {
         })
     }
 
+    fn put_bytes(&self, ty: u16, v: &[u8]) -> Result {
+        // SAFETY: `skb` is valid (type invariant); `v` is readable for its length, at
+        // most `MAX_PATTERN` bytes here.
+        kernel::error::to_result(unsafe {
+            bindings::nla_put(self.skb, i32::from(ty), v.len() as i32, v.as_ptr().cast())
+        })
+    }
+
     fn put_u64(&self, ty: u16, v: u64) -> Result {
         // SAFETY: as in `put`.
         kernel::error::to_result(unsafe {
@@ -487,22 +514,33 @@ fn put_rule(m: &Msg, rule: &qos_classifier::Rule, first: usize) -> Result<Option
             m.put_u64(stat::QUEUE_FULL, s.queue_full.get())?;
             m.put_u64(stat::FAMILY_MISMATCH, s.family_mismatch.get())?;
             m.put_u64(stat::OTHER_REFUSED, s.other_refused.get())?;
-            m.put_u64(stat::WAITING, rule.waiting())
+            m.put_u64(stat::WAITING, rule.waiting())?;
+            if rule.timeout_ms.is_some() {
+                m.put_u64(stat::TIMED_OUT, s.timed_out.get())?;
+                m.put_u64(stat::PENDING_FULL, s.pending_full.get())?;
+            }
+            Ok(())
         })?;
+        if let Some(t) = rule.timeout_ms {
+            m.put(attr::DATA_TIMEOUT_MS, &t)?;
+            let states = policy.automaton.as_ref().map_or(0, |a| a.states());
+            m.put(attr::STATES, &(states as u32))?;
+        }
     }
     for (i, c) in policy.conds.iter().enumerate().skip(first) {
         let r = m.nest(attr::COND, |m| {
             m.put(attr::COND_INDEX, &(i as u32 + 1))?;
-            match c.matcher {
+            match &c.matcher {
                 Matcher::Addr(Prefix::V4 { addr, mask }) => {
                     m.put(attr::ADDR4, &addr.to_be())?;
                     m.put(attr::MASK4, &mask.to_be())?;
                 }
                 Matcher::Addr(Prefix::V6 { addr, len }) => {
-                    m.put(attr::ADDR6, &addr)?;
-                    m.put(attr::PREFIX6, &len)?;
+                    m.put(attr::ADDR6, addr)?;
+                    m.put(attr::PREFIX6, len)?;
                 }
-                Matcher::Weight(w) => m.put(attr::WEIGHT, &w)?,
+                Matcher::Weight(w) => m.put(attr::WEIGHT, w)?,
+                Matcher::Content(p) => m.put_bytes(attr::PATTERN, p)?,
             }
             m.put(attr::OUT_PORT, &c.out)?;
             m.put_u64(attr::HITS, c.hits.get())

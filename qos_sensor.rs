@@ -44,6 +44,10 @@ pub(crate) struct RuleStats {
     pub(crate) family_mismatch: Counter,
     /// Refused for another reason.
     pub(crate) other_refused: Counter,
+    /// Content rules: sent to the default port after the data timeout.
+    pub(crate) timed_out: Counter,
+    /// Content rules: sent to the default port because too many were waiting for data.
+    pub(crate) pending_full: Counter,
 }
 
 impl RuleStats {
@@ -56,6 +60,8 @@ impl RuleStats {
             queue_full: Counter::new(),
             family_mismatch: Counter::new(),
             other_refused: Counter::new(),
+            timed_out: Counter::new(),
+            pending_full: Counter::new(),
         }
     }
 
@@ -65,7 +71,9 @@ impl RuleStats {
             MoveError::NoListener => self.no_listener.inc(),
             MoveError::Full => self.queue_full.inc(),
             MoveError::Family => self.family_mismatch.inc(),
-            MoveError::Race | MoveError::Other | MoveError::Loop => self.other_refused.inc(),
+            MoveError::Race | MoveError::Other | MoveError::Loop | MoveError::Head => {
+                self.other_refused.inc()
+            }
         }
     }
 }

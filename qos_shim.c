@@ -34,18 +34,24 @@ void oq_sk_install_hook(struct sock *sk, void *ctx, void (*hook)(struct sock *))
 	write_lock_bh(&sk->sk_callback_lock);
 	if (!READ_ONCE(oq_default_data_ready))
 		WRITE_ONCE(oq_default_data_ready, sk->sk_data_ready);
-	/* NOCOPY: children cloned from this listener get a NULL sk_user_data. */
-	__rcu_assign_sk_user_data_with_flags(sk, ctx, SK_USER_DATA_NOCOPY);
+	/*
+	 * No NOCOPY: children cloned from this listener inherit both the hook and @ctx, so
+	 * the hook can tell, for a child, which listener it is waiting in. Both are taken
+	 * off the child (oq_sk_reset_callback) before it leaves that listener's queue.
+	 */
+	rcu_assign_sk_user_data(sk, ctx);
 	WRITE_ONCE(sk->sk_data_ready, hook);
 	write_unlock_bh(&sk->sk_callback_lock);
 }
 
-/* Put the default callback back on @sk if it still has @hook. */
+/* Put the default callback back on child @sk, and clear the context, if it has @hook. */
 static void oq_sk_reset_callback(struct sock *sk, void (*hook)(struct sock *))
 {
 	write_lock_bh(&sk->sk_callback_lock);
-	if (READ_ONCE(sk->sk_data_ready) == hook)
+	if (READ_ONCE(sk->sk_data_ready) == hook) {
 		WRITE_ONCE(sk->sk_data_ready, READ_ONCE(oq_default_data_ready));
+		rcu_assign_sk_user_data(sk, NULL);
+	}
 	write_unlock_bh(&sk->sk_callback_lock);
 }
 
@@ -68,13 +74,18 @@ bool oq_sk_is_listener(const struct sock *sk)
 	return READ_ONCE(sk->sk_state) == TCP_LISTEN;
 }
 
-void oq_child_data_ready(struct sock *child, void (*hook)(struct sock *))
+void oq_child_default_ready(struct sock *child)
 {
 	void (*def)(struct sock *) = READ_ONCE(oq_default_data_ready);
 
-	oq_sk_reset_callback(child, hook);
 	if (def)
 		def(child);
+}
+
+void oq_child_data_ready(struct sock *child, void (*hook)(struct sock *))
+{
+	oq_sk_reset_callback(child, hook);
+	oq_child_default_ready(child);
 }
 
 u32 oq_sk_ack_backlog(const struct sock *sk)
@@ -82,7 +93,23 @@ u32 oq_sk_ack_backlog(const struct sock *sk)
 	return READ_ONCE(sk->sk_ack_backlog);
 }
 
-static void oq_fill_peer(const struct sock *child, struct oq_peer *peer)
+/*
+ * Milliseconds since the handshake of @req: since its first SYN-ACK (tcp_make_synack
+ * stamps it with tcp_clock_ns()), or for a SYN-cookie child, which has no such stamp,
+ * since the child last received a segment (the handshake's ACK, for a silent client).
+ */
+static u32 oq_req_age_ms(const struct request_sock *req)
+{
+	u64 then = tcp_rsk(req)->snt_synack, now = tcp_clock_us();
+
+	if (!then)
+		then = READ_ONCE(tcp_sk(req->sk)->tcp_mstamp);
+	if (now <= then)
+		return 0;
+	return min_t(u64, div_u64(now - then, USEC_PER_MSEC), U32_MAX);
+}
+
+void oq_child_peer(const struct sock *child, struct oq_peer *peer)
 {
 	memset(peer, 0, sizeof(*peer));
 	peer->family = child->sk_family;
@@ -101,7 +128,7 @@ static void oq_fill_peer(const struct sock *child, struct oq_peer *peer)
 }
 
 struct request_sock *oq_queue_head(struct sock *lsk, struct oq_peer *peer,
-				   void (*hook)(struct sock *))
+				   void (*hook)(struct sock *), bool release)
 {
 	struct request_sock_queue *q = &inet_csk(lsk)->icsk_accept_queue;
 	struct request_sock *req;
@@ -109,16 +136,111 @@ struct request_sock *oq_queue_head(struct sock *lsk, struct oq_peer *peer,
 	spin_lock_bh(&q->rskq_lock);
 	req = q->rskq_accept_head;
 	if (req) {
-		oq_fill_peer(req->sk, peer);
+		oq_child_peer(req->sk, peer);
+		peer->age_ms = oq_req_age_ms(req);
+		peer->child = req->sk;
 		/*
-		 * Whatever happens next, the child leaves this queue (moved, or accepted
-		 * and reset by us): drop the inherited hook now, while the queue lock
-		 * keeps the child alive, so no pointer into this module survives it.
+		 * @release: the child leaves this queue next (moved, or accepted and reset
+		 * by us): drop the inherited hook now, while the queue lock keeps the child
+		 * alive, so no pointer into this module survives it. Otherwise the child
+		 * keeps the hook until it is moved (oq_move_locked) or the listener closes.
 		 */
-		oq_sk_reset_callback(req->sk, hook);
+		if (release)
+			oq_sk_reset_callback(req->sk, hook);
 	}
 	spin_unlock_bh(&q->rskq_lock);
 	return req;
+}
+
+/*
+ * Moves child @child, which must not be the head, to the head of @lsk's queue. Only the
+ * listener's single drainer may call this: it is the only context that removes or adds
+ * a queue's head, so the head it then sees is the one it put there.
+ */
+bool oq_queue_promote(struct sock *lsk, struct sock *child)
+{
+	struct request_sock_queue *q = &inet_csk(lsk)->icsk_accept_queue;
+	struct request_sock *req, *prev = NULL;
+
+	spin_lock_bh(&q->rskq_lock);
+	for (req = q->rskq_accept_head; req && req->sk != child; req = req->dl_next)
+		prev = req;
+	if (req && prev) {
+		prev->dl_next = req->dl_next;
+		if (q->rskq_accept_tail == req)
+			q->rskq_accept_tail = prev;
+		req->dl_next = q->rskq_accept_head;
+		WRITE_ONCE(q->rskq_accept_head, req);
+	}
+	spin_unlock_bh(&q->rskq_lock);
+	return req != NULL;
+}
+
+/*
+ * Feeds up to @max bytes of the data @child has received (in order, none consumed) to
+ * @feed, in chunks, until @feed returns false. Returns OQ_PEEK_* flags. The caller holds
+ * the child's socket spinlock, which is what serializes its receive queue (TCP appends
+ * to it under bh_lock_sock, not under the queue's own lock), and nobody owns the child:
+ * it is in a module listener's accept queue, so no process has it.
+ */
+static int oq_peek_locked(struct sock *child, u32 max,
+			  bool (*feed)(void *ctx, const u8 *data, u32 len), void *ctx)
+{
+	u8 buf[OQ_PEEK_CHUNK];
+	struct sk_buff *skb;
+	u32 seen = 0;
+	int ret = 0;
+
+	if (READ_ONCE(child->sk_shutdown) & RCV_SHUTDOWN)
+		ret |= OQ_PEEK_FIN;
+	skb_queue_walk(&child->sk_receive_queue, skb) {
+		u32 off = 0;
+
+		if (TCP_SKB_CB(skb)->tcp_flags & TCPHDR_FIN)
+			ret |= OQ_PEEK_FIN;
+		while (off < skb->len) {
+			u32 n = min3(skb->len - off, max - seen, (u32)sizeof(buf));
+
+			if (!n)
+				return ret | OQ_PEEK_FULL;
+			if (skb_copy_bits(skb, off, buf, n))
+				return ret | OQ_PEEK_FULL;
+			off += n;
+			seen += n;
+			if (!feed(ctx, buf, n))
+				return ret | OQ_PEEK_STOP;
+		}
+	}
+	return seen >= max ? ret | OQ_PEEK_FULL : ret;
+}
+
+/* oq_peek_locked() for a child whose socket spinlock the caller holds. */
+int oq_child_peek(struct sock *child, u32 max,
+		  bool (*feed)(void *ctx, const u8 *data, u32 len), void *ctx)
+{
+	lockdep_assert_held(&child->sk_lock.slock);
+	return oq_peek_locked(child, max, feed, ctx);
+}
+
+/*
+ * oq_peek_locked() for the head of a module listener's queue, from process context by
+ * its drainer: the child cannot leave the queue meanwhile (only the drainer removes the
+ * head), so it stays allocated. Returns OQ_PEEK_BUSY if a process owns the child, which
+ * cannot happen before it is accepted, but is checked rather than assumed.
+ */
+int oq_head_peek(struct sock *child, u32 max,
+		 bool (*feed)(void *ctx, const u8 *data, u32 len), void *ctx)
+{
+	int ret = OQ_PEEK_BUSY;
+
+	might_sleep();
+	local_bh_disable();
+	bh_lock_sock(child);
+	if (!sock_owned_by_user_nocheck(child))
+		ret = oq_peek_locked(child, max, feed, ctx);
+	bh_unlock_sock(child);
+	local_bh_enable();
+	return ret;
 }
 
 void oq_queue_reset_children(struct sock *lsk, void (*hook)(struct sock *))
@@ -183,13 +305,51 @@ static bool oq_child_take_netref(struct sock *child)
 	return true;
 }
 
-int oq_move_head(struct sock *src, struct request_sock *req, struct sock *dst)
+/*
+ * Moves @req (after @prev in @src's queue, or the head if @prev is NULL) to the tail of
+ * @dst's queue. Called with both queue locks held, after the checks of oq_move().
+ */
+static void oq_move_locked(struct sock *src, struct request_sock *prev,
+			   struct request_sock *req, struct sock *dst,
+			   void (*hook)(struct sock *))
+{
+	struct request_sock_queue *sq = &inet_csk(src)->icsk_accept_queue;
+	struct request_sock_queue *dq = &inet_csk(dst)->icsk_accept_queue;
+
+	/* The child leaves the module: no callback or context of ours may go with it. */
+	oq_sk_reset_callback(req->sk, hook);
+
+	if (prev)
+		prev->dl_next = req->dl_next;
+	else
+		WRITE_ONCE(sq->rskq_accept_head, req->dl_next);
+	if (sq->rskq_accept_tail == req)
+		sq->rskq_accept_tail = prev;
+	sk_acceptq_removed(src);
+
+	/* req->rsk_listener keeps pointing at (and holding) our listener. */
+	req->dl_next = NULL;
+	if (!dq->rskq_accept_head)
+		WRITE_ONCE(dq->rskq_accept_head, req);
+	else
+		dq->rskq_accept_tail->dl_next = req;
+	dq->rskq_accept_tail = req;
+	sk_acceptq_added(dst);
+}
+
+/*
+ * Moves a connection from module listener @src to listener @dst: the head @req of the
+ * queue if @child is NULL, else the child @child provided it is not the head (the head
+ * belongs to the listener's drainer).
+ */
+static int oq_move(struct sock *src, struct request_sock *req, struct sock *child,
+		   struct sock *dst, void (*hook)(struct sock *))
 {
 	struct request_sock_queue *sq = &inet_csk(src)->icsk_accept_queue;
 	struct request_sock_queue *dq = &inet_csk(dst)->icsk_accept_queue;
 	struct request_sock_queue *first = sq < dq ? sq : dq;
 	struct request_sock_queue *second = sq < dq ? dq : sq;
-	struct sock *child;
+	struct request_sock *prev = NULL;
 	int err = 0;
 
 	if (src == dst)
@@ -202,38 +362,35 @@ int oq_move_head(struct sock *src, struct request_sock *req, struct sock *dst)
 	spin_lock_bh(&first->rskq_lock);
 	spin_lock_nested(&second->rskq_lock, SINGLE_DEPTH_NESTING);
 
-	child = req->sk;
-	if (sq->rskq_accept_head != req)
+	if (child) {
+		/* Bounded: a content rule keeps at most MAX_PENDING children queued. */
+		for (req = sq->rskq_accept_head; req && req->sk != child; req = req->dl_next)
+			prev = req;
+		if (!req)
+			err = OQ_MOVE_RACE;
+		else if (!prev)
+			err = OQ_MOVE_HEAD;
+	} else if (sq->rskq_accept_head != req) {
 		err = OQ_MOVE_RACE;
+	}
+	if (err)
+		;
 	else if (READ_ONCE(src->sk_state) != TCP_LISTEN || READ_ONCE(dst->sk_state) != TCP_LISTEN)
 		err = OQ_MOVE_NOT_LISTENING;
 	else if (tcp_rsk(req)->tfo_listener)
 		err = OQ_MOVE_FASTOPEN;
 #if IS_ENABLED(CONFIG_IPV6)
 	else if (src->sk_family == AF_INET6 && dst->sk_ipv6only &&
-		 ipv6_addr_v4mapped(&child->sk_v6_daddr))
+		 ipv6_addr_v4mapped(&req->sk->sk_v6_daddr))
 		err = OQ_MOVE_FAMILY;
 #endif
 	else if (sk_acceptq_is_full(dst))
 		err = OQ_MOVE_FULL;
-	else if (!oq_child_take_netref(child))
+	else if (!oq_child_take_netref(req->sk))
 		err = OQ_MOVE_NETNS;
 
-	if (!err) {
-		WRITE_ONCE(sq->rskq_accept_head, req->dl_next);
-		if (!sq->rskq_accept_head)
-			sq->rskq_accept_tail = NULL;
-		sk_acceptq_removed(src);
-
-		/* req->rsk_listener keeps pointing at (and holding) our listener. */
-		req->dl_next = NULL;
-		if (!dq->rskq_accept_head)
-			WRITE_ONCE(dq->rskq_accept_head, req);
-		else
-			dq->rskq_accept_tail->dl_next = req;
-		dq->rskq_accept_tail = req;
-		sk_acceptq_added(dst);
-	}
+	if (!err)
+		oq_move_locked(src, prev, req, dst, hook);
 
 	spin_unlock(&second->rskq_lock);
 	spin_unlock_bh(&first->rskq_lock);
@@ -242,6 +399,18 @@ int oq_move_head(struct sock *src, struct request_sock *req, struct sock *dst)
 	if (!err)
 		READ_ONCE(dst->sk_data_ready)(dst);
 	return err;
+}
+
+int oq_move_head(struct sock *src, struct request_sock *req, struct sock *dst,
+		 void (*hook)(struct sock *))
+{
+	return oq_move(src, req, NULL, dst, hook);
+}
+
+int oq_move_child(struct sock *src, struct sock *child, struct sock *dst,
+		  void (*hook)(struct sock *))
+{
+	return oq_move(src, NULL, child, dst, hook);
 }
 
 int oq_listen_sock_create(struct net *net, int family, u16 port, bool v6only,
@@ -285,14 +454,26 @@ struct sock *oq_socket_sk(struct socket *sock)
 	return sock->sk;
 }
 
-void oq_init_work(struct work_struct *work, void (*fn)(struct work_struct *))
+void oq_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct *))
 {
-	INIT_WORK(work, fn);
+	INIT_DELAYED_WORK(dw, fn);
 }
 
-bool oq_schedule_work(struct work_struct *work)
+struct work_struct *oq_delayed_work_work(struct delayed_work *dw)
 {
-	return schedule_work(work);
+	return &dw->work;
+}
+
+/* Runs @dw as soon as possible, overriding a later deadline. */
+void oq_work_now(struct delayed_work *dw)
+{
+	mod_delayed_work(system_percpu_wq, dw, 0);
+}
+
+/* Runs @dw in @ms milliseconds unless it is already queued (for then or sooner). */
+void oq_work_at(struct delayed_work *dw, u32 ms)
+{
+	queue_delayed_work(system_percpu_wq, dw, msecs_to_jiffies(ms) + 1);
 }
 
 void oq_sock_no_linger(struct socket *sock)

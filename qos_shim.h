@@ -24,9 +24,22 @@ struct oq_peer {
 	u16 rport;
 	u16 lport;
 	u16 pad;
+	u32 age_ms;	/* since the handshake */
+	u32 pad2;
+	struct sock *child;
 	u8 raddr[16];
 	u8 laddr[16];
 };
+
+/* Flags returned by the peek functions. */
+enum {
+	OQ_PEEK_FIN = 1,	/* the client has closed its side: no more data will come */
+	OQ_PEEK_FULL = 2,	/* the byte limit was reached */
+	OQ_PEEK_STOP = 4,	/* the consumer stopped early */
+	OQ_PEEK_BUSY = 8,	/* the child could not be examined */
+};
+
+#define OQ_PEEK_CHUNK 128
 
 enum oq_move_result {
 	OQ_MOVE_OK = 0,
@@ -37,6 +50,7 @@ enum oq_move_result {
 	OQ_MOVE_FASTOPEN = 5,
 	OQ_MOVE_NETNS = 6,
 	OQ_MOVE_LOOP = 7,
+	OQ_MOVE_HEAD = 8,
 };
 
 void oq_sk_install_hook(struct sock *sk, void *ctx, void (*hook)(struct sock *));
@@ -44,19 +58,32 @@ void oq_sk_restore_hook(struct sock *sk, void (*hook)(struct sock *));
 void *oq_sk_hook_ctx(struct sock *sk);
 bool oq_sk_is_listener(const struct sock *sk);
 void oq_child_data_ready(struct sock *child, void (*hook)(struct sock *));
+void oq_child_default_ready(struct sock *child);
+void oq_child_peer(const struct sock *child, struct oq_peer *peer);
 u32 oq_sk_ack_backlog(const struct sock *sk);
 struct request_sock *oq_queue_head(struct sock *lsk, struct oq_peer *peer,
-				   void (*hook)(struct sock *));
+				   void (*hook)(struct sock *), bool release);
+bool oq_queue_promote(struct sock *lsk, struct sock *child);
+int oq_child_peek(struct sock *child, u32 max,
+		  bool (*feed)(void *ctx, const u8 *data, u32 len), void *ctx);
+int oq_head_peek(struct sock *child, u32 max,
+		 bool (*feed)(void *ctx, const u8 *data, u32 len), void *ctx);
 void oq_queue_reset_children(struct sock *lsk, void (*hook)(struct sock *));
 struct sock *oq_lookup_listener(const struct sock *src, const struct oq_peer *peer, u16 port);
-int oq_move_head(struct sock *src, struct request_sock *req, struct sock *dst);
+int oq_move_head(struct sock *src, struct request_sock *req, struct sock *dst,
+		 void (*hook)(struct sock *));
+int oq_move_child(struct sock *src, struct sock *child, struct sock *dst,
+		  void (*hook)(struct sock *));
 void oq_sock_no_linger(struct socket *sock);
 int oq_listen_sock_create(struct net *net, int family, u16 port, bool v6only,
 			  struct socket **res);
 struct sock *oq_socket_sk(struct socket *sock);
 struct work_struct;
-void oq_init_work(struct work_struct *work, void (*fn)(struct work_struct *));
-bool oq_schedule_work(struct work_struct *work);
+struct delayed_work;
+void oq_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
+struct work_struct *oq_delayed_work_work(struct delayed_work *dw);
+void oq_work_now(struct delayed_work *dw);
+void oq_work_at(struct delayed_work *dw, u32 ms);
 struct nlattr *oq_nla_nest_start(struct sk_buff *skb, int type);
 void oq_nla_nest_end(struct sk_buff *skb, struct nlattr *start);
 

@@ -25,10 +25,12 @@ use kernel::{
 #[allow(improper_ctypes)]
 mod shim {
     use super::Peer;
+    use core::ffi::c_void;
     use kernel::bindings;
 
     pub(super) type Hook = unsafe extern "C" fn(*mut bindings::sock);
     pub(super) type WorkFn = unsafe extern "C" fn(*mut bindings::work_struct);
+    pub(super) type Feed = unsafe extern "C" fn(*mut c_void, *const u8, u32) -> bool;
 
     unsafe extern "C" {
         pub(super) fn oq_listen_sock_create(
@@ -44,12 +46,31 @@ mod shim {
         pub(super) fn oq_sk_hook_ctx(sk: *mut bindings::sock) -> *mut c_void;
         pub(super) fn oq_sk_is_listener(sk: *const bindings::sock) -> bool;
         pub(super) fn oq_child_data_ready(child: *mut bindings::sock, hook: Hook);
+        pub(super) fn oq_child_default_ready(child: *mut bindings::sock);
+        pub(super) fn oq_child_peer(child: *const bindings::sock, peer: *mut Peer);
         pub(super) fn oq_sk_ack_backlog(sk: *const bindings::sock) -> u32;
         pub(super) fn oq_queue_head(
             lsk: *mut bindings::sock,
             peer: *mut Peer,
             hook: Hook,
+            release: bool,
         ) -> *mut bindings::request_sock;
+        pub(super) fn oq_queue_promote(
+            lsk: *mut bindings::sock,
+            child: *mut bindings::sock,
+        ) -> bool;
+        pub(super) fn oq_child_peek(
+            child: *mut bindings::sock,
+            max: u32,
+            feed: Feed,
+            ctx: *mut c_void,
+        ) -> i32;
+        pub(super) fn oq_head_peek(
+            child: *mut bindings::sock,
+            max: u32,
+            feed: Feed,
+            ctx: *mut c_void,
+        ) -> i32;
         pub(super) fn oq_queue_reset_children(lsk: *mut bindings::sock, hook: Hook);
         pub(super) fn oq_lookup_listener(
             src: *const bindings::sock,
@@ -60,12 +81,22 @@ mod shim {
             src: *mut bindings::sock,
             req: *mut bindings::request_sock,
             dst: *mut bindings::sock,
+            hook: Hook,
+        ) -> i32;
+        pub(super) fn oq_move_child(
+            src: *mut bindings::sock,
+            child: *mut bindings::sock,
+            dst: *mut bindings::sock,
+            hook: Hook,
         ) -> i32;
         pub(super) fn oq_sock_no_linger(sock: *mut bindings::socket);
-        pub(super) fn oq_init_work(work: *mut bindings::work_struct, f: WorkFn);
-        pub(super) fn oq_schedule_work(work: *mut bindings::work_struct) -> bool;
+        pub(super) fn oq_init_delayed_work(dw: *mut bindings::delayed_work, f: WorkFn);
+        pub(super) fn oq_delayed_work_work(
+            dw: *mut bindings::delayed_work,
+        ) -> *mut bindings::work_struct;
+        pub(super) fn oq_work_now(dw: *mut bindings::delayed_work);
+        pub(super) fn oq_work_at(dw: *mut bindings::delayed_work, ms: u32);
     }
-    use core::ffi::c_void;
 }
 
 /// Address family of a module listener.
@@ -89,11 +120,19 @@ pub(crate) struct Peer {
     rport: u16,
     lport: u16,
     pad: u16,
+    age_ms: u32,
+    pad2: u32,
+    child: Option<NonNull<bindings::sock>>,
     raddr: [u8; 16],
     laddr: [u8; 16],
 }
 
 impl Peer {
+    /// Milliseconds since the connection's handshake.
+    pub(crate) fn age_ms(&self) -> u32 {
+        self.age_ms
+    }
+
     /// The client address, for classification.
     pub(crate) fn client(&self) -> crate::addr::Client {
         if u32::from(self.family) == bindings::AF_INET {
@@ -120,6 +159,8 @@ pub(crate) enum MoveError {
     Other,
     /// The outgoing port is the module's own listener.
     Loop,
+    /// The connection is at the head of its queue, which only the drainer may move.
+    Head,
 }
 
 impl MoveError {
@@ -131,6 +172,7 @@ impl MoveError {
             3 => Err(MoveError::Full),
             4 => Err(MoveError::Family),
             7 => Err(MoveError::Loop),
+            8 => Err(MoveError::Head),
             _ => Err(MoveError::Other),
         }
     }
@@ -139,7 +181,122 @@ impl MoveError {
 /// The head of a module listener's accept queue, as seen by the single drainer.
 ///
 /// Only a token: it is compared, never dereferenced, by the Rust side.
-pub(crate) struct QueueHead(NonNull<bindings::request_sock>);
+pub(crate) struct QueueHead {
+    req: NonNull<bindings::request_sock>,
+    child: Option<NonNull<bindings::sock>>,
+}
+
+impl QueueHead {
+    /// Whether `child` is this head's connection.
+    pub(crate) fn is(&self, child: &LockedChild<'_>) -> bool {
+        self.child == Some(child.sk)
+    }
+}
+
+/// What a peek at a connection's first data found besides the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PeekEnd {
+    /// The client has closed its side: no more data will come.
+    pub(crate) fin: bool,
+    /// The byte limit was reached.
+    pub(crate) full: bool,
+}
+
+impl PeekEnd {
+    /// Decodes the shim's `OQ_PEEK_*` flags; `None` for `OQ_PEEK_BUSY`.
+    fn from_shim(flags: i32) -> Option<Self> {
+        (flags & 8 == 0).then_some(PeekEnd {
+            fin: flags & 1 != 0,
+            full: flags & 2 != 0,
+        })
+    }
+}
+
+/// Calls the consumer passed to the shim's peek functions.
+///
+/// # Safety
+///
+/// `ctx` points to a live `&mut dyn FnMut(&[u8]) -> bool`; `data` is readable for `len`
+/// bytes for the duration of the call.
+unsafe extern "C" fn feed_trampoline(ctx: *mut c_void, data: *const u8, len: u32) -> bool {
+    // SAFETY: see the function's safety requirements.
+    let (f, d) = unsafe {
+        (
+            &mut *ctx.cast::<&mut dyn FnMut(&[u8]) -> bool>(),
+            core::slice::from_raw_parts(data, len as usize),
+        )
+    };
+    f(d)
+}
+
+/// A child connection waiting in a module listener's queue, whose socket spinlock the
+/// current context holds (the TCP receive path holds it around `sk_data_ready`).
+///
+/// # Invariants
+///
+/// `sk` is a valid child socket, locked by this CPU (`bh_lock_sock`) and owned by no
+/// process, for `'a`.
+pub(crate) struct LockedChild<'a> {
+    sk: NonNull<bindings::sock>,
+    _lock: PhantomData<&'a ()>,
+}
+
+impl LockedChild<'_> {
+    /// The connection's addresses.
+    pub(crate) fn peer(&self) -> Peer {
+        let mut peer = Peer::default();
+        // SAFETY: `sk` is valid (type invariant); `peer` is a valid out pointer.
+        unsafe { shim::oq_child_peer(self.sk.as_ptr(), &mut peer) };
+        peer
+    }
+
+    /// Feeds up to `max` bytes of the data received so far, none consumed, to `feed`
+    /// until it returns `false`.
+    pub(crate) fn peek(&self, max: u32, mut feed: impl FnMut(&[u8]) -> bool) -> PeekEnd {
+        let mut f: &mut dyn FnMut(&[u8]) -> bool = &mut feed;
+        // SAFETY: `sk` is valid and locked (type invariant); `f` outlives the call.
+        let flags = unsafe {
+            shim::oq_child_peek(
+                self.sk.as_ptr(),
+                max,
+                feed_trampoline,
+                core::ptr::from_mut(&mut f).cast(),
+            )
+        };
+        PeekEnd::from_shim(flags).unwrap_or(PeekEnd {
+            fin: false,
+            full: false,
+        })
+    }
+}
+
+/// Proof that the current context is a listener's single drainer (see
+/// [`ModuleListener::kick`]): only it may remove or replace the head of the queue.
+pub(crate) struct DrainCx<'a> {
+    process: bool,
+    locked: Option<&'a LockedChild<'a>>,
+}
+
+impl DrainCx<'_> {
+    /// Whether the drain runs in process context (it may refuse connections).
+    pub(crate) fn process(&self) -> bool {
+        self.process
+    }
+
+    /// The child whose lock the drainer holds (it runs from that child's hook), if any.
+    pub(crate) fn locked(&self) -> Option<&LockedChild<'_>> {
+        self.locked
+    }
+}
+
+/// What a forwarder did with a child's new data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChildOutcome {
+    /// Not interested: remove the hook from the child and deliver its data normally.
+    Release,
+    /// The child stays (or was moved); deliver its data normally.
+    Keep,
+}
 
 /// A listening socket found by [`ListenSock::lookup`], valid for the RCU read section.
 pub(crate) struct Target<'a> {
@@ -151,11 +308,21 @@ pub(crate) struct Target<'a> {
 pub(crate) trait Forwarder: Send + Sync + Sized + 'static {
     /// Handles the connections waiting in `listener`'s queue.
     ///
-    /// Called from the hook (softirq, `process == false`) and from the listener's work
-    /// item (process context, `process == true`). Never called concurrently for one
-    /// listener: [`ModuleListener`] serializes drainers, so the queue head can only be
-    /// removed by the caller.
-    fn drain(&self, listener: &ModuleListener<Self>, process: bool) -> Drained;
+    /// Called from the hooks (softirq, `cx.process == false`) and from the listener's
+    /// work item (process context). Never called concurrently for one listener:
+    /// [`ModuleListener`] serializes drainers ([`DrainCx`] is the proof), so the queue
+    /// head can only be removed by the caller.
+    fn drain(&self, listener: &ModuleListener<Self>, cx: &DrainCx<'_>) -> Drained;
+
+    /// Handles new data of a child still waiting in `listener`'s queue. Called from the
+    /// child's `sk_data_ready`, concurrently with drains and with other children.
+    fn child_data(
+        &self,
+        _listener: &ModuleListener<Self>,
+        _child: &LockedChild<'_>,
+    ) -> ChildOutcome {
+        ChildOutcome::Release
+    }
 }
 
 /// How a drain ended.
@@ -165,6 +332,8 @@ pub(crate) enum Drained {
     Empty,
     /// The rest needs process context (a refusal, or the budget ran out).
     Defer,
+    /// The head waits for its first data; look again after this many milliseconds.
+    Wait(u32),
 }
 
 /// A TCP listening socket created and owned by the module.
@@ -228,20 +397,41 @@ impl ListenSock {
         })
     }
 
-    /// Moves `head` into `dst`'s accept queue and wakes `dst`'s waiters.
-    pub(crate) fn move_head(&self, head: &QueueHead, dst: Target<'_>) -> Result<(), MoveError> {
+    /// Moves `head` into `dst`'s accept queue, without our hook, and wakes `dst`'s
+    /// waiters.
+    fn move_head(
+        &self,
+        head: &QueueHead,
+        dst: Target<'_>,
+        hook: shim::Hook,
+    ) -> Result<(), MoveError> {
         // SAFETY: both sockets are valid (type invariant, RCU for `dst`); the shim takes
         // both queue locks and checks under them that `head` is still this queue's head.
         MoveError::from_shim(unsafe {
-            shim::oq_move_head(self.sk(), head.0.as_ptr(), dst.sk.as_ptr())
+            shim::oq_move_head(self.sk(), head.req.as_ptr(), dst.sk.as_ptr(), hook)
+        })
+    }
+
+    /// Moves `child`, if it waits in this queue and is not its head, into `dst`'s accept
+    /// queue, without our hook, and wakes `dst`'s waiters.
+    fn move_child(
+        &self,
+        child: &LockedChild<'_>,
+        dst: Target<'_>,
+        hook: shim::Hook,
+    ) -> Result<(), MoveError> {
+        // SAFETY: the sockets are valid (type invariants, RCU for `dst`); the shim finds
+        // `child` in the queue under the queue locks and moves nothing if it is absent.
+        MoveError::from_shim(unsafe {
+            shim::oq_move_child(self.sk(), child.sk.as_ptr(), dst.sk.as_ptr(), hook)
         })
     }
 
     /// Accepts the queue head and resets it (RST). Process context only.
     ///
-    /// Drainers are serialized and only drainers remove from this queue, so the
+    /// Drainers are serialized and only drainers remove the head of this queue, so the
     /// connection accepted here is the head the caller decided to refuse.
-    pub(crate) fn refuse_head(&self) -> Result {
+    fn refuse_head(&self) -> Result {
         let mut new = core::ptr::null_mut();
         // SAFETY: `self.sock` is valid; `O_NONBLOCK` keeps `kernel_accept` from sleeping
         // for a connection (it may still take the socket lock, which is fine here).
@@ -294,16 +484,20 @@ impl NetRef {
 /// # Invariants
 ///
 /// From `listen()` until `drop`, the socket's `sk_user_data` points to `self` and its
-/// `sk_data_ready` is [`hook::<T>`]; `self` is pinned, so that pointer stays valid. `drop`
-/// unhooks, waits for an RCU grace period (every hook invocation runs inside an RCU read
-/// section) and cancels the work item before `self` goes away.
+/// `sk_data_ready` is [`hook::<T>`], and so do those of its children until they leave
+/// the queue (the shim takes both off a child before moving it). `self` is pinned, so the
+/// pointer stays valid. `drop` unhooks the listener, waits for an RCU grace period (clones
+/// in flight are queued by then), unhooks the queued children, waits again (every hook
+/// invocation runs inside an RCU read section) and cancels the work item before `self`
+/// goes away.
 #[pin_data(PinnedDrop)]
 pub(crate) struct ModuleListener<T: Forwarder> {
     #[pin]
-    work: Opaque<bindings::work_struct>,
+    work: Opaque<bindings::delayed_work>,
     sock: ListenSock,
     pending: Atomic<bool>,
     draining: Atomic<bool>,
+    peek_head: Atomic<bool>,
     /// The policy.
     pub(crate) fwd: T,
 }
@@ -315,43 +509,60 @@ unsafe impl<T: Forwarder> Send for ModuleListener<T> {}
 // item, all of which are safe from any context.
 unsafe impl<T: Forwarder> Sync for ModuleListener<T> {}
 
-/// The forwarding hook, installed as `sk_data_ready` of module listeners.
+/// The forwarding hook, installed as `sk_data_ready` of module listeners (and inherited
+/// by their children).
 ///
 /// # Safety
 ///
-/// Called by the TCP stack with a valid socket: a module listener, or a child cloned
-/// from one (children inherit callbacks), inside an RCU read section.
+/// Called by the TCP stack with a valid socket inside an RCU read section: a module
+/// listener, or a child cloned from one, with the child's socket spinlock held (the TCP
+/// receive path holds it around `sk_data_ready`).
 unsafe extern "C" fn hook<T: Forwarder>(sk: *mut bindings::sock) {
-    // SAFETY: `sk` is valid (function safety requirement).
-    if !unsafe { shim::oq_sk_is_listener(sk) } {
-        // A child that inherited the hook: give it back the default callback and deliver.
-        // SAFETY: `sk` is a valid child socket.
-        unsafe { shim::oq_child_data_ready(sk, hook::<T>) };
-        return;
-    }
     let _rcu = rcu::read_lock();
-    // SAFETY: `sk` is a valid listener.
+    // SAFETY: `sk` is valid (function safety requirement).
     let ctx = unsafe { shim::oq_sk_hook_ctx(sk) }.cast::<ModuleListener<T>>();
+    // SAFETY: `sk` is valid.
+    let listener = unsafe { shim::oq_sk_is_listener(sk) };
     if ctx.is_null() {
+        if !listener {
+            // SAFETY: `sk` is a valid child; give it back the default callback, deliver.
+            unsafe { shim::oq_child_data_ready(sk, hook::<T>) };
+        }
         return;
     }
-    // SAFETY: a non-NULL `sk_user_data` on a listener with this hook points to a pinned
+    // SAFETY: a non-NULL `sk_user_data` on a socket with this hook points to a pinned
     // `ModuleListener<T>` (type invariant), which is freed only after its `drop` has
-    // unhooked and waited for RCU readers like this one.
+    // unhooked it and its children and waited for RCU readers like this one.
     let this = unsafe { &*ctx };
-    this.kick(false);
+    if listener {
+        this.kick(false);
+        return;
+    }
+    let child = LockedChild {
+        // SAFETY: `sk` is not NULL (the stack called us on it).
+        sk: unsafe { NonNull::new_unchecked(sk) },
+        _lock: PhantomData,
+    };
+    match this.fwd.child_data(this, &child) {
+        // SAFETY: `sk` is a valid child.
+        ChildOutcome::Release => unsafe { shim::oq_child_data_ready(sk, hook::<T>) },
+        // SAFETY: `sk` is a valid child; waking its (absent or new) waiters is harmless.
+        ChildOutcome::Keep => unsafe { shim::oq_child_default_ready(sk) },
+    }
 }
 
 /// The work item: drains the queue in process context.
 ///
 /// # Safety
 ///
-/// `work` is the `work` field of a live `ModuleListener<T>` (queued only by `defer()`;
-/// `drop` cancels it before freeing the listener).
+/// `work` is the `work` member of the `work` field of a live `ModuleListener<T>` (queued
+/// only by `defer_*()`; `drop` cancels it before freeing the listener).
 unsafe extern "C" fn work_fn<T: Forwarder>(work: *mut bindings::work_struct) {
+    // `struct delayed_work` starts with its `work_struct`.
     let off = core::mem::offset_of!(ModuleListener<T>, work);
-    // SAFETY: `work` is embedded in a `ModuleListener<T>` at offset `off` (see above), and
-    // `Opaque<work_struct>` has the layout of `work_struct`.
+    // SAFETY: `work` is at offset 0 of the `delayed_work` embedded in a
+    // `ModuleListener<T>` at offset `off` (see above); `Opaque` has the layout of its
+    // contents.
     let this = unsafe { &*work.cast::<u8>().sub(off).cast::<ModuleListener<T>>() };
     this.kick(true);
 }
@@ -362,17 +573,26 @@ impl<T: Forwarder> ModuleListener<T> {
         let sock = ListenSock::create(net, family, port)?;
         let this = KBox::pin_init(
             pin_init!(Self {
-                work <- Opaque::ffi_init(|slot: *mut bindings::work_struct| {
-                    // SAFETY: `slot` is valid for writes; `INIT_WORK` initializes it fully.
-                    unsafe { shim::oq_init_work(slot, work_fn::<T>) }
+                work <- Opaque::ffi_init(|slot: *mut bindings::delayed_work| {
+                    // SAFETY: `slot` is valid for writes; `INIT_DELAYED_WORK` initializes it
+                    // fully.
+                    unsafe { shim::oq_init_delayed_work(slot, work_fn::<T>) }
                 }),
                 sock,
                 pending: Atomic::new(false),
                 draining: Atomic::new(false),
+                peek_head: Atomic::new(false),
                 fwd,
             }),
             GFP_KERNEL,
         )?;
+        // SAFETY: `work` was just initialized; the check documents `work_fn`'s offset
+        // assumption.
+        if unsafe { shim::oq_delayed_work_work(this.work.get()) }.cast::<c_void>()
+            != this.work.get().cast::<c_void>()
+        {
+            return Err(EINVAL);
+        }
         let ctx = core::ptr::from_ref::<Self>(&this)
             .cast_mut()
             .cast::<c_void>();
@@ -399,41 +619,161 @@ impl<T: Forwarder> ModuleListener<T> {
     /// note (`pending`) that the running drainer picks up before it lets go.
     fn kick(&self, process: bool) {
         self.pending.store(true, Relaxed);
+        self.run(process, None, None);
+    }
+
+    /// Takes the drainer role, runs `first` (if given) and then the forwarder's drain
+    /// while work is pending. Returns `false` if `first` could not run because another
+    /// context is draining.
+    fn run(
+        &self,
+        process: bool,
+        locked: Option<&LockedChild<'_>>,
+        mut first: Option<&mut dyn FnMut(&DrainCx<'_>) -> Drained>,
+    ) -> bool {
         loop {
             if self.draining.cmpxchg(false, true, Full).is_err() {
-                return;
+                return first.is_none();
             }
+            let cx = DrainCx { process, locked };
             let mut outcome = Drained::Empty;
-            while self.pending.xchg(false, Full) {
-                outcome = self.fwd.drain(self, process);
-                if outcome == Drained::Defer {
-                    break;
-                }
+            if let Some(f) = first.take() {
+                outcome = f(&cx);
+            }
+            while outcome != Drained::Defer && self.pending.xchg(false, Full) {
+                outcome = self.fwd.drain(self, &cx);
             }
             self.draining.store(false, kernel::sync::atomic::Release);
-            if outcome == Drained::Defer {
-                self.defer();
-                return;
+            match outcome {
+                Drained::Defer => {
+                    self.defer_now();
+                    return true;
+                }
+                Drained::Wait(ms) => self.defer_at(ms),
+                Drained::Empty => {}
             }
             if !self.pending.load(kernel::sync::atomic::Acquire) {
-                return;
+                return true;
             }
         }
     }
 
-    /// Hands the rest of the queue to process context.
-    fn defer(&self) {
-        // SAFETY: `work` was initialized by `new`; `drop` cancels it before `self` goes.
-        unsafe { shim::oq_schedule_work(self.work.get()) };
+    /// Runs `f` as this listener's drainer, on behalf of `child`, whose hook is running.
+    /// If another context is draining, asks the work item to look at the queue head
+    /// instead and returns `false`.
+    pub(crate) fn drain_for(
+        &self,
+        child: &LockedChild<'_>,
+        f: &mut dyn FnMut(&DrainCx<'_>) -> Drained,
+    ) -> bool {
+        if self.run(false, Some(child), Some(f)) {
+            return true;
+        }
+        self.peek_head.store(true, Relaxed);
+        self.defer_now();
+        false
     }
 
-    /// Returns the queue head and its addresses, with the inherited hook already removed
-    /// from the child.
-    pub(crate) fn queue_head(&self) -> Option<(QueueHead, Peer)> {
+    /// Hands the rest of the queue to process context, now.
+    fn defer_now(&self) {
+        // SAFETY: `work` was initialized by `new`; `drop` cancels it before `self` goes.
+        unsafe { shim::oq_work_now(self.work.get()) };
+    }
+
+    /// Has the queue looked at again in `ms` milliseconds (or sooner, if already asked).
+    fn defer_at(&self, ms: u32) {
+        // SAFETY: as in `defer_now`.
+        unsafe { shim::oq_work_at(self.work.get(), ms) };
+    }
+
+    /// Returns the queue head and its addresses. With `release`, the inherited hook is
+    /// removed from the child first (it is about to leave the queue).
+    pub(crate) fn queue_head(&self, _cx: &DrainCx<'_>, release: bool) -> Option<(QueueHead, Peer)> {
         let mut peer = Peer::default();
         // SAFETY: the socket is valid; the shim reads the head under the queue lock.
-        let req = unsafe { shim::oq_queue_head(self.sock.sk(), &mut peer, hook::<T>) };
-        NonNull::new(req).map(|r| (QueueHead(r), peer))
+        let req = unsafe { shim::oq_queue_head(self.sock.sk(), &mut peer, hook::<T>, release) };
+        NonNull::new(req).map(|req| {
+            (
+                QueueHead {
+                    req,
+                    child: peer.child,
+                },
+                peer,
+            )
+        })
+    }
+
+    /// Moves `child` to the head of the queue, so that the drainer handles it next.
+    pub(crate) fn promote(&self, _cx: &DrainCx<'_>, child: &LockedChild<'_>) -> bool {
+        // SAFETY: both sockets are valid; `_cx` proves we are the drainer, the only
+        // context that may change the head.
+        unsafe { shim::oq_queue_promote(self.sock.sk(), child.sk.as_ptr()) }
+    }
+
+    /// Whether a child's hook asked the drainer to look at the head's data.
+    pub(crate) fn take_peek_head(&self) -> bool {
+        self.peek_head.xchg(false, Full)
+    }
+
+    /// Asks a later (process context) drain to look at the head's data.
+    pub(crate) fn want_peek_head(&self) {
+        self.peek_head.store(true, Relaxed);
+    }
+
+    /// Feeds the head's first data to `feed`, locking the child: process context only.
+    /// `None` if the drain runs in softirq or the child cannot be examined.
+    pub(crate) fn peek_head(
+        &self,
+        cx: &DrainCx<'_>,
+        head: &QueueHead,
+        max: u32,
+        mut feed: impl FnMut(&[u8]) -> bool,
+    ) -> Option<PeekEnd> {
+        let child = head.child?;
+        if !cx.process {
+            return None;
+        }
+        let mut f: &mut dyn FnMut(&[u8]) -> bool = &mut feed;
+        // SAFETY: process context (`cx.process`); the child is the head of our queue and
+        // stays there, allocated, while we drain (`cx`: only the drainer removes the head).
+        let flags = unsafe {
+            shim::oq_head_peek(
+                child.as_ptr(),
+                max,
+                feed_trampoline,
+                core::ptr::from_mut(&mut f).cast(),
+            )
+        };
+        PeekEnd::from_shim(flags)
+    }
+
+    /// Moves the head into `dst`'s accept queue.
+    pub(crate) fn move_head(
+        &self,
+        _cx: &DrainCx<'_>,
+        head: &QueueHead,
+        dst: Target<'_>,
+    ) -> Result<(), MoveError> {
+        self.sock.move_head(head, dst, hook::<T>)
+    }
+
+    /// Moves `child` (not the head) into `dst`'s accept queue.
+    pub(crate) fn move_child(
+        &self,
+        child: &LockedChild<'_>,
+        dst: Target<'_>,
+    ) -> Result<(), MoveError> {
+        self.sock.move_child(child, dst, hook::<T>)
+    }
+
+    /// Accepts the head and resets it (RST). Process context only.
+    pub(crate) fn refuse_head(&self, cx: &DrainCx<'_>) -> Result {
+        if !cx.process {
+            return Err(EAGAIN);
+        }
+        // The head leaves the queue now: take our hook off it first.
+        self.queue_head(cx, true);
+        self.sock.refuse_head()
     }
 }
 
@@ -442,17 +782,23 @@ impl<T: Forwarder> PinnedDrop for ModuleListener<T> {
     fn drop(self: Pin<&mut Self>) {
         let sk = self.sock.sk();
         // SAFETY: `sk` is valid; this restores the default callback if it is still ours and
-        // clears `sk_user_data`, so no new hook invocation can find `self`.
+        // clears `sk_user_data`, so no new child inherits the hook and no new listener
+        // hook invocation can find `self`.
         unsafe { shim::oq_sk_restore_hook(sk, hook::<T>) };
-        // Hook invocations already running finish within a grace period.
+        // Children are cloned and queued inside one RCU read section: after this, every
+        // child that inherited the hook is in the queue.
         rcu::synchronize_rcu();
-        // SAFETY: the work item was initialized in `new`; after this it is neither queued
-        // nor running, and nothing can queue it again (the hook is gone, and the work
-        // only re-queues itself from inside `kick`, which `cancel_work_sync` waits for).
-        unsafe { bindings::cancel_work_sync(self.work.get()) };
-        // Children still queued carry the hook (inherited at clone); reset them so none
-        // outlives the module with a pointer into it. `sock_release` then resets them.
+        // Unhook them, so none outlives `self` (or the module) with a pointer into it;
+        // `sock_release` resets them later.
         // SAFETY: `sk` is valid.
         unsafe { shim::oq_queue_reset_children(sk, hook::<T>) };
+        // Hook invocations (listener's and children's) already running finish within a
+        // grace period.
+        rcu::synchronize_rcu();
+        // SAFETY: the work item was initialized in `new`; after this it is neither queued
+        // nor running. Nothing can queue it again: the hooks are gone, and the work only
+        // re-queues itself from inside `kick`, which `cancel_delayed_work_sync` waits for
+        // and then prevents.
+        unsafe { bindings::cancel_delayed_work_sync(self.work.get()) };
     }
 }

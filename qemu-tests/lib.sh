@@ -57,3 +57,23 @@ tag_count() {
 cond_hits() {
 	tcpchains -L -p "$1" | awk -v i="$2" '$1 == i { print $NF }'
 }
+
+# now_ms: milliseconds since boot (busybox date has no %N).
+now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+
+# lighttpd_instances PORT...: an unmodified lighttpd per port, each serving "web-PORT".
+lighttpd_instances() {
+	mkdir -p /var/tmp
+	for p in "$@"; do
+		mkdir -p /srv/www$p && echo "web-$p" >/srv/www$p/index.html
+		cat >/tmp/lighttpd-$p.conf <<-CONF
+			server.port = $p
+			server.bind = "0.0.0.0"
+			server.document-root = "/srv/www$p"
+			server.errorlog = "/tmp/lighttpd-$p.err"
+			index-file.names = ( "index.html" )
+		CONF
+		bg lighttpd -D -f /tmp/lighttpd-$p.conf
+	done
+	sleep 0.5
+}

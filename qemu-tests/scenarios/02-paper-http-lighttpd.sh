@@ -1,17 +1,6 @@
 # The same address rule in front of two unmodified lighttpd instances.
 add_client_addrs 128.143.2.2/32 10.1.1.1/32
-for p in 8080 8081; do
-	mkdir -p /srv/www$p && echo "web-$p" >/srv/www$p/index.html
-	cat >/tmp/lighttpd-$p.conf <<-CONF
-		server.port = $p
-		server.bind = "0.0.0.0"
-		server.document-root = "/srv/www$p"
-		server.errorlog = "/tmp/lighttpd-$p.err"
-		index-file.names = ( "index.html" )
-	CONF
-	bg lighttpd -D -f /tmp/lighttpd-$p.conf
-done
-sleep 0.5
+lighttpd_instances 8080 8081
 tcpchains -A a -p 80 -o 8080
 tcpchains -a a -p 80 -i 128.143.0.0 -m 255.255.0.0 -r 8081
 get() { curl -s --max-time 10 --interface "$1" http://127.0.0.1:80/; }

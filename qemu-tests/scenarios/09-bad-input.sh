@@ -14,7 +14,7 @@ run tcpchains -A a -p 4446 -o 4446;       expect_eq "self loop" $rc 1
 grep -q "leads back" /tmp/err || fail "no loop message"
 run tcpchains -a a -p 4444 -i 10.0.0.0/8 -r 4444; expect_eq "cycle" $rc 1
 run tcpchains -d 7 -p 4444;               expect_eq "no such condition" $rc 5
-run tcpchains -A c -p 4447 -o 80;         expect_eq "content not implemented" $rc 1
+run tcpchains -A a -p 4447 -o 80 --nocase; expect_eq "nocase on an address rule" $rc 2
 # The port is busy: refused, and no listener of the rule is left behind.
 serve 4448 busy
 run tcpchains -A a -p 4448 -o 80;         expect_eq "port in use" $rc 1

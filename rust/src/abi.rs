@@ -125,8 +125,8 @@ pub mod stat {
     pub const WAITING: u16 = 7;
     /// Content rules: sent to the default port because no data came within the timeout.
     pub const TIMED_OUT: u16 = 8;
-    /// Content rules: sent to the default port without waiting because too many
-    /// connections were already waiting for data.
+    /// Content rules: sent to the default port before their data came because more than
+    /// `MAX_PENDING` connections were waiting for data (the oldest go first).
     pub const PENDING_FULL: u16 = 9;
     /// Highest statistics attribute.
     pub const MAX: u16 = 9;
@@ -155,9 +155,11 @@ pub mod limits {
     /// Bytes of a connection's first data that content conditions look at. A string
     /// must end within them to match; it may be split across any number of segments.
     pub const LOOKAHEAD: usize = 2048;
-    /// Connections of one content rule waiting for their first data. When full, a new
-    /// connection goes to the default port at once (counted as `PENDING_FULL`).
-    pub const MAX_PENDING: usize = 4096;
+    /// Connections waiting for decisive data in one listener of a content rule. Past
+    /// it, the oldest waiting connection goes to the default port at once (counted as
+    /// `PENDING_FULL`), so that new clients keep being classified. Below
+    /// [`LISTEN_BACKLOG`], so the kernel never drops handshakes of a content rule.
+    pub const MAX_PENDING: usize = 1024;
     /// Default and bounds of `DATA_TIMEOUT_MS`.
     pub const DATA_TIMEOUT_MS: u32 = 2000;
     /// Shortest data timeout.

@@ -21,7 +21,7 @@ use serde::Serialize;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub use openqos_abi as abi;
-use openqos_abi::abi::{attr, cmd, rule_flags, rule_type, stat};
+use openqos_abi::abi::{attr, cmd, limits, rule_flags, rule_type, stat};
 
 /// Errors of the client library.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,9 @@ pub enum Error {
     /// Malformed reply.
     #[error("malformed netlink reply: {0}")]
     Decode(String),
+    /// A value the kernel would refuse, caught before sending.
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 fn kernel_message(errno: i32, message: &Option<String>, attr: &Option<&'static str>) -> String {
@@ -125,7 +128,7 @@ impl RuleType {
 }
 
 /// What a condition tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Matcher {
     /// `(client & mask) == addr`.
@@ -147,6 +150,11 @@ pub enum Matcher {
         /// Weight in 1/10000.
         weight: u16,
     },
+    /// Content rules: the client's first data contains this string.
+    Content {
+        /// The string (1 to 255 bytes, no NUL).
+        pattern: String,
+    },
 }
 
 impl std::fmt::Display for Matcher {
@@ -160,6 +168,7 @@ impl std::fmt::Display for Matcher {
             Matcher::Weight { weight } => {
                 write!(f, "weight {weight} ({}.{:02}%)", weight / 100, weight % 100)
             }
+            Matcher::Content { pattern } => write!(f, "string {}", pattern.escape_debug()),
         }
     }
 }
@@ -192,8 +201,23 @@ pub struct RuleStats {
     pub family_mismatch: u64,
     /// Refused for other reasons.
     pub other_refused: u64,
-    /// Waiting in the module's own queues right now.
+    /// Waiting in the module's own queues right now (content rules: for their data).
     pub waiting: u64,
+    /// Content rules: sent to the default port after the data timeout.
+    pub timed_out: u64,
+    /// Content rules: sent to the default port because too many were waiting for data.
+    pub pending_full: u64,
+}
+
+/// Options of a new rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleOptions {
+    /// One dual-stack `[::]` listener instead of separate IPv4 and IPv6 ones.
+    pub dual_stack: bool,
+    /// Content rules: match strings ignoring ASCII case.
+    pub nocase: bool,
+    /// Content rules: milliseconds to wait for decisive data (kernel default 2000).
+    pub data_timeout_ms: Option<u32>,
 }
 
 /// A rule, as listed.
@@ -208,6 +232,14 @@ pub struct Rule {
     pub default_port: u16,
     /// One dual-stack listener instead of separate IPv4 and IPv6 ones.
     pub dual_stack: bool,
+    /// Content rules: strings match ignoring ASCII case.
+    pub nocase: bool,
+    /// Content rules: milliseconds a connection may wait for decisive data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_timeout_ms: Option<u32>,
+    /// Content rules: states of the rule's automaton.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub automaton_states: Option<u32>,
     /// Conditions in priority order.
     pub conditions: Vec<Condition>,
     /// Counters.
@@ -439,19 +471,25 @@ impl Client {
         port: u16,
         kind: RuleType,
         default_port: u16,
-        dual_stack: bool,
+        opts: &RuleOptions,
     ) -> Result<()> {
-        let flags = if dual_stack {
-            rule_flags::DUAL_STACK
-        } else {
-            0
-        };
-        let attrs = vec![
+        let mut flags = 0;
+        if opts.dual_stack {
+            flags |= rule_flags::DUAL_STACK;
+        }
+        if opts.nocase {
+            flags |= rule_flags::NOCASE;
+        }
+        let mut attrs = vec![
             u16_attr(attr::PORT, port)?,
             Attr::U8(attr::RULE_TYPE, kind.to_abi()),
             u16_attr(attr::DEFAULT_PORT, default_port)?,
             Attr::U32(attr::RULE_FLAGS, flags),
         ];
+        if let Some(t) = opts.data_timeout_ms {
+            check(attr::DATA_TIMEOUT_MS, t.into())?;
+            attrs.push(Attr::U32(attr::DATA_TIMEOUT_MS, t));
+        }
         self.request(cmd::RULE_NEW, attrs, false).map(drop)
     }
 
@@ -494,6 +532,21 @@ impl Client {
                 attrs.push(Attr::U8(attr::PREFIX6, prefix));
             }
             Matcher::Weight { weight } => attrs.push(u16_attr(attr::WEIGHT, weight)?),
+            Matcher::Content { pattern } => {
+                let len = pattern.len();
+                if len == 0 || len > limits::MAX_PATTERN {
+                    return Err(Error::OutOfRange {
+                        name: "pattern length",
+                        value: len as u64,
+                        min: 1,
+                        max: limits::MAX_PATTERN as u64,
+                    });
+                }
+                if pattern.contains('\0') {
+                    return Err(Error::Invalid("a content string may not contain NUL"));
+                }
+                attrs.push(Attr::Raw(attr::PATTERN, pattern.into_bytes()));
+            }
         }
         let c = if index.is_some() {
             cmd::COND_SET
@@ -634,6 +687,8 @@ fn decode_rule(m: &OqMsg) -> Result<Rule> {
             family_mismatch: c(stat::FAMILY_MISMATCH),
             other_refused: c(stat::OTHER_REFUSED),
             waiting: c(stat::WAITING),
+            timed_out: c(stat::TIMED_OUT),
+            pending_full: c(stat::PENDING_FULL),
         };
     }
     let mut conditions = Vec::new();
@@ -643,7 +698,11 @@ fn decode_rule(m: &OqMsg) -> Result<Rule> {
     {
         let Attr::Raw(_, v) = c else { continue };
         let n = nested(v)?;
-        let matcher = if let Ok(w) = int::<2>(&n, attr::WEIGHT) {
+        let matcher = if let Some(p) = get(&n, attr::PATTERN) {
+            Matcher::Content {
+                pattern: String::from_utf8_lossy(p).into_owned(),
+            }
+        } else if let Ok(w) = int::<2>(&n, attr::WEIGHT) {
             Matcher::Weight {
                 weight: u16::from_ne_bytes(w),
             }
@@ -670,6 +729,11 @@ fn decode_rule(m: &OqMsg) -> Result<Rule> {
         kind,
         default_port,
         dual_stack: flags & rule_flags::DUAL_STACK != 0,
+        nocase: flags & rule_flags::NOCASE != 0,
+        data_timeout_ms: int::<4>(a, attr::DATA_TIMEOUT_MS)
+            .ok()
+            .map(u32::from_ne_bytes),
+        automaton_states: int::<4>(a, attr::STATES).ok().map(u32::from_ne_bytes),
         conditions,
         stats,
     })

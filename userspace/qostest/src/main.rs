@@ -44,9 +44,39 @@ enum Cmd {
     Serve(ServeArgs),
     /// Open connections and verify every answer.
     Load(LoadArgs),
+    /// Open connections that send nothing and keep them open (silent clients).
+    Hold(HoldArgs),
+    /// Change the conditions of one rule many times, as fast as the kernel takes them.
+    Churn(ChurnArgs),
     /// Send one raw request to the openqos family, unchecked, and print the outcome as
     /// `ok` or `errno=N attr=NAME msg=TEXT` (for testing the kernel's validation).
     Nl(NlArgs),
+}
+
+#[derive(clap::Args)]
+struct HoldArgs {
+    /// Destination.
+    #[arg(long)]
+    to: SocketAddr,
+    /// Connections to open.
+    #[arg(long)]
+    count: u64,
+    /// Seconds to keep them open once all are established.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+#[derive(clap::Args)]
+struct ChurnArgs {
+    /// Incoming port of an existing address rule to change.
+    #[arg(long)]
+    port: u16,
+    /// Outgoing port of the conditions added.
+    #[arg(long)]
+    to: u16,
+    /// Changes in all (add, replace, delete in turn).
+    #[arg(long)]
+    count: u64,
 }
 
 #[derive(clap::Args)]
@@ -108,6 +138,16 @@ struct LoadArgs {
     /// Per-connection timeout in seconds.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    /// Header block sent before the request (`\r` and `\n` escapes are understood),
+    /// e.g. 'GET / HTTP/1.1\r\nHost: www.foo.com\r\n\r\n'.
+    #[arg(long)]
+    header: Option<String>,
+    /// Send the first N bytes of the request alone, then pause, then the rest.
+    #[arg(long, value_name = "N")]
+    split: Option<usize>,
+    /// Pause of --split, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pause_ms: u64,
 }
 
 fn fnv64(data: &[u8]) -> u64 {
@@ -156,6 +196,21 @@ fn handle(mut s: TcpStream, tag: &str) {
     let mut line = String::new();
     if r.read_line(&mut line).is_err() {
         return;
+    }
+    if line.trim().parse::<usize>().is_err() && !line.trim().is_empty() {
+        // A header block (content rule tests): skip it up to its empty line.
+        loop {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line.trim().is_empty() => break,
+                Ok(_) => {}
+            }
+        }
+        line.clear();
+        if r.read_line(&mut line).is_err() {
+            return;
+        }
     }
     let Ok(len) = line.trim().parse::<usize>() else {
         return;
@@ -253,6 +308,13 @@ fn connect(to: SocketAddr, from: Option<IpAddr>, timeout: Duration) -> Result<Tc
     Ok(TcpStream::from(fd))
 }
 
+/// How a client sends its request.
+#[derive(Clone)]
+struct Shape {
+    header: Vec<u8>,
+    split: Option<(usize, Duration)>,
+}
+
 /// One connection: Ok(reply line) or an error.
 fn one(
     to: SocketAddr,
@@ -260,15 +322,26 @@ fn one(
     size: usize,
     id: u64,
     timeout: Duration,
+    shape: &Shape,
 ) -> Result<(String, SocketAddr, u64)> {
     let mut s = connect(to, from, timeout)?;
     s.set_read_timeout(Some(timeout))?;
+    s.set_nodelay(true)?;
     let local = s.local_addr()?;
     let payload: Vec<u8> = (0..size)
         .map(|i| (i as u64 ^ id.wrapping_mul(2654435761)) as u8)
         .collect();
-    writeln!(s, "{size}")?;
-    s.write_all(&payload)?;
+    let mut req = shape.header.clone();
+    req.extend_from_slice(format!("{size}\n").as_bytes());
+    req.extend_from_slice(&payload);
+    match shape.split {
+        Some((n, pause)) if n < req.len() => {
+            s.write_all(&req[..n])?;
+            std::thread::sleep(pause);
+            s.write_all(&req[n..])?;
+        }
+        _ => s.write_all(&req)?,
+    }
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line)?;
     if line.is_empty() {
@@ -287,8 +360,21 @@ fn load(args: &LoadArgs) -> Result<()> {
         expect_refused: refused,
         size,
         timeout,
+        ref header,
+        split,
+        pause_ms,
     } = *args;
     let expect = expect.clone();
+    let shape = Shape {
+        header: header
+            .as_deref()
+            .unwrap_or("")
+            .replace("\\r", "\r")
+            .replace("\\n", "\n")
+            .into_bytes(),
+        split: split.map(|n| (n, Duration::from_millis(pause_ms))),
+    };
+    let slowest = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(AtomicU64::new(0));
@@ -300,13 +386,15 @@ fn load(args: &LoadArgs) -> Result<()> {
     >::new()));
     let threads: Vec<_> = (0..conc.min(count).max(1))
         .map(|_| {
-            let (next, ok, bad, expect, max_refuse, tags) = (
+            let (next, ok, bad, expect, max_refuse, tags, shape, slowest) = (
                 next.clone(),
                 ok.clone(),
                 bad.clone(),
                 expect.clone(),
                 max_refuse.clone(),
                 tags.clone(),
+                shape.clone(),
+                slowest.clone(),
             );
             std::thread::spawn(move || loop {
                 let id = next.fetch_add(1, Ordering::Relaxed);
@@ -314,7 +402,8 @@ fn load(args: &LoadArgs) -> Result<()> {
                     return;
                 }
                 let t0 = Instant::now();
-                let r = one(to, from, size, id, Duration::from_secs(timeout));
+                let r = one(to, from, size, id, Duration::from_secs(timeout), &shape);
+                slowest.fetch_max(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
                 let good = match (&r, refused) {
                     (Err(_), true) => {
                         max_refuse.fetch_max(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -374,13 +463,53 @@ fn load(args: &LoadArgs) -> Result<()> {
         })
         .unwrap_or_default();
     println!(
-        "ok={ok} bad={bad} seconds={el:.2} rate={:.0} max_refusal_ms={} tags={tags}",
+        "ok={ok} bad={bad} seconds={el:.2} rate={:.0} max_refusal_ms={} max_ms={} tags={tags}",
         ok as f64 / el,
-        max_refuse.load(Ordering::Relaxed)
+        max_refuse.load(Ordering::Relaxed),
+        slowest.load(Ordering::Relaxed)
     );
     if bad > 0 {
         std::process::exit(1);
     }
+    Ok(())
+}
+
+fn hold(a: &HoldArgs) -> Result<()> {
+    // One descriptor per connection: raise the soft limit to the hard one.
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    let mut conns = Vec::new();
+    for i in 0..a.count {
+        let s = TcpStream::connect_timeout(&a.to, Duration::from_secs(10))
+            .with_context(|| format!("silent connection {i}"))?;
+        conns.push(s);
+    }
+    println!("held={}", conns.len());
+    std::io::stdout().flush()?;
+    std::thread::sleep(Duration::from_secs(a.seconds));
+    Ok(())
+}
+
+fn churn(a: &ChurnArgs) -> Result<()> {
+    let mut c = openqos::Client::connect()?;
+    let cond = |i: u64| openqos::Matcher::Ipv4 {
+        addr: std::net::Ipv4Addr::new(10, (i >> 8) as u8, i as u8, 0),
+        mask: std::net::Ipv4Addr::new(255, 255, 255, 0),
+    };
+    let t0 = Instant::now();
+    for i in 0..a.count {
+        match i % 3 {
+            0 => c.add_condition(a.port, cond(i), a.to)?,
+            1 => c.set_condition(a.port, Some(1), cond(i), a.to)?,
+            _ => c.delete_condition(a.port, 1)?,
+        }
+    }
+    println!(
+        "changes={} seconds={:.2}",
+        a.count,
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -430,6 +559,8 @@ fn nl(a: &NlArgs) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Serve(a) => serve(&a),
+        Cmd::Hold(a) => hold(&a),
+        Cmd::Churn(a) => churn(&a),
         Cmd::Load(a) => load(&a),
         Cmd::Nl(a) => nl(&a),
     }

@@ -11,7 +11,7 @@
 
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Parser};
-use openqos::{Client, Error, Matcher, RuleType};
+use openqos::{Client, Error, Matcher, RuleOptions, RuleType};
 use std::net::IpAddr;
 use std::process::ExitCode;
 
@@ -42,6 +42,9 @@ mod exit {
         tcpchains -A d -p 80 -o 8080\n  \
         tcpchains -a d -p 80 -r 8081 -c 3000\n  \
         tcpchains -a d -p 80 -r 8081 -c 5000 -R 1\n  \
+        tcpchains -A c -p 80 -o 8080\n  \
+        tcpchains -a c -p 80 -s www.foo.com -r 8081\n  \
+        tcpchains -A c -p 80 -o 8080 --nocase --timeout 500\n  \
         tcpchains -L\n  tcpchains -d 1 -p 21\n  tcpchains -D -p 21\n  tcpchains -F",
     group(ArgGroup::new("action").required(true)
         .args(["new_rule", "add", "list", "delete_rule", "delete", "flush"]))
@@ -93,6 +96,13 @@ struct Cli {
     /// With -A: listen on one dual-stack [::] socket (for servers bound to dual-stack [::]).
     #[arg(long)]
     dual_stack: bool,
+    /// With -A c: match strings ignoring ASCII case (e.g. Host headers).
+    #[arg(long)]
+    nocase: bool,
+    /// With -A c: milliseconds a connection may wait for decisive data before it goes to
+    /// the default port (10..60000; default 2000).
+    #[arg(long, value_name = "MS")]
+    timeout: Option<u32>,
     /// JSON output for -L.
     #[arg(short = 'j', long)]
     json: bool,
@@ -157,11 +167,19 @@ fn need<T>(v: Option<T>, what: &str) -> anyhow::Result<T> {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    if cli.new_rule != Some(RuleType::Content) && (cli.nocase || cli.timeout.is_some()) {
+        bail!("--nocase and --timeout are options of content rules (-A c)");
+    }
     let mut c = Client::connect()?;
     if let Some(kind) = cli.new_rule {
         let port = need(cli.port, "-p PORT (incoming port)")?;
         let default = need(cli.default, "-o PORT (default outgoing port)")?;
-        c.create_rule(port, kind, default, cli.dual_stack)?;
+        let opts = RuleOptions {
+            dual_stack: cli.dual_stack,
+            nocase: cli.nocase,
+            data_timeout_ms: cli.timeout,
+        };
+        c.create_rule(port, kind, default, &opts)?;
     } else if let Some(kind) = cli.add {
         let port = need(cli.port, "-p PORT (incoming port)")?;
         let to = need(cli.to, "-r PORT (outgoing port)")?;
@@ -173,9 +191,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             RuleType::Probabilistic => Matcher::Weight {
                 weight: need(cli.chance, "-c WEIGHT (in 1/10000)")?,
             },
-            RuleType::Content => {
-                bail!("content conditions are not implemented by this version of openqos")
-            }
+            RuleType::Content => Matcher::Content {
+                pattern: need(cli.string.clone(), "-s STRING")?,
+            },
         };
         c.set_condition(port, cli.replace, m, to)?;
     } else if cli.list {
@@ -199,11 +217,21 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
 fn print_rule(r: &openqos::Rule) {
     let s = &r.stats;
+    let mut opts = String::new();
+    if r.dual_stack {
+        opts += " dual-stack";
+    }
+    if r.nocase {
+        opts += " nocase";
+    }
+    if let Some(t) = r.data_timeout_ms {
+        opts += &format!(" timeout {t}ms");
+    }
     println!(
         "rule {} type {}{} default {}: forwarded {} default-hits {} waiting {} refused no-listener {} queue-full {} family {} other {}",
         r.port,
         r.kind.letter(),
-        if r.dual_stack { " dual-stack" } else { "" },
+        opts,
         r.default_port,
         s.forwarded,
         s.default_hits,
@@ -213,6 +241,14 @@ fn print_rule(r: &openqos::Rule) {
         s.family_mismatch,
         s.other_refused
     );
+    if r.data_timeout_ms.is_some() {
+        println!(
+            "  data: timed-out {} pending-full {} automaton {} states",
+            s.timed_out,
+            s.pending_full,
+            r.automaton_states.unwrap_or(0)
+        );
+    }
     for c in &r.conditions {
         println!(
             "  {:>4}  {:<40} -> {:<5}  hits {}",
@@ -305,6 +341,34 @@ mod tests {
             "3000"
         ])
         .is_ok());
+    }
+
+    #[test]
+    fn content_options_parse() {
+        let c = Cli::try_parse_from([
+            "tcpchains",
+            "-A",
+            "c",
+            "-p",
+            "80",
+            "-o",
+            "8080",
+            "--nocase",
+            "--timeout",
+            "500",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.new_rule, c.nocase, c.timeout),
+            (Some(RuleType::Content), true, Some(500))
+        );
+        assert_eq!(
+            Matcher::Content {
+                pattern: "Host: a\tb".into()
+            }
+            .to_string(),
+            "string Host: a\\tb"
+        );
     }
 
     #[test]

@@ -1,0 +1,107 @@
+# Content rules: the paper's example verbatim in front of unmodified lighttpd instances
+# with curl as the client, first-added priority, strings split across segments, case,
+# the data timeout, silent clients, and bad input.
+lighttpd_instances 8080 8081 8082
+tcpchains -A c -p 80 -o 8080
+tcpchains -a c -p 80 -s www.foo.com -r 8081
+tcpchains -a c -p 80 -s www.bar.com -r 8082
+get() { curl -s --max-time 10 -H "Host: $1" http://127.0.0.1:80/; }
+t0=$(now_ms)
+for i in 1 2 3 4 5; do
+	expect_eq "www.foo.com" "$(get www.foo.com)" web-8081
+	expect_eq "www.bar.com" "$(get www.bar.com)" web-8082
+	expect_eq "other host" "$(get www.baz.com)" web-8080
+done
+ms=$(($(now_ms) - t0))
+expect_eq "foo hits" "$(cond_hits 80 1)" 5
+expect_eq "bar hits" "$(cond_hits 80 2)" 5
+expect_eq "default hits" "$(stat_of 80 default_hits)" 5
+# The unmatched requests end with an empty line: they went to the default port at
+# once, not after the 2 s data timeout.
+expect_eq "timed out" "$(stat_of 80 timed_out)" 0
+echo "15 curl requests to 3 lighttpd instances classified by Host in $ms ms"
+
+# qostest servers behind a second rule for the finer cases.
+serve 9080 dflt
+serve 9081 foo
+serve 9082 bar
+tcpchains -A c -p 90 -o 9080 --timeout 1500
+tcpchains -a c -p 90 -s www.foo.com -r 9081
+tcpchains -a c -p 90 -s www.bar.com -r 9082
+req() { printf 'GET / HTTP/1.1\\r\\nHost: %s\\r\\nUser-Agent: qostest\\r\\n\\r\\n' "$1"; }
+load() { qostest load --to 127.0.0.1:90 --size 32 "$@" >/tmp/load.out || { cat /tmp/load.out; fail "load $*"; }; }
+# First added wins, wherever the strings are in the data.
+load --header "$(req 'www.bar.com www.foo.com')" --expect foo
+load --header "$(req 'www.foo.com www.bar.com')" --expect foo
+# A string split across two segments, and a first byte sent alone (TCP_NODELAY, 200 ms
+# apart): the automaton resumes over the whole first data.
+load --header "$(req www.bar.com)" --split 25 --pause-ms 200 --expect bar
+load --header "$(req www.bar.com)" --split 1 --pause-ms 200 --expect bar
+load --header "$(req www.foo.com)" --split 21 --pause-ms 200 --count 8 --concurrency 4 --expect foo
+# Case: this rule is case-sensitive; a --nocase rule is not.
+load --header "$(req WWW.FOO.COM)" --expect dflt
+tcpchains -A c -p 91 -o 9080 --nocase
+tcpchains -a c -p 91 -s www.foo.com -r 9081
+qostest load --to 127.0.0.1:91 --size 32 --header "$(req WWW.Foo.COM)" --expect foo >/dev/null ||
+	fail "nocase"
+# Silent for longer than the data timeout (1.5 s): default port, counted as timed out,
+# even though the request that follows would match.
+load --header "$(req www.foo.com)" --split 0 --pause-ms 3000 --expect dflt
+expect_eq "timed out" "$(stat_of 90 timed_out)" 1
+# A string that ends after the lookahead (2048 bytes) does not match.
+pad=$(head -c 2100 /dev/zero | tr '\0' x)
+load --header "$(printf 'GET /%s HTTP/1.1\\r\\nHost: www.foo.com\\r\\n\\r\\n' "$pad")" --expect dflt
+pad=$(head -c 2000 /dev/zero | tr '\0' x)
+load --header "$(printf 'GET /%s HTTP/1.1\\r\\nHost: www.foo.com\\r\\n\\r\\n' "$pad")" --expect foo
+echo "priority, split strings, first byte alone, case, timeout and lookahead as documented"
+
+# Silent clients: $S connections that never send a byte, on a rule with a long timeout.
+# At most 1024 wait for data at once (per listener): past that the oldest go to the
+# default port (counted as pending_full), and honest clients keep being classified.
+S=$(heavy 2000 2000)
+serve 9180 sink --no-accept
+serve 9181 honest
+tcpchains -A c -p 92 -o 9180 --timeout 60000
+tcpchains -a c -p 92 -s www.foo.com -r 9181
+bg qostest hold --to 127.0.0.1:92 --count "$S" --seconds 600 >/tmp/hold.out 2>&1
+for i in $(seq 1 600); do grep -q held /tmp/hold.out 2>/dev/null && break; sleep 0.2; done
+grep -q "held=$S" /tmp/hold.out || { cat /tmp/hold.out; fail "silent clients"; }
+waiting=$(stat_of 92 waiting)
+# (A drain may be mid-way: allow one hook budget of slack.)
+[ "$waiting" -le $((1024 + 64)) ] || fail "waiting $waiting > 1024"
+qostest load --to 127.0.0.1:92 --size 32 --header "$(req www.foo.com)" --count 50 \
+	--concurrency 8 --expect honest >/tmp/honest.out || { cat /tmp/honest.out; fail "honest clients"; }
+cat /tmp/honest.out
+max=$(sed -n 's/.*max_ms=\([0-9]*\).*/\1/p' /tmp/honest.out)
+[ "$max" -lt 5000 ] || fail "an honest client waited $max ms"
+full=$(stat_of 92 pending_full)
+[ "$full" -ge $((S - 1024)) ] && [ "$full" -le "$S" ] || fail "pending_full $full for $S silent"
+expect_eq "honest hits" "$(cond_hits 92 1)" 50
+expect_eq "none timed out" "$(stat_of 92 timed_out)" 0
+echo "$S silent clients: $waiting waiting, $full sent on (pending_full); 50 honest classified, slowest $max ms"
+
+# Bad input: clear messages, nothing created.
+run() { set +e; "$@" 2>/tmp/err; rc=$?; set -e; cat /tmp/err; }
+run tcpchains -a c -p 90 -s "" -r 9081;   expect_eq "empty string" $rc 2
+long=$(head -c 256 /dev/zero | tr '\0' y)
+run tcpchains -a c -p 90 -s "$long" -r 9081; expect_eq "256-byte string" $rc 2
+run tcpchains -a a -p 90 -i 10.0.0.0/8 -r 9081; expect_eq "address condition on a content rule" $rc 2
+grep -q "content rule takes string" /tmp/err || fail "no type mismatch message"
+run tcpchains -a c -p 4444 -s www.foo.com -r 9081; expect_eq "unknown rule" $rc 5
+run tcpchains -A c -p 93 -o 9080 --timeout 5; expect_eq "timeout 5 ms" $rc 2
+run tcpchains -A x -p 93 -o 9080;           expect_eq "unknown rule type" $rc 2
+# The kernel checks the same, for callers other than tcpchains.
+got=$(qostest nl --cmd 4 --attr 1:u16:90 --attr 10:u16:9081 --attr 16:hex:)
+case "$got" in "errno=34 attr=pattern"*|"errno=22 attr=pattern"*) ;; *) fail "raw empty string: $got" ;; esac
+got=$(qostest nl --cmd 4 --attr 1:u16:90 --attr 10:u16:9081 --attr 16:hex:61006263)
+case "$got" in "errno=22 attr=pattern msg=a content string may not contain NUL"*) ;; *) fail "raw NUL: $got" ;; esac
+got=$(qostest nl --cmd 1 --attr 1:u16:94 --attr 2:u8:1 --attr 3:u16:9080 --attr 18:u32:500)
+case "$got" in "errno=22 attr=data-timeout-ms"*) ;; *) fail "timeout on an address rule: $got" ;; esac
+# 16384 bytes of strings at most per rule: 64 strings of 255 bytes fit, the 65th does not.
+tcpchains -A c -p 95 -o 9080
+for i in $(seq 1 64); do tcpchains -a c -p 95 -s "$(printf '%03d' $i)${long%????}" -r 9081; done
+run tcpchains -a c -p 95 -s "065${long%????}" -r 9081; expect_eq "over 16384 bytes" $rc 1
+grep -q "exceed 16384" /tmp/err || fail "no size message"
+expect_eq "conditions kept" "$(tcpchains -L -p 95 | grep -c ' -> ')" 64
+expect_eq "rules" "$(tcpchains -L | grep -c '^rule')" 5
+echo "bad content input refused with clear errors"
