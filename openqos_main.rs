@@ -24,6 +24,9 @@ mod chain;
 #[path = "rust/src/content.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod content;
+#[path = "rust/src/nla.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod nla;
 
 mod qos_actuators;
 mod qos_classifier;

@@ -57,6 +57,7 @@ impl From<Error> for Rejection {
 }
 
 /// What a condition tests.
+#[derive(PartialEq)]
 pub(crate) enum Matcher {
     /// Address rules: the client's source address is in this prefix.
     Addr(Prefix),
@@ -70,6 +71,14 @@ pub(crate) enum Matcher {
 /// HTTP (or SMTP-style) header block. Once one is seen, data that matched no condition
 /// goes to the default port without waiting for more.
 const TERMINATORS: [&[u8]; 2] = [b"\r\n\r\n", b"\n\n"];
+
+fn too_many_pattern_bytes() -> Rejection {
+    reject(
+        ENOSPC,
+        c_str!("the strings of a content rule exceed 16384 bytes in total"),
+        Some(abi::attr::PATTERN),
+    )
+}
 
 /// The automaton of a content rule: its conditions' strings, then [`TERMINATORS`].
 pub(crate) struct Automaton {
@@ -92,13 +101,7 @@ impl Automaton {
             Iterator::chain(strings, TERMINATORS)
         };
         let mut map = [0u8; 256];
-        let too_large = || {
-            reject(
-                ENOSPC,
-                c_str!("the strings of a content rule exceed 16384 bytes in total"),
-                Some(abi::attr::PATTERN),
-            )
-        };
+        let too_large = too_many_pattern_bytes;
         let plan = content::plan(patterns(), nocase, &mut map).map_err(|_| too_large())?;
         let mut trans = KVVec::from_elem(0u16, plan.table_len(), GFP_KERNEL)?;
         let mut out = KVVec::from_elem(0u16, plan.states, GFP_KERNEL)?;
@@ -159,31 +162,98 @@ pub(crate) struct Cond {
     pub(crate) hits: Counter,
 }
 
-/// An immutable snapshot of a rule's forwarding decision.
+/// The settings that make a rule a content rule.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ContentOpts {
+    /// Strings match ignoring ASCII case.
+    pub(crate) nocase: bool,
+    /// How long a connection may wait for decisive data, in milliseconds.
+    pub(crate) timeout_ms: u32,
+}
+
+impl ContentOpts {
+    /// Checks the settings of a rule of type `kind`: the content options of a content
+    /// rule (`None` for other types).
+    fn of(kind: u8, flags: u32, timeout_ms: Option<u32>) -> Result<Option<Self>, Rejection> {
+        let nocase = flags & rule_flags::NOCASE != 0;
+        match (kind, timeout_ms) {
+            (rule_type::CONTENT, t) => Ok(Some(Self {
+                nocase,
+                timeout_ms: t.unwrap_or(limits::DATA_TIMEOUT_MS),
+            })),
+            (_, Some(_)) => Err(reject(
+                EINVAL,
+                c_str!("a data timeout is for content rules"),
+                Some(abi::attr::DATA_TIMEOUT_MS),
+            )),
+            _ if nocase => Err(reject(
+                EINVAL,
+                c_str!("case-insensitive matching is for content rules"),
+                Some(abi::attr::RULE_FLAGS),
+            )),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// An immutable snapshot of a rule's forwarding decision. Everything the hooks need is
+/// here, so that one swap changes a rule completely (even its type, on restore).
 pub(crate) struct Policy {
     /// Port used when no condition matches.
     pub(crate) default_port: u16,
     /// Conditions, tried in order.
     pub(crate) conds: KVec<Arc<Cond>>,
+    /// Content rules: their options.
+    pub(crate) content: Option<ContentOpts>,
     /// Content rules with at least one condition: the automaton of their strings.
     pub(crate) automaton: Option<Automaton>,
 }
 
 impl Policy {
-    /// Builds a policy; for a content rule (`content`), with its automaton.
+    /// Builds the policy of a rule of type `kind` from its complete condition list,
+    /// checking that every condition fits the type and that the list is within the
+    /// limits; for a content rule (`content`), with its automaton.
     fn new(
+        kind: u8,
         default_port: u16,
         conds: KVec<Arc<Cond>>,
-        content: Option<bool>,
+        content: Option<ContentOpts>,
     ) -> Result<Arc<Self>, Rejection> {
+        if conds.len() > limits::MAX_CONDS {
+            return Err(reject(
+                ENOSPC,
+                c_str!("too many conditions in this rule (1024)"),
+                None,
+            ));
+        }
+        let (mut weights, mut bytes) = (0u64, 0usize);
+        for c in conds.iter() {
+            check_matcher(kind, &c.matcher)?;
+            match &c.matcher {
+                Matcher::Weight(w) => weights += u64::from(*w),
+                Matcher::Content(p) => bytes += p.len(),
+                Matcher::Addr(_) => {}
+            }
+        }
+        if weights > limits::WEIGHT_TOTAL {
+            return Err(reject(
+                EINVAL,
+                c_str!("the weights of a rule add up to more than 10000"),
+                Some(abi::attr::WEIGHT),
+            ));
+        }
+        if bytes > limits::MAX_PATTERN_BYTES {
+            return Err(too_many_pattern_bytes());
+        }
         let automaton = match content {
-            Some(nocase) if !conds.is_empty() => Some(Automaton::build(&conds, nocase)?),
+            Some(c) if !conds.is_empty() => Some(Automaton::build(&conds, c.nocase)?),
             _ => None,
         };
         Ok(Arc::new(
             Policy {
                 default_port,
                 conds,
+                content,
                 automaton,
             },
             GFP_KERNEL,
@@ -250,19 +320,6 @@ impl Policy {
         )
     }
 
-    /// Sum of the weights of the conditions, `skip` excepted.
-    fn weights(&self, skip: Option<usize>) -> u64 {
-        self.conds
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != skip)
-            .map(|(_, c)| match c.matcher {
-                Matcher::Weight(w) => u64::from(w),
-                Matcher::Addr(_) | Matcher::Content(_) => 0,
-            })
-            .sum()
-    }
-
     /// A copy of the condition list with room for `extra` more.
     fn try_clone(&self, extra: usize) -> Result<KVec<Arc<Cond>>> {
         let mut conds = KVec::with_capacity(self.conds.len() + extra, GFP_KERNEL)?;
@@ -325,31 +382,38 @@ enum Step {
     Stop(Drained),
 }
 
-/// The [`Forwarder`] of a rule's listeners.
+/// The [`Forwarder`] of a rule's listeners. What it does depends on the rule's current
+/// [`Policy`] only, so a rule can change type without changing listeners.
 pub(crate) struct Forward {
     shared: Arc<RuleShared>,
-    /// Content rules: how long a connection may wait for decisive data.
-    timeout_ms: Option<u32>,
 }
 
 impl Forward {
     /// Where the head goes. `Err`: the drain stops (the head waits for data, or needs
-    /// process context to be examined).
+    /// process context to be examined). `known`: the verdict on the data of the child
+    /// whose lock the drainer holds, already judged by its hook.
     fn pick_head<'p>(
         &self,
         l: &ModuleListener<Self>,
         cx: &DrainCx<'_>,
         policy: &'p Policy,
+        known: Option<Why<'p>>,
         head: &QueueHead,
         peer: &Peer,
     ) -> Result<Why<'p>, Drained> {
-        let Some(timeout) = self.timeout_ms else {
+        let Some(timeout) = policy.content.map(|c| c.timeout_ms) else {
             return Ok(policy
                 .classify(&peer.client())
                 .map_or(Why::Default, Why::Cond));
         };
         if policy.automaton.is_none() {
             return Ok(Why::Default);
+        }
+        // The data decided before any deadline could: do not scan it a second time.
+        if let (Some(why), Some(c)) = (known, cx.locked()) {
+            if head.is(c) {
+                return Ok(why);
+            }
         }
         let age = peer.age_ms();
         if age >= timeout {
@@ -403,7 +467,7 @@ impl Forward {
             Err(MoveError::Race) => return Step::Next,
             // Refusing needs `accept()`, which needs process context.
             Err(_) if !cx.process() => {
-                if self.timeout_ms.is_some() {
+                if policy.content.is_some() {
                     l.want_peek_head();
                 }
                 return Step::Stop(Drained::Defer);
@@ -417,6 +481,31 @@ impl Forward {
         }
         self.count(why);
         Step::Next
+    }
+
+    /// [`Forwarder::drain`] with the policy snapshot `policy`, and the verdict `known`
+    /// on the locked child's data (see [`Forward::pick_head`]).
+    fn drain_with<'p>(
+        &self,
+        l: &ModuleListener<Self>,
+        cx: &DrainCx<'_>,
+        policy: &'p Policy,
+        known: Option<Why<'p>>,
+    ) -> Drained {
+        for _ in 0..limits::HOOK_BUDGET {
+            // Address and probabilistic heads leave the queue now; content heads may stay.
+            let Some((head, peer)) = l.queue_head(cx, policy.content.is_none()) else {
+                return Drained::Empty;
+            };
+            let why = match self.pick_head(l, cx, policy, known, &head, &peer) {
+                Ok(why) => why,
+                Err(d) => return d,
+            };
+            if let Step::Stop(d) = self.deliver(l, cx, policy, &head, &peer, why) {
+                return d;
+            }
+        }
+        Drained::Defer
     }
 
     fn count(&self, why: Why<'_>) {
@@ -440,28 +529,14 @@ impl Forwarder for Forward {
     fn drain(&self, l: &ModuleListener<Self>, cx: &DrainCx<'_>) -> Drained {
         // One snapshot for the whole batch: a change made meanwhile applies from the next
         // batch on, and every connection still sees one complete condition list.
-        let policy = self.shared.policy();
-        for _ in 0..limits::HOOK_BUDGET {
-            // Address and probabilistic heads leave the queue now; content heads may stay.
-            let Some((head, peer)) = l.queue_head(cx, self.timeout_ms.is_none()) else {
-                return Drained::Empty;
-            };
-            let why = match self.pick_head(l, cx, &policy, &head, &peer) {
-                Ok(why) => why,
-                Err(d) => return d,
-            };
-            if let Step::Stop(d) = self.deliver(l, cx, &policy, &head, &peer, why) {
-                return d;
-            }
-        }
-        Drained::Defer
+        self.drain_with(l, cx, &self.shared.policy(), None)
     }
 
     fn child_data(&self, l: &ModuleListener<Self>, child: &LockedChild<'_>) -> ChildOutcome {
-        if self.timeout_ms.is_none() {
+        let policy = self.shared.policy();
+        if policy.content.is_none() {
             return ChildOutcome::Release;
         }
-        let policy = self.shared.policy();
         let why = match policy.judge(|max, f| Some(child.peek(max, f))) {
             Some(Verdict::Cond(c)) => Why::Cond(c),
             Some(Verdict::Default) => Why::Default,
@@ -488,7 +563,7 @@ impl Forwarder for Forward {
             Err(_) => {
                 l.drain_for(child, &mut |cx| {
                     if l.promote(cx, child) {
-                        self.drain(l, cx)
+                        self.drain_with(l, cx, &policy, Some(why))
                     } else {
                         Drained::Empty
                     }
@@ -507,18 +582,63 @@ pub(crate) struct Rule {
     pub(crate) kind: u8,
     /// Bits of [`rule_flags`].
     pub(crate) flags: u32,
-    /// Content rules: the data timeout in milliseconds.
-    pub(crate) timeout_ms: Option<u32>,
     /// Policy and counters.
     pub(crate) shared: Arc<RuleShared>,
     listeners: KVec<Pin<KBox<ModuleListener<Forward>>>>,
 }
 
 impl Rule {
-    /// For content rules, whether matching ignores ASCII case: the argument
-    /// [`Policy::new`] takes.
-    fn content(&self) -> Option<bool> {
-        content_flag(self.kind, self.flags)
+    /// Creates the rule on `port` of `net` with `policy`: its listeners listen at once.
+    fn new(
+        net: NetRef,
+        port: u16,
+        kind: u8,
+        flags: u32,
+        policy: Arc<Policy>,
+    ) -> Result<Self, Rejection> {
+        let shared = Arc::pin_init(
+            pin_init!(RuleShared {
+                policy <- new_spinlock_irq!(policy, "openqos_rule_policy"),
+                stats: RuleStats::new(),
+            }),
+            GFP_KERNEL,
+        )?;
+        let families: &[Family] = if flags & rule_flags::DUAL_STACK != 0 {
+            &[Family::Inet6Dual]
+        } else {
+            &[Family::Inet, Family::Inet6Only]
+        };
+        let mut listeners = KVec::with_capacity(families.len(), GFP_KERNEL)?;
+        for f in families {
+            let fwd = Forward {
+                shared: shared.clone(),
+            };
+            // On failure, the listeners created so far are dropped (closed) here: nothing
+            // is left half-created.
+            let l = ModuleListener::new(net, *f, port, fwd).map_err(|e| {
+                if e == EADDRINUSE {
+                    reject(
+                        e,
+                        c_str!("another socket already listens on the incoming port"),
+                        Some(abi::attr::PORT),
+                    )
+                } else {
+                    reject(
+                        e,
+                        c_str!("could not listen on the incoming port"),
+                        Some(abi::attr::PORT),
+                    )
+                }
+            })?;
+            listeners.push(l, GFP_KERNEL)?;
+        }
+        Ok(Self {
+            port,
+            kind,
+            flags,
+            shared,
+            listeners,
+        })
     }
 
     /// Connections waiting in the module's own queues for this rule.
@@ -553,6 +673,24 @@ fn find_mut(nets: &mut Nets, net: NetRef) -> Option<&mut NetRules> {
     nets.iter_mut().find(|n| n.key == net.key())
 }
 
+/// The rules of `net`, creating its (empty) entry if needed.
+fn rules_mut<'a>(nets: &'a mut Nets, net: NetRef) -> Result<&'a mut KVec<Rule>, Rejection> {
+    let i = match nets.iter().position(|n| n.key == net.key()) {
+        Some(i) => i,
+        None => {
+            nets.push(
+                NetRules {
+                    key: net.key(),
+                    rules: KVec::new(),
+                },
+                GFP_KERNEL,
+            )?;
+            nets.len() - 1
+        }
+    };
+    Ok(&mut nets[i].rules)
+}
+
 /// The rules of `net`, if any.
 pub(crate) fn rules(nets: &Nets, net: NetRef) -> &[Rule] {
     find(nets, net).map_or(&[], |n| &n.rules[..])
@@ -568,68 +706,88 @@ fn rule_mut<'a>(nets: &'a mut Nets, net: NetRef, port: u16) -> Result<&'a mut Ru
         ))
 }
 
-/// Checks that the namespace's rules, with `port`'s targets replaced by `candidate`,
-/// form no cycle and no chain deeper than the limit.
-fn check_chains(
-    rules: &[Rule],
-    port: u16,
-    candidate: &Policy,
-    content: bool,
-    attr: u16,
-) -> Result<(), Rejection> {
+/// The rules of a namespace as the chain check sees them: incoming port and policy.
+type Graph = KVec<(u16, Arc<Policy>)>;
+
+/// The namespace's rules with the policy of `port` replaced by (or completed with)
+/// `candidate`.
+fn graph_with(rules: &[Rule], port: u16, candidate: &Arc<Policy>) -> Result<Graph, Rejection> {
+    let mut g = KVec::with_capacity(rules.len() + 1, GFP_KERNEL)?;
+    for r in rules.iter().filter(|r| r.port != port) {
+        g.push((r.port, r.shared.policy()), GFP_KERNEL)?;
+    }
+    g.push((port, candidate.clone()), GFP_KERNEL)?;
+    Ok(g)
+}
+
+/// Checks that the rules of `graph` form no cycle, no chain deeper than the limit, and
+/// no chain into a content rule. `attr` is blamed, and the incoming port of the rule at
+/// fault is returned with the error.
+fn check_chains(graph: &Graph, attr: Option<u16>) -> Result<(), (Rejection, Option<u16>)> {
     // A connection moved into a content rule's listener would arrive there without that
     // rule's data hook (its first data may even be queued already), so it could only
     // time out: chains may leave content rules but not enter them.
-    let into_content = candidate.targets().any(|t| {
-        rules
-            .iter()
-            .any(|r| r.port == t && r.port != port && r.timeout_ms.is_some())
-    });
-    let content_targeted = content
-        && rules
-            .iter()
-            .any(|r| r.port != port && r.shared.policy().targets().any(|t| t == port));
-    if into_content || content_targeted {
-        return Err(reject(
-            EOPNOTSUPP,
-            c_str!("a content rule cannot be the target of another rule (no chain into it)"),
-            Some(attr),
-        ));
-    }
-    let mut policies = KVec::with_capacity(rules.len(), GFP_KERNEL)?;
-    let mut ports = KVec::with_capacity(rules.len() + 1, GFP_KERNEL)?;
-    for r in rules.iter().filter(|r| r.port != port) {
-        policies.push((r.port, r.shared.policy()), GFP_KERNEL)?;
-        ports.push(r.port, GFP_KERNEL)?;
-    }
-    ports.push(port, GFP_KERNEL)?;
-    let targets = |p: u16| {
-        if p == port {
-            Some(candidate.targets())
-        } else {
-            policies
-                .iter()
-                .find(|(q, _)| *q == p)
-                .map(|(_, pol)| pol.targets())
+    // A bitmap of the incoming ports of content rules.
+    let mut content = KVec::from_elem(0u64, 65536 / 64, GFP_KERNEL).map_err(nomem)?;
+    let bit = |p: u16| (usize::from(p) / 64, 1u64 << (p % 64));
+    for (port, p) in graph.iter() {
+        if p.content.is_some() {
+            let (w, b) = bit(*port);
+            content[w] |= b;
         }
+    }
+    for (port, p) in graph.iter() {
+        if p.targets().any(|t| {
+            let (w, b) = bit(t);
+            t != *port && content[w] & b != 0
+        }) {
+            return Err((
+                reject(
+                    EOPNOTSUPP,
+                    c_str!(
+                        "a content rule cannot be the target of another rule (no chain into it)"
+                    ),
+                    attr,
+                ),
+                Some(*port),
+            ));
+        }
+    }
+    let mut ports = KVec::with_capacity(graph.len(), GFP_KERNEL).map_err(nomem)?;
+    for (port, _) in graph.iter() {
+        ports.push(*port, GFP_KERNEL).map_err(nomem)?;
+    }
+    let targets = |p: u16| {
+        graph
+            .iter()
+            .find(|(q, _)| *q == p)
+            .map(|(_, pol)| pol.targets())
     };
-    let mut memo = KVec::from_elem(0u8, ports.len(), GFP_KERNEL)?;
+    let mut memo = KVec::from_elem(0u8, ports.len(), GFP_KERNEL).map_err(nomem)?;
     chain::check(&ports, &targets, &mut memo, limits::MAX_CHAIN_DEPTH).map_err(|e| match e {
-        ChainError::Cycle(_) => reject(
-            ELOOP,
-            c_str!("outgoing port leads back to this rule's incoming port"),
-            Some(attr),
+        ChainError::Cycle(p) => (
+            reject(
+                ELOOP,
+                c_str!("outgoing port leads back to this rule's incoming port"),
+                attr,
+            ),
+            Some(p),
         ),
-        ChainError::TooDeep(_) | ChainError::TooMany => reject(
-            ELOOP,
-            c_str!("chain of rules would be longer than the limit (8)"),
-            Some(attr),
-        ),
+        ChainError::TooDeep(p) => (too_deep(attr), Some(p)),
+        ChainError::TooMany => (too_deep(attr), None),
     })
 }
 
-fn content_flag(kind: u8, flags: u32) -> Option<bool> {
-    (kind == rule_type::CONTENT).then_some(flags & rule_flags::NOCASE != 0)
+fn too_deep(attr: Option<u16>) -> Rejection {
+    reject(
+        ELOOP,
+        c_str!("chain of rules would be longer than the limit (8)"),
+        attr,
+    )
+}
+
+fn nomem(e: kernel::alloc::AllocError) -> (Rejection, Option<u16>) {
+    (e.into(), None)
 }
 
 /// Creates a rule listening on `port` in `net`.
@@ -642,24 +800,7 @@ pub(crate) fn rule_new(
     flags: u32,
     timeout_ms: Option<u32>,
 ) -> Result<(), Rejection> {
-    let timeout_ms = match (kind, timeout_ms) {
-        (rule_type::CONTENT, t) => Some(t.unwrap_or(limits::DATA_TIMEOUT_MS)),
-        (_, None) => None,
-        (_, Some(_)) => {
-            return Err(reject(
-                EINVAL,
-                c_str!("a data timeout is for content rules"),
-                Some(abi::attr::DATA_TIMEOUT_MS),
-            ))
-        }
-    };
-    if kind != rule_type::CONTENT && flags & rule_flags::NOCASE != 0 {
-        return Err(reject(
-            EINVAL,
-            c_str!("case-insensitive matching is for content rules"),
-            Some(abi::attr::RULE_FLAGS),
-        ));
-    }
+    let content = ContentOpts::of(kind, flags, timeout_ms)?;
     let existing = rules(nets, net);
     if existing.iter().any(|r| r.port == port) {
         return Err(reject(
@@ -669,80 +810,25 @@ pub(crate) fn rule_new(
         ));
     }
     if existing.len() >= limits::MAX_RULES {
-        return Err(reject(
-            ENOSPC,
-            c_str!("too many rules in this namespace (256)"),
-            None,
-        ));
+        return Err(too_many_rules());
     }
-    let policy = Policy::new(default_port, KVec::new(), content_flag(kind, flags))?;
+    let policy = Policy::new(kind, default_port, KVec::new(), content)?;
     check_chains(
-        existing,
-        port,
-        &policy,
-        kind == rule_type::CONTENT,
-        abi::attr::DEFAULT_PORT,
-    )?;
-
-    let shared = Arc::pin_init(
-        pin_init!(RuleShared {
-            policy <- new_spinlock_irq!(policy, "openqos_rule_policy"),
-            stats: RuleStats::new(),
-        }),
-        GFP_KERNEL,
-    )?;
-    let families: &[Family] = if flags & rule_flags::DUAL_STACK != 0 {
-        &[Family::Inet6Dual]
-    } else {
-        &[Family::Inet, Family::Inet6Only]
-    };
-    let mut listeners = KVec::with_capacity(families.len(), GFP_KERNEL)?;
-    for f in families {
-        let fwd = Forward {
-            shared: shared.clone(),
-            timeout_ms,
-        };
-        // On failure, the listeners created so far are dropped (closed) here: nothing is
-        // left half-created.
-        let l = ModuleListener::new(net, *f, port, fwd).map_err(|e| {
-            if e == EADDRINUSE {
-                reject(
-                    e,
-                    c_str!("another socket already listens on the incoming port"),
-                    Some(abi::attr::PORT),
-                )
-            } else {
-                reject(
-                    e,
-                    c_str!("could not listen on the incoming port"),
-                    Some(abi::attr::PORT),
-                )
-            }
-        })?;
-        listeners.push(l, GFP_KERNEL)?;
-    }
-    let rule = Rule {
-        port,
-        kind,
-        flags,
-        timeout_ms,
-        shared,
-        listeners,
-    };
-    if let Some(n) = find_mut(nets, net) {
-        n.rules.push(rule, GFP_KERNEL)?;
-    } else {
-        let mut rules = KVec::new();
-        rules.push(rule, GFP_KERNEL)?;
-        nets.push(
-            NetRules {
-                key: net.key(),
-                rules,
-            },
-            GFP_KERNEL,
-        )?;
-    }
+        &graph_with(existing, port, &policy)?,
+        Some(abi::attr::DEFAULT_PORT),
+    )
+    .map_err(|(r, _)| r)?;
+    let rule = Rule::new(net, port, kind, flags, policy)?;
+    rules_mut(nets, net)?.push(rule, GFP_KERNEL)?;
     Ok(())
+}
+
+fn too_many_rules() -> Rejection {
+    reject(
+        ENOSPC,
+        c_str!("too many rules in this namespace (256)"),
+        None,
+    )
 }
 
 /// Deletes the rule on `port`; its listeners close (connections still queued there are
@@ -786,6 +872,17 @@ fn check_matcher(kind: u8, matcher: &Matcher) -> Result<(), Rejection> {
     }
 }
 
+fn new_cond(matcher: Matcher, out: u16) -> Result<Arc<Cond>, Rejection> {
+    Ok(Arc::new(
+        Cond {
+            matcher,
+            out,
+            hits: Counter::new(),
+        },
+        GFP_KERNEL,
+    )?)
+}
+
 /// Adds (`index` = `None`) or replaces (1-based `index`) a condition of the rule on
 /// `port`. The rule's new policy is built aside and swapped in whole: a connection is
 /// classified by the old or by the new condition list, never by a mix.
@@ -798,64 +895,23 @@ pub(crate) fn cond_set(
     out: u16,
 ) -> Result<(), Rejection> {
     let rule = rule_mut(nets, net, port)?;
-    check_matcher(rule.kind, &matcher)?;
+    let kind = rule.kind;
+    check_matcher(kind, &matcher)?;
     let old = rule.shared.policy();
-    let slot = match index {
-        None if old.conds.len() >= limits::MAX_CONDS => {
-            return Err(reject(
-                ENOSPC,
-                c_str!("too many conditions in this rule (1024)"),
-                None,
-            ))
-        }
-        None => None,
-        Some(i) => Some(cond_slot(&old, i)?),
-    };
-    if let Matcher::Content(ref p) = matcher {
-        let others: usize = old
-            .conds
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != slot)
-            .map(|(_, c)| match &c.matcher {
-                Matcher::Content(q) => q.len(),
-                _ => 0,
-            })
-            .sum();
-        if others + p.len() > limits::MAX_PATTERN_BYTES {
-            return Err(reject(
-                ENOSPC,
-                c_str!("the strings of a content rule exceed 16384 bytes in total"),
-                Some(abi::attr::PATTERN),
-            ));
-        }
-    }
-    if let Matcher::Weight(w) = matcher {
-        if old.weights(slot) + u64::from(w) > limits::WEIGHT_TOTAL {
-            return Err(reject(
-                EINVAL,
-                c_str!("the weights of a rule add up to more than 10000"),
-                Some(abi::attr::WEIGHT),
-            ));
-        }
-    }
-    let cond = Arc::new(
-        Cond {
-            matcher,
-            out,
-            hits: Counter::new(),
-        },
-        GFP_KERNEL,
-    )?;
+    let slot = index.map(|i| cond_slot(&old, i)).transpose()?;
+    // A replaced condition starts a new counter: it is a different condition.
+    let cond = new_cond(matcher, out)?;
     let mut conds = old.try_clone(1)?;
     match slot {
-        // A replaced condition starts a new counter: it is a different condition.
         Some(i) => conds[i] = cond,
         None => conds.push(cond, GFP_KERNEL)?,
     }
-    let new = Policy::new(old.default_port, conds, rule.content())?;
-    let content = rule.timeout_ms.is_some();
-    check_chains(rules(nets, net), port, &new, content, abi::attr::OUT_PORT)?;
+    let new = Policy::new(kind, old.default_port, conds, old.content)?;
+    check_chains(
+        &graph_with(rules(nets, net), port, &new)?,
+        Some(abi::attr::OUT_PORT),
+    )
+    .map_err(|(r, _)| r)?;
     rule_mut(nets, net, port)?.shared.set_policy(new);
     Ok(())
 }
@@ -884,7 +940,7 @@ pub(crate) fn cond_del(
     let i = cond_slot(&old, index)?;
     let mut conds = old.try_clone(0)?;
     drop(conds.remove(i));
-    let new = Policy::new(old.default_port, conds, rule.content())?;
+    let new = Policy::new(rule.kind, old.default_port, conds, old.content)?;
     rule.shared.set_policy(new);
     Ok(())
 }
@@ -899,4 +955,153 @@ pub(crate) fn flush(nets: &mut Nets, net: NetRef) {
         // it when the module unloads (pernet exit flushes every namespace first).
         **nets = KVec::new();
     }
+}
+
+/// One rule of a rule set (`RULESET_REPLACE`), as parsed from the request.
+pub(crate) struct RuleSpec {
+    /// Incoming port.
+    pub(crate) port: u16,
+    /// One of [`rule_type`].
+    pub(crate) kind: u8,
+    /// Default outgoing port.
+    pub(crate) default_port: u16,
+    /// Bits of [`rule_flags`].
+    pub(crate) flags: u32,
+    /// Content rules: the data timeout, if given.
+    pub(crate) timeout_ms: Option<u32>,
+    /// Conditions in priority order: matcher and outgoing port.
+    pub(crate) conds: KVec<(Matcher, u16)>,
+}
+
+/// A rule of a rule set, validated and built aside.
+struct Staged {
+    port: u16,
+    kind: u8,
+    flags: u32,
+    policy: Arc<Policy>,
+    /// The rule on this port today, if any: it keeps its listeners and counters.
+    existing: bool,
+}
+
+/// Replaces every rule of `net` with `set`, atomically: everything that can fail
+/// (validation, policies and automata, the listeners of new incoming ports) is done
+/// before the first visible change, and what follows cannot fail. Rules on ports that
+/// stay keep their listeners, so no connection is refused or lost, and their counters;
+/// a condition identical to the one at the same position keeps its hit counter. With
+/// `check_only`, nothing changes (and new ports are not bound).
+///
+/// `at` names the `RULE` attribute each error blames: the rule's position in the set.
+pub(crate) fn replace(
+    nets: &mut Nets,
+    net: NetRef,
+    set: KVec<RuleSpec>,
+    check_only: bool,
+    at: &mut usize,
+) -> Result<(), Rejection> {
+    if set.len() > limits::MAX_RULES {
+        return Err(too_many_rules());
+    }
+    let existing = rules(nets, net);
+    let mut staged = KVec::with_capacity(set.len(), GFP_KERNEL)?;
+    for (i, spec) in set.into_iter().enumerate() {
+        *at = i;
+        if staged.iter().any(|s: &Staged| s.port == spec.port) {
+            return Err(reject(
+                EINVAL,
+                c_str!("two rules of the set own the same incoming port"),
+                Some(abi::attr::PORT),
+            ));
+        }
+        let content = ContentOpts::of(spec.kind, spec.flags, spec.timeout_ms)?;
+        let prev = existing.iter().find(|r| r.port == spec.port);
+        if prev.is_some_and(|r| (r.flags ^ spec.flags) & rule_flags::DUAL_STACK != 0) {
+            // Its listeners would have to be closed before the new ones can bind.
+            return Err(reject(
+                EBUSY,
+                c_str!("a rule set cannot switch a rule between dual-stack and separate listeners; delete it first"),
+                Some(abi::attr::RULE_FLAGS),
+            ));
+        }
+        let prev_policy = prev.map(|r| r.shared.policy());
+        let mut conds = KVec::with_capacity(spec.conds.len(), GFP_KERNEL)?;
+        for (j, (matcher, out)) in spec.conds.into_iter().enumerate() {
+            let same = prev_policy
+                .as_ref()
+                .and_then(|p| p.conds.get(j))
+                .filter(|c| c.out == out && c.matcher == matcher);
+            let cond = match same {
+                Some(c) => c.clone(),
+                None => new_cond(matcher, out)?,
+            };
+            conds.push(cond, GFP_KERNEL)?;
+        }
+        let policy = Policy::new(spec.kind, spec.default_port, conds, content)?;
+        staged.push(
+            Staged {
+                port: spec.port,
+                kind: spec.kind,
+                flags: spec.flags,
+                policy,
+                existing: prev.is_some(),
+            },
+            GFP_KERNEL,
+        )?;
+    }
+    *at = usize::MAX;
+    let mut graph = KVec::with_capacity(staged.len(), GFP_KERNEL)?;
+    for s in staged.iter() {
+        graph.push((s.port, s.policy.clone()), GFP_KERNEL)?;
+    }
+    check_chains(&graph, None).map_err(|(r, port)| {
+        // Blame the rule the chain check names.
+        if let Some(i) = port.and_then(|p| staged.iter().position(|s| s.port == p)) {
+            *at = i;
+        }
+        r
+    })?;
+    if check_only {
+        return Ok(());
+    }
+    // The listeners of new incoming ports. If one cannot bind, those created so far close
+    // again, and nothing else has changed.
+    let mut fresh = KVec::with_capacity(staged.len(), GFP_KERNEL)?;
+    for (i, s) in staged.iter().enumerate() {
+        *at = i;
+        let rule = match s.existing {
+            true => None,
+            false => Some(Rule::new(net, s.port, s.kind, s.flags, s.policy.clone())?),
+        };
+        fresh.push(rule, GFP_KERNEL)?;
+    }
+    *at = usize::MAX;
+    let mut new_rules = KVec::with_capacity(staged.len(), GFP_KERNEL)?;
+    let rules = rules_mut(nets, net)?;
+
+    // Commit: nothing below fails.
+    for (s, fresh) in staged.into_iter().zip(fresh) {
+        let rule = match fresh {
+            Some(r) => Some(r),
+            None => rules.iter_mut().find(|r| r.port == s.port).map(|r| {
+                r.shared.set_policy(s.policy);
+                Rule {
+                    port: r.port,
+                    kind: s.kind,
+                    flags: s.flags,
+                    shared: r.shared.clone(),
+                    listeners: core::mem::take(&mut r.listeners),
+                }
+            }),
+        };
+        if let Some(r) = rule {
+            // Cannot fail: the capacity was reserved above.
+            let _ = new_rules.push_within_capacity(r);
+        }
+    }
+    // The rules left behind (their listeners were taken, or they are not in the set)
+    // go: the listeners of the latter close, resetting connections still queued there.
+    drop(core::mem::replace(rules, new_rules));
+    if rules.is_empty() {
+        flush(nets, net);
+    }
+    Ok(())
 }

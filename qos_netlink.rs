@@ -10,9 +10,10 @@
 //! per-command required attributes and the semantics, again with an extack message.
 
 use crate::{
-    abi::{self, attr, cmd, stat, Kind},
+    abi::{self, attr, cmd, limits, replace_flags, stat, Kind},
     addr::Prefix,
-    qos_classifier::{self, reject, Matcher, Rejection, NETS},
+    nla::{Attr, Attrs, Table},
+    qos_classifier::{self, reject, Matcher, Rejection, RuleSpec, NETS},
     qos_sock::NetRef,
 };
 use core::{ffi::c_int, ptr::NonNull};
@@ -26,6 +27,10 @@ mod shim {
 
     unsafe extern "C" {
         pub(super) fn oq_genl_info_net(info: *const bindings::genl_info) -> *mut bindings::net;
+        pub(super) fn oq_genl_info_payload(
+            info: *const bindings::genl_info,
+            len: *mut u32,
+        ) -> *const core::ffi::c_void;
         pub(super) fn oq_cb_net(cb: *const bindings::netlink_callback) -> *mut bindings::net;
         pub(super) fn oq_cb_portid(cb: *const bindings::netlink_callback) -> u32;
         pub(super) fn oq_cb_seq(cb: *const bindings::netlink_callback) -> u32;
@@ -52,7 +57,7 @@ mod shim {
     }
 }
 
-const NLA_HDRLEN: usize = 4;
+const NLA_HDRLEN: usize = crate::nla::HDRLEN;
 const N_OPS: usize = cmd::MAX as usize;
 const N_ATTRS: usize = attr::MAX as usize + 1;
 
@@ -91,6 +96,7 @@ impl GenlFamily {
             storage.assume_init()
         };
         let s = &mut *storage;
+        let table = s.policy.as_ptr();
         for p in abi::POLICY.iter() {
             let i = usize::from(p.ty);
             let pol = &mut s.policy[i];
@@ -109,7 +115,13 @@ impl GenlFamily {
                         };
                     (bindings::NLA_BINARY, false)
                 }
-                Kind::Nested => (bindings::NLA_NESTED, false),
+                Kind::Nested => {
+                    // Nested attributes come from the same table (`RULE` holds `COND`s),
+                    // validated just as strictly, and must carry `NLA_F_NESTED`.
+                    pol.len = attr::MAX;
+                    pol.__bindgen_anon_1.nested_policy = table;
+                    (bindings::NLA_NESTED, false)
+                }
                 Kind::Reject => (bindings::NLA_REJECT, false),
             };
             pol.type_ = ty as u8;
@@ -134,6 +146,7 @@ impl GenlFamily {
                 cmd::COND_DEL => op.doit = Some(doit::<{ cmd::COND_DEL }>),
                 cmd::COND_SET => op.doit = Some(doit::<{ cmd::COND_SET }>),
                 cmd::FLUSH => op.doit = Some(doit::<{ cmd::FLUSH }>),
+                cmd::RULESET_REPLACE => op.doit = Some(doit::<{ cmd::RULESET_REPLACE }>),
                 // A command added to the ABI but not wired here answers EOPNOTSUPP.
                 _ => op.doit = Some(doit::<0>),
             }
@@ -168,53 +181,60 @@ impl Drop for GenlFamily {
     }
 }
 
+/// The attributes of a request (or of one nested attribute), the last of each type.
+type Attrs1<'a> = Table<'a, N_ATTRS>;
+
+/// Reading typed values from a table the policy already validated (types, lengths and
+/// ranges): a missing or short attribute reads as `None`.
+trait Get {
+    fn u8(&self, ty: u16) -> Option<u8>;
+    fn u16(&self, ty: u16) -> Option<u16>;
+    fn u32(&self, ty: u16) -> Option<u32>;
+}
+
+impl Get for Attrs1<'_> {
+    fn u8(&self, ty: u16) -> Option<u8> {
+        self.get(ty).and_then(|a| a.u8())
+    }
+    fn u16(&self, ty: u16) -> Option<u16> {
+        self.get(ty).and_then(|a| a.u16())
+    }
+    fn u32(&self, ty: u16) -> Option<u32> {
+        self.get(ty).and_then(|a| a.u32())
+    }
+}
+
 /// A netlink request being handled by a `doit` handler.
 ///
 /// # Invariants
 ///
-/// `info` is the valid `genl_info` of the request, for the lifetime of the value.
-struct Request {
+/// `info` is the valid `genl_info` of the request, for the lifetime `'a`.
+struct Request<'a> {
     info: NonNull<bindings::genl_info>,
+    /// The request's attributes (the bytes after the generic netlink header).
+    payload: &'a [u8],
+    attrs: Attrs1<'a>,
 }
 
-impl Request {
-    fn attr(&self, ty: u16) -> Option<NonNull<bindings::nlattr>> {
-        // SAFETY: `attrs` has `maxattr + 1` entries (the family's policy) and `ty` is at
-        // most `attr::MAX`; `info` is valid (type invariant).
-        NonNull::new(unsafe { *self.info.as_ref().attrs.add(usize::from(ty)) })
-    }
-
-    fn has(&self, ty: u16) -> bool {
-        self.attr(ty).is_some()
-    }
-
-    /// Reads an integer attribute that the policy already validated (type and range).
-    fn int<T: FromNla>(&self, ty: u16) -> Option<T> {
-        // SAFETY: the policy checked that the payload holds a `T`.
-        self.attr(ty).map(|a| unsafe { T::read(a) })
-    }
-
-    fn bytes16(&self, ty: u16) -> Option<[u8; 16]> {
-        // SAFETY: the policy checked the payload is exactly 16 bytes.
-        self.attr(ty).map(|a| unsafe {
-            a.as_ptr()
-                .cast::<u8>()
-                .add(NLA_HDRLEN)
-                .cast::<[u8; 16]>()
-                .read_unaligned()
-        })
-    }
-
-    /// The payload of a binary attribute (length already checked by the policy).
-    fn bytes(&self, ty: u16) -> Option<&[u8]> {
-        self.attr(ty).map(|a| {
-            // SAFETY: the attribute is valid for the request's lifetime; its header says
-            // how many payload bytes follow it.
-            unsafe {
-                let len = usize::from((*a.as_ptr()).nla_len).saturating_sub(NLA_HDRLEN);
-                core::slice::from_raw_parts(a.as_ptr().cast::<u8>().add(NLA_HDRLEN), len)
-            }
-        })
+impl<'a> Request<'a> {
+    /// # Safety
+    ///
+    /// `info` is the valid `genl_info` of a request being handled, and stays valid for
+    /// `'a`.
+    unsafe fn new(info: NonNull<bindings::genl_info>) -> Self {
+        let mut len = 0u32;
+        // SAFETY: `info` is valid (function safety requirement); the message it describes
+        // holds `len` bytes of attributes after its headers, alive for the request.
+        let payload = unsafe {
+            let p = shim::oq_genl_info_payload(info.as_ptr(), &mut len);
+            core::slice::from_raw_parts(p.cast::<u8>(), len as usize)
+        };
+        // INVARIANT: guaranteed by the caller.
+        Self {
+            info,
+            payload,
+            attrs: Table::parse(payload),
+        }
     }
 
     fn net(&self) -> Option<NetRef> {
@@ -223,44 +243,33 @@ impl Request {
         unsafe { NetRef::new(shim::oq_genl_info_net(self.info.as_ptr())) }
     }
 
-    fn fail(&self, rej: &Rejection, missing: Option<u16>) {
-        // SAFETY: `info` is valid; `extack` is NULL or valid; messages are static strings.
+    /// Reports `rej` through extack: its message, the offending attribute (`at`, or the
+    /// attribute `rej` names at the top level), or a missing attribute type and the nest
+    /// (`at`) it is missing from.
+    fn fail(&self, rej: &Rejection, at: Option<Attr<'_>>, missing: Option<u16>) {
+        let bad = at.or_else(|| rej.attr.and_then(|a| self.attrs.get(a)));
+        // SAFETY: `info` is valid; `extack` is NULL or valid; messages are static strings;
+        // `bad` lies in the request's message, which outlives the extack report.
         unsafe {
             let ext = self.info.as_ref().extack;
             if ext.is_null() {
                 return;
             }
             (*ext)._msg = rej.msg.as_char_ptr();
-            if let Some(a) = rej.attr.and_then(|a| self.attr(a)) {
-                (*ext).bad_attr = a.as_ptr();
-            }
-            if let Some(m) = missing {
-                (*ext).miss_type = m;
+            match (missing, bad) {
+                // A missing attribute: `bad` is the nest it is missing from.
+                (Some(m), nest) => {
+                    (*ext).miss_type = m;
+                    if let Some(n) = nest {
+                        (*ext).miss_nest = n.whole.as_ptr().cast();
+                    }
+                }
+                (None, Some(a)) => (*ext).bad_attr = a.whole.as_ptr().cast(),
+                (None, None) => {}
             }
         }
     }
 }
-
-/// Integers read from attribute payloads.
-trait FromNla: Sized {
-    /// # Safety
-    ///
-    /// `a` must be a valid attribute whose payload holds at least `size_of::<Self>()`
-    /// bytes.
-    unsafe fn read(a: NonNull<bindings::nlattr>) -> Self;
-}
-
-macro_rules! from_nla {
-    ($($t:ty),*) => {$(
-        impl FromNla for $t {
-            unsafe fn read(a: NonNull<bindings::nlattr>) -> Self {
-                // SAFETY: guaranteed by the caller.
-                unsafe { a.as_ptr().cast::<u8>().add(NLA_HDRLEN).cast::<$t>().read_unaligned() }
-            }
-        }
-    )*};
-}
-from_nla!(u8, u16, u32);
 
 /// The `doit` handler of command `CMD`.
 ///
@@ -274,70 +283,97 @@ unsafe extern "C" fn doit<const CMD: u8>(
     let Some(info) = NonNull::new(info) else {
         return EINVAL.to_errno();
     };
-    // INVARIANT: the netlink core passes a valid `info` for the request.
-    let req = Request { info };
+    // SAFETY: the netlink core passes a valid `info`, alive until the handler returns.
+    let req = unsafe { Request::new(info) };
     match handle(CMD, &req) {
         Ok(()) => 0,
-        Err((rej, missing)) => {
-            req.fail(&rej, missing);
-            rej.err.to_errno()
+        Err(f) => {
+            req.fail(&f.rej, f.at, f.missing);
+            f.rej.err.to_errno()
         }
     }
 }
 
-type HandlerResult = Result<(), (Rejection, Option<u16>)>;
+/// Why a request failed, for extack.
+struct Failure<'a> {
+    rej: Rejection,
+    /// The attribute to blame, when it is not the top-level one `rej` names.
+    at: Option<Attr<'a>>,
+    /// A required attribute that is missing.
+    missing: Option<u16>,
+}
 
-fn handle(c: u8, req: &Request) -> HandlerResult {
-    let (required, optional) = abi::command_attrs(c);
-    for a in required {
-        if !req.has(*a) {
-            return Err((
-                reject(EINVAL, c_str!("missing required attribute"), None),
-                Some(*a),
-            ));
+impl From<Rejection> for Failure<'_> {
+    fn from(rej: Rejection) -> Self {
+        Self {
+            rej,
+            at: None,
+            missing: None,
         }
     }
-    for a in 1..=attr::MAX {
-        if req.has(a) && !required.contains(&a) && !optional.contains(&a) {
-            return Err((
-                reject(
-                    EINVAL,
-                    c_str!("attribute not valid for this command"),
-                    Some(a),
-                ),
-                None,
-            ));
-        }
+}
+
+/// Checks that `t` holds the attributes `(required, optional)` and no other.
+fn check_attrs<'a>(
+    t: &Attrs1<'a>,
+    (required, optional): (&[u16], &[u16]),
+    nest: Option<Attr<'a>>,
+) -> Result<(), Failure<'a>> {
+    if let Some(a) = required.iter().find(|a| !t.has(**a)) {
+        return Err(Failure {
+            rej: reject(EINVAL, c_str!("missing required attribute"), None),
+            at: nest,
+            missing: Some(*a),
+        });
     }
+    if let Some(a) = t
+        .types()
+        .find(|a| !required.contains(a) && !optional.contains(a))
+    {
+        return Err(Failure {
+            rej: reject(EINVAL, c_str!("attribute not valid here"), Some(a)),
+            at: t.get(a),
+            missing: None,
+        });
+    }
+    Ok(())
+}
+
+fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
+    let t = &req.attrs;
+    check_attrs(t, abi::command_attrs(c), None)?;
     let net = req
         .net()
-        .ok_or((reject(EINVAL, c_str!("no network namespace"), None), None))?;
-    let port = req.int::<u16>(attr::PORT).unwrap_or(0);
+        .ok_or(reject(EINVAL, c_str!("no network namespace"), None))?;
+    let port = t.u16(attr::PORT).unwrap_or(0);
+    if c == cmd::RULESET_REPLACE {
+        return replace(req, net);
+    }
     let mut nets = NETS.lock();
     let r = match c {
         cmd::RULE_NEW => qos_classifier::rule_new(
             &mut nets,
             net,
             port,
-            req.int(attr::RULE_TYPE).unwrap_or(0),
-            req.int(attr::DEFAULT_PORT).unwrap_or(0),
-            req.int(attr::RULE_FLAGS).unwrap_or(0),
-            req.int(attr::DATA_TIMEOUT_MS),
+            t.u8(attr::RULE_TYPE).unwrap_or(0),
+            t.u16(attr::DEFAULT_PORT).unwrap_or(0),
+            t.u32(attr::RULE_FLAGS).unwrap_or(0),
+            t.u32(attr::DATA_TIMEOUT_MS),
         ),
         cmd::RULE_DEL => qos_classifier::rule_del(&mut nets, net, port),
-        cmd::COND_NEW | cmd::COND_SET => match parse_matcher(req) {
+        cmd::COND_NEW | cmd::COND_SET => match parse_matcher(t) {
             Ok(m) => qos_classifier::cond_set(
                 &mut nets,
                 net,
                 port,
-                (c == cmd::COND_SET).then(|| req.int(attr::COND_INDEX).unwrap_or(0)),
+                (c == cmd::COND_SET).then(|| t.u32(attr::COND_INDEX).unwrap_or(0)),
                 m,
-                req.int(attr::OUT_PORT).unwrap_or(0),
+                t.u16(attr::OUT_PORT).unwrap_or(0),
             ),
             Err(e) => Err(e),
         },
         cmd::COND_DEL => {
-            qos_classifier::cond_del(&mut nets, net, port, req.int(attr::COND_INDEX).unwrap_or(0))
+            qos_classifier::cond_del(&mut nets, net, port, t.u32(attr::COND_INDEX).unwrap_or(0))
         }
         cmd::FLUSH => {
             qos_classifier::flush(&mut nets, net);
@@ -345,12 +381,90 @@ fn handle(c: u8, req: &Request) -> HandlerResult {
         }
         _ => Err(reject(EOPNOTSUPP, c_str!("unknown command"), None)),
     };
-    r.map_err(|e| (e, None))
+    Ok(r?)
+}
+
+/// The first attribute of type `ty` in rule `nest`, else in one of its conditions.
+fn find_in(nest: Attr<'_>, ty: u16) -> Option<Attr<'_>> {
+    nest.nested().find(|b| b.ty == ty).or_else(|| {
+        nest.nested()
+            .filter(|b| b.ty == attr::COND)
+            .find_map(|c| c.nested().find(|b| b.ty == ty))
+    })
+}
+
+/// `RULESET_REPLACE`: parses every rule of the set, then replaces the namespace's rules.
+fn replace<'a>(req: &Request<'a>, net: NetRef) -> Result<(), Failure<'a>> {
+    let nests = || Attrs::new(req.payload).filter(|a| a.ty == attr::RULE);
+    let n = nests().count();
+    if n > limits::MAX_RULES {
+        return Err(reject(ENOSPC, c_str!("too many rules in the set (256)"), None).into());
+    }
+    let mut set = KVec::with_capacity(n, GFP_KERNEL).map_err(Rejection::from)?;
+    for nest in nests() {
+        let spec = parse_rule(nest).map_err(|mut f| {
+            f.at = f.at.or(Some(nest));
+            f
+        })?;
+        set.push(spec, GFP_KERNEL).map_err(Rejection::from)?;
+    }
+    let check = req.attrs.u32(attr::REPLACE_FLAGS).unwrap_or(0) & replace_flags::CHECK != 0;
+    let mut at = usize::MAX;
+    let mut nets = NETS.lock();
+    qos_classifier::replace(&mut nets, net, set, check, &mut at).map_err(|rej| {
+        // Blame the attribute inside the rule at fault, else that rule.
+        let at = nests()
+            .nth(at)
+            .map(|nest| rej.attr.and_then(|a| find_in(nest, a)).unwrap_or(nest));
+        Failure {
+            rej,
+            at,
+            missing: None,
+        }
+    })
+}
+
+/// One `RULE` of a `RULESET_REPLACE`.
+fn parse_rule(nest: Attr<'_>) -> Result<RuleSpec, Failure<'_>> {
+    let t: Attrs1<'_> = Table::parse(nest.payload());
+    check_attrs(&t, abi::nest_attrs(attr::RULE), Some(nest))?;
+    let conds = || nest.nested().filter(|a| a.ty == attr::COND);
+    let n = conds().count();
+    if n > limits::MAX_CONDS {
+        return Err(reject(
+            ENOSPC,
+            c_str!("too many conditions in this rule (1024)"),
+            None,
+        )
+        .into());
+    }
+    let mut spec = RuleSpec {
+        port: t.u16(attr::PORT).unwrap_or(0),
+        kind: t.u8(attr::RULE_TYPE).unwrap_or(0),
+        default_port: t.u16(attr::DEFAULT_PORT).unwrap_or(0),
+        flags: t.u32(attr::RULE_FLAGS).unwrap_or(0),
+        timeout_ms: t.u32(attr::DATA_TIMEOUT_MS),
+        conds: KVec::with_capacity(n, GFP_KERNEL).map_err(Rejection::from)?,
+    };
+    for c in conds() {
+        let ct: Attrs1<'_> = Table::parse(c.payload());
+        check_attrs(&ct, abi::nest_attrs(attr::COND), Some(c))?;
+        let m = parse_matcher(&ct).map_err(|rej| Failure {
+            at: rej.attr.and_then(|a| ct.get(a)).or(Some(c)),
+            rej,
+            missing: None,
+        })?;
+        let out = ct.u16(attr::OUT_PORT).unwrap_or(0);
+        spec.conds
+            .push((m, out), GFP_KERNEL)
+            .map_err(Rejection::from)?;
+    }
+    Ok(spec)
 }
 
 /// The matcher of a condition: exactly one of an IPv4 prefix, an IPv6 prefix, a weight,
 /// a string.
-fn parse_matcher(req: &Request) -> Result<Matcher, Rejection> {
+fn parse_matcher(req: &Attrs1<'_>) -> Result<Matcher, Rejection> {
     let addr = [attr::ADDR4, attr::MASK4, attr::ADDR6, attr::PREFIX6]
         .into_iter()
         .find(|a| req.has(*a));
@@ -366,10 +480,10 @@ fn parse_matcher(req: &Request) -> Result<Matcher, Rejection> {
             Some(*extra),
         ));
     }
-    if let Some(w) = req.int::<u16>(attr::WEIGHT) {
+    if let Some(w) = req.u16(attr::WEIGHT) {
         return Ok(Matcher::Weight(w));
     }
-    if let Some(p) = req.bytes(attr::PATTERN) {
+    if let Some(p) = req.get(attr::PATTERN).map(|a| a.payload()) {
         if p.contains(&0) {
             return Err(reject(
                 EINVAL,
@@ -384,7 +498,7 @@ fn parse_matcher(req: &Request) -> Result<Matcher, Rejection> {
     parse_prefix(req).map(Matcher::Addr)
 }
 
-fn parse_prefix(req: &Request) -> Result<Prefix, Rejection> {
+fn parse_prefix(req: &Attrs1<'_>) -> Result<Prefix, Rejection> {
     let v4 = req.has(attr::ADDR4) || req.has(attr::MASK4);
     let v6 = req.has(attr::ADDR6) || req.has(attr::PREFIX6);
     match (v4, v6) {
@@ -398,7 +512,7 @@ fn parse_prefix(req: &Request) -> Result<Prefix, Rejection> {
             c_str!("a condition needs addr4+mask4, addr6+prefix6 or a weight"),
             None,
         )),
-        (true, false) => match (req.int::<u32>(attr::ADDR4), req.int::<u32>(attr::MASK4)) {
+        (true, false) => match (req.u32(attr::ADDR4), req.u32(attr::MASK4)) {
             (Some(a), Some(m)) => Ok(Prefix::v4(u32::from_be(a), u32::from_be(m))),
             (None, _) => Err(reject(
                 EINVAL,
@@ -411,7 +525,10 @@ fn parse_prefix(req: &Request) -> Result<Prefix, Rejection> {
                 Some(attr::ADDR4),
             )),
         },
-        (false, true) => match (req.bytes16(attr::ADDR6), req.int::<u8>(attr::PREFIX6)) {
+        (false, true) => match (
+            req.get(attr::ADDR6).and_then(|a| a.bytes16()),
+            req.u8(attr::PREFIX6),
+        ) {
             (Some(a), Some(l)) => Prefix::v6(a, l).map_err(|_| {
                 reject(
                     EINVAL,
@@ -515,14 +632,14 @@ fn put_rule(m: &Msg, rule: &qos_classifier::Rule, first: usize) -> Result<Option
             m.put_u64(stat::FAMILY_MISMATCH, s.family_mismatch.get())?;
             m.put_u64(stat::OTHER_REFUSED, s.other_refused.get())?;
             m.put_u64(stat::WAITING, rule.waiting())?;
-            if rule.timeout_ms.is_some() {
+            if policy.content.is_some() {
                 m.put_u64(stat::TIMED_OUT, s.timed_out.get())?;
                 m.put_u64(stat::PENDING_FULL, s.pending_full.get())?;
             }
             Ok(())
         })?;
-        if let Some(t) = rule.timeout_ms {
-            m.put(attr::DATA_TIMEOUT_MS, &t)?;
+        if let Some(c) = policy.content {
+            m.put(attr::DATA_TIMEOUT_MS, &c.timeout_ms)?;
             let states = policy.automaton.as_ref().map_or(0, |a| a.states());
             m.put(attr::STATES, &(states as u32))?;
         }
@@ -572,7 +689,13 @@ unsafe extern "C" fn dump_rules(
             shim::oq_cb_seq(cb),
             shim::oq_cb_args(cb),
             shim::oq_cb_family(cb),
-            (!f.is_null()).then(|| u16::read(NonNull::new_unchecked(f.cast_mut()))),
+            // The policy validated `PORT` as a u16.
+            (!f.is_null()).then(|| {
+                f.cast::<u8>()
+                    .add(NLA_HDRLEN)
+                    .cast::<u16>()
+                    .read_unaligned()
+            }),
         )
     };
     let Some(net) = net else {

@@ -459,11 +459,6 @@ void oq_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct
 	INIT_DELAYED_WORK(dw, fn);
 }
 
-struct work_struct *oq_delayed_work_work(struct delayed_work *dw)
-{
-	return &dw->work;
-}
-
 /* Runs @dw as soon as possible, overriding a later deadline. */
 void oq_work_now(struct delayed_work *dw)
 {
@@ -486,6 +481,14 @@ void oq_sock_no_linger(struct socket *sock)
 struct net *oq_genl_info_net(const struct genl_info *info)
 {
 	return genl_info_net(info);
+}
+
+/* The attributes of a request: they follow the generic netlink header (the family has no
+ * header of its own). */
+const void *oq_genl_info_payload(const struct genl_info *info, u32 *len)
+{
+	*len = genlmsg_len(info->genlhdr);
+	return genlmsg_data(info->genlhdr);
 }
 
 struct sk_buff *oq_genlmsg_new(size_t payload)

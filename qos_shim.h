@@ -81,13 +81,13 @@ struct sock *oq_socket_sk(struct socket *sock);
 struct work_struct;
 struct delayed_work;
 void oq_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
-struct work_struct *oq_delayed_work_work(struct delayed_work *dw);
 void oq_work_now(struct delayed_work *dw);
 void oq_work_at(struct delayed_work *dw, u32 ms);
 struct nlattr *oq_nla_nest_start(struct sk_buff *skb, int type);
 void oq_nla_nest_end(struct sk_buff *skb, struct nlattr *start);
 
 struct net *oq_genl_info_net(const struct genl_info *info);
+const void *oq_genl_info_payload(const struct genl_info *info, u32 *len);
 struct sk_buff *oq_genlmsg_new(size_t payload);
 void oq_genlmsg_end(struct sk_buff *skb, void *hdr);
 void oq_genlmsg_cancel(struct sk_buff *skb, void *hdr);

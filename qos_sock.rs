@@ -91,9 +91,6 @@ mod shim {
         ) -> i32;
         pub(super) fn oq_sock_no_linger(sock: *mut bindings::socket);
         pub(super) fn oq_init_delayed_work(dw: *mut bindings::delayed_work, f: WorkFn);
-        pub(super) fn oq_delayed_work_work(
-            dw: *mut bindings::delayed_work,
-        ) -> *mut bindings::work_struct;
         pub(super) fn oq_work_now(dw: *mut bindings::delayed_work);
         pub(super) fn oq_work_at(dw: *mut bindings::delayed_work, ms: u32);
     }
@@ -551,6 +548,10 @@ unsafe extern "C" fn hook<T: Forwarder>(sk: *mut bindings::sock) {
     }
 }
 
+// `work_fn` finds the listener from the `work_struct` it is given, which is the start of
+// the listener's `delayed_work`.
+const _: () = assert!(core::mem::offset_of!(bindings::delayed_work, work) == 0);
+
 /// The work item: drains the queue in process context.
 ///
 /// # Safety
@@ -558,7 +559,7 @@ unsafe extern "C" fn hook<T: Forwarder>(sk: *mut bindings::sock) {
 /// `work` is the `work` member of the `work` field of a live `ModuleListener<T>` (queued
 /// only by `defer_*()`; `drop` cancels it before freeing the listener).
 unsafe extern "C" fn work_fn<T: Forwarder>(work: *mut bindings::work_struct) {
-    // `struct delayed_work` starts with its `work_struct`.
+    // `struct delayed_work` starts with its `work_struct`: checked at build time below.
     let off = core::mem::offset_of!(ModuleListener<T>, work);
     // SAFETY: `work` is at offset 0 of the `delayed_work` embedded in a
     // `ModuleListener<T>` at offset `off` (see above); `Opaque` has the layout of its
@@ -586,13 +587,6 @@ impl<T: Forwarder> ModuleListener<T> {
             }),
             GFP_KERNEL,
         )?;
-        // SAFETY: `work` was just initialized; the check documents `work_fn`'s offset
-        // assumption.
-        if unsafe { shim::oq_delayed_work_work(this.work.get()) }.cast::<c_void>()
-            != this.work.get().cast::<c_void>()
-        {
-            return Err(EINVAL);
-        }
         let ctx = core::ptr::from_ref::<Self>(&this)
             .cast_mut()
             .cast::<c_void>();

@@ -2,12 +2,12 @@
 # The paper's Table 2, in the VM: connections per second from a client straight to the
 # server vs. through a rule with N address or content conditions that never match. All
 # configurations are measured in one boot, interleaved round by round, so drift and
-# noise spread evenly; each figure is the median of the rounds and is reported as a
-# ratio to the direct figure of the same run.
+# noise spread evenly; each figure is reported as a ratio to a direct run made just
+# before it.
 . /qemu-tests/lib.sh
 insmod /openqos.ko
-ROUNDS=${OQ_BENCH_ROUNDS:-5}
-COUNT=${OQ_BENCH_COUNT:-3000}
+ROUNDS=${OQ_BENCH_ROUNDS:-7}
+COUNT=${OQ_BENCH_COUNT:-2000}
 CONFIGS=${OQ_BENCH_CONFIGS:-"direct a0 a1 a2 a4 a8 a1000 c0 c1 c2 c4 c8 c64 c512"}
 serve 8080 srv --mode epoll
 # Every client sends a small HTTP header block first (the server skips it), so that all
@@ -19,43 +19,47 @@ rate() {
 }
 # setup aN: one address rule on 80 with N conditions for 10.0.0.0/8 addresses (the
 # client is 127.0.0.1); cN: a content rule with N host names absent from the header.
+# Each configuration is one rule set, restored atomically in one request.
 setup() {
-	tcpchains -F
 	n=${1#?}
-	case "$1" in a*) tcpchains -A a -p 80 -o 8080 ;; c*) tcpchains -A c -p 80 -o 8080 ;; esac
-	i=0
-	while [ $i -lt "$n" ]; do
-		case "$1" in
-		a*) tcpchains -a a -p 80 -i "10.$((i / 256)).$((i % 256)).1" -r 8080 ;;
-		c*) tcpchains -a c -p 80 -s "www.host-$i.example.com" -r 8080 ;;
-		esac
-		i=$((i + 1))
-	done
+	case "$1" in
+	a*) echo "-A a -p 80 -o 8080" ;;
+	c*) echo "-A c -p 80 -o 8080" ;;
+	esac >/tmp/bench.rules
+	awk -v n="$n" -v t="$1" 'BEGIN {
+		for (i = 0; i < n; i++)
+			if (t ~ /^a/) printf "-a a -p 80 -i 10.%d.%d.1 -r 8080\n", i / 256, i % 256
+			else printf "-a c -p 80 -s www.host-%d.example.com -r 8080\n", i
+	}' >>/tmp/bench.rules
+	tcpchains --restore /tmp/bench.rules
 }
+# Each configuration is measured right after a direct run, and its figure is the
+# median over the rounds of these paired ratios: slow drift of the emulated machine
+# cancels out of each pair.
 for r in $(seq 1 "$ROUNDS"); do
 	for c in $CONFIGS; do
-		if [ "$c" = direct ]; then
-			v=$(rate 8080)
-		else
-			setup "$c"
-			v=$(rate 80)
-		fi
+		[ "$c" = direct ] && continue
+		tcpchains -F
+		d=$(rate 8080)
+		setup "$c"
+		v=$(rate 80)
+		echo "$d" >>/tmp/bench-direct
 		echo "$v" >>"/tmp/bench-$c"
-		echo "round $r $c: $v conn/s"
+		awk -v v="$v" -v d="$d" 'BEGIN { printf "%.4f\n", v / d }' >>"/tmp/bench-ratio-$c"
+		echo "round $r $c: $v conn/s, direct $d conn/s"
 	done
 done
 median() { sort -n "$1" | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-d=$(median /tmp/bench-direct)
-echo "BENCH | configuration | conn/s (median of $ROUNDS) | ratio to direct |"
-echo "BENCH | --- | --- | --- |"
+range() { sort -n "$1" | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo " - " hi }'; }
+echo "BENCH | configuration | conn/s (median) | ratio to direct (median of $ROUNDS paired rounds) | range of the paired ratios |"
+echo "BENCH | --- | --- | --- | --- |"
+echo "BENCH | direct to the server | $(median /tmp/bench-direct) | 1 | |"
 for c in $CONFIGS; do
-	m=$(median "/tmp/bench-$c")
-	ratio=$(awk -v m="$m" -v d="$d" 'BEGIN { printf "%.3f", m / d }')
+	[ "$c" = direct ] && continue
 	case "$c" in
-	direct) name="direct to the server" ;;
 	a*) name="rule, ${c#a} address conditions" ;;
 	c*) name="rule, ${c#c} content conditions" ;;
 	esac
-	echo "BENCH | $name | $m | $ratio |"
+	echo "BENCH | $name | $(median "/tmp/bench-$c") | $(median "/tmp/bench-ratio-$c") | $(range "/tmp/bench-ratio-$c") |"
 done
 tcpchains -F

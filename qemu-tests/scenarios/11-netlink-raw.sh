@@ -1,8 +1,10 @@
 # Raw requests the tools never send: the kernel's policy and the module's own checks
 # refuse each one with the right errno, blame the right attribute, and create nothing.
-# Commands: 1 rule-new, 2 rule-del, 3 rule-get, 4 cond-new, 5 cond-del, 6 flush.
+# Commands: 1 rule-new, 2 rule-del, 3 rule-get, 4 cond-new, 5 cond-del, 6 flush,
+# 8 ruleset-replace.
 # Attributes: 1 port, 2 rule-type, 3 default-port, 4 rule-flags, 5 cond-index, 6 addr4,
-# 7 mask4, 8 addr6, 9 prefix6, 10 out-port, 11 cond (reply only).
+# 7 mask4, 8 addr6, 9 prefix6, 10 out-port, 11 cond (nested), 19 rule (nested),
+# 20 replace-flags. A type plus 32768 (NLA_F_NESTED) is sent as a nested attribute.
 nl() { qostest nl "$@"; }
 # check WHAT WANT-ERRNO WANT-ATTR -- ARGS: the reply must start with errno=E attr=A.
 check() {
@@ -22,10 +24,18 @@ check "rule type 9" $ERANGE rule-type -- --cmd 1 --attr 1:u16:80 --attr 2:u8:9 -
 check "unknown flag" $ERANGE rule-flags -- --cmd 1 --attr 1:u16:80 --attr 2:u8:1 --attr 3:u16:81 --attr 4:u32:128
 check "short port" $EINVAL port -- --cmd 1 --attr 1:u8:80 --attr 2:u8:1 --attr 3:u16:81
 check "unknown attribute" $EINVAL - -- --cmd 1 --attr 1:u16:80 --attr 2:u8:1 --attr 3:u16:81 --attr 99:u8:1
-check "reply-only attribute" $EINVAL cond -- --cmd 1 --attr 1:u16:80 --attr 2:u8:1 --attr 3:u16:81 --attr 11:u8:1
+check "condition outside a rule set" $EINVAL cond -- --cmd 1 --attr 1:u16:80 --attr 2:u8:1 --attr 3:u16:81 --attr 11:u8:1
 check "attribute of another command" $EINVAL out-port -- --cmd 2 --attr 1:u16:80 --attr 10:u16:81
 check "condition index 0" $ERANGE cond-index -- --cmd 5 --attr 1:u16:80 --attr 5:u32:0
 check "condition index over the cap" $ERANGE cond-index -- --cmd 5 --attr 1:u16:80 --attr 5:u32:1025
+# Rule sets: nested rules are validated as strictly as top-level attributes.
+# PORT=80 and RULE_TYPE=1 inside a rule (hex of two padded attributes).
+R=0600010050000000""0500020001000000
+check "rule without default port" $EINVAL default-port -- --cmd 8 --attr 32787:hex:$R
+check "rule without NLA_F_NESTED" $EINVAL rule -- --cmd 8 --attr 19:hex:${R}0600030051000000
+check "port 0 inside a rule" $ERANGE port -- --cmd 8 --attr 32787:hex:060001000000000005000200010000000600030051000000
+check "unknown replace flag" $ERANGE replace-flags -- --cmd 8 --attr 20:u32:2
+check "cond-index inside a rule" $EINVAL cond-index -- --cmd 8 --attr 32787:hex:${R}06000300510000000800050001000000
 got=$(nl --cmd 99)
 case "$got" in "errno=$EOPNOTSUPP "*) ;; *) fail "unknown command: $got" ;; esac
 # Conditions: the rule must exist for the matcher checks to be reached.

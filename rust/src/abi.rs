@@ -33,8 +33,14 @@ pub mod cmd {
     /// Replace the condition at `COND_INDEX` of rule `PORT` atomically (e.g. change a
     /// weight at run time): `PORT`, `COND_INDEX`, `OUT_PORT` and a matcher.
     pub const COND_SET: u8 = 7;
+    /// Replace every rule of the namespace with the set given as repeated `RULE`
+    /// attributes, atomically: either the whole set is in force afterwards or nothing
+    /// changed. Rules whose port stays keep their listeners (no connection is lost) and
+    /// their counters. No `RULE` at all empties the namespace. With
+    /// `replace_flags::CHECK` in `REPLACE_FLAGS` the set is only validated.
+    pub const RULESET_REPLACE: u8 = 8;
     /// Highest command number.
-    pub const MAX: u8 = 7;
+    pub const MAX: u8 = 8;
 }
 
 /// Rule types, the paper's `-A a|c|d`.
@@ -62,6 +68,15 @@ pub mod rule_flags {
     pub const ALL: u32 = DUAL_STACK | NOCASE;
 }
 
+/// Bits of `REPLACE_FLAGS`.
+pub mod replace_flags {
+    /// Validate the rule set (everything but binding the new incoming ports), change
+    /// nothing.
+    pub const CHECK: u32 = 1 << 0;
+    /// Every flag this module version knows.
+    pub const ALL: u32 = CHECK;
+}
+
 /// Attribute types (top level; `COND` and `STATS` nest some of them).
 pub mod attr {
     /// Incoming port of the rule (`-p`), u16.
@@ -84,7 +99,8 @@ pub mod attr {
     pub const PREFIX6: u16 = 9;
     /// Outgoing port of a condition (`-r`), u16.
     pub const OUT_PORT: u16 = 10;
-    /// A condition in a `RULE_GET` reply (nested: index, matcher, out port, hits).
+    /// A condition (nested): in `RULE_GET` replies its index, matcher, out port and hits;
+    /// inside a `RULE` of `RULESET_REPLACE` its matcher and out port.
     pub const COND: u16 = 11;
     /// Connections that matched a condition, u64.
     pub const HITS: u16 = 12;
@@ -102,8 +118,14 @@ pub mod attr {
     /// Content rules: milliseconds to wait for a client's first data before sending it to
     /// the default port, u32.
     pub const DATA_TIMEOUT_MS: u16 = 18;
+    /// A rule of `RULESET_REPLACE` (nested): `PORT`, `RULE_TYPE`, `DEFAULT_PORT`, optional
+    /// `RULE_FLAGS` and `DATA_TIMEOUT_MS`, then its conditions as repeated `COND`s in
+    /// priority order.
+    pub const RULE: u16 = 19;
+    /// Flags of `RULESET_REPLACE`, u32, bits of [`super::replace_flags`].
+    pub const REPLACE_FLAGS: u16 = 20;
     /// Highest attribute number.
-    pub const MAX: u16 = 18;
+    pub const MAX: u16 = 20;
 }
 
 /// Attributes inside `STATS`, all u64 counters.
@@ -181,7 +203,7 @@ pub enum Kind {
     U64,
     /// `NLA_BINARY` of `min..=max` bytes.
     Bytes(u16, u16),
-    /// `NLA_NESTED` (only in replies).
+    /// `NLA_NESTED`, holding attributes of this same policy (with `NLA_F_NESTED` set).
     Nested,
     /// Not accepted in requests (reply-only attribute).
     Reject,
@@ -252,7 +274,7 @@ pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
     other(attr::ADDR6, "addr6", Kind::Bytes(16, 16)),
     int(attr::PREFIX6, "prefix6", Kind::U8, 0, 128),
     int(attr::OUT_PORT, "out-port", Kind::U16, 1, 65535),
-    other(attr::COND, "cond", Kind::Reject),
+    other(attr::COND, "cond", Kind::Nested),
     other(attr::HITS, "hits", Kind::Reject),
     other(attr::STATS, "stats", Kind::Reject),
     other(attr::PAD, "pad", Kind::Reject),
@@ -269,6 +291,14 @@ pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
         Kind::U32,
         limits::DATA_TIMEOUT_MIN_MS as u64,
         limits::DATA_TIMEOUT_MAX_MS as u64,
+    ),
+    other(attr::RULE, "rule", Kind::Nested),
+    int(
+        attr::REPLACE_FLAGS,
+        "replace-flags",
+        Kind::U32,
+        0,
+        replace_flags::ALL as u64,
     ),
 ];
 
@@ -303,6 +333,20 @@ pub const fn command_attrs(cmd: u8) -> (&'static [u16], &'static [u16]) {
         cmd::COND_NEW => (&[attr::PORT, attr::OUT_PORT], MATCHERS),
         cmd::COND_SET => (&[attr::PORT, attr::OUT_PORT, attr::COND_INDEX], MATCHERS),
         cmd::COND_DEL => (&[attr::PORT, attr::COND_INDEX], &[]),
+        cmd::RULESET_REPLACE => (&[], &[attr::RULE, attr::REPLACE_FLAGS]),
+        _ => (&[], &[]),
+    }
+}
+
+/// Attributes a nested attribute of a request requires, and those it additionally
+/// accepts (`RULE` and `COND` of `RULESET_REPLACE`).
+pub const fn nest_attrs(ty: u16) -> (&'static [u16], &'static [u16]) {
+    match ty {
+        attr::RULE => (
+            &[attr::PORT, attr::RULE_TYPE, attr::DEFAULT_PORT],
+            &[attr::RULE_FLAGS, attr::DATA_TIMEOUT_MS, attr::COND],
+        ),
+        attr::COND => (&[attr::OUT_PORT], MATCHERS),
         _ => (&[], &[]),
     }
 }
@@ -330,6 +374,13 @@ mod tests {
     fn commands_only_use_request_attributes() {
         for c in 1..=cmd::MAX {
             let (req, opt) = command_attrs(c);
+            for a in req.iter().chain(opt) {
+                assert_ne!(policy(*a).unwrap().kind, Kind::Reject);
+            }
+        }
+        for n in [attr::RULE, attr::COND] {
+            assert_eq!(policy(n).unwrap().kind, Kind::Nested);
+            let (req, opt) = nest_attrs(n);
             for a in req.iter().chain(opt) {
                 assert_ne!(policy(*a).unwrap().kind, Kind::Reject);
             }

@@ -12,3 +12,4 @@ pub mod abi;
 pub mod addr;
 pub mod chain;
 pub mod content;
+pub mod nla;

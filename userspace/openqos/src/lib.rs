@@ -21,7 +21,7 @@ use serde::Serialize;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub use openqos_abi as abi;
-use openqos_abi::abi::{attr, cmd, limits, rule_flags, rule_type, stat};
+use openqos_abi::abi::{attr, cmd, limits, replace_flags, rule_flags, rule_type, stat};
 
 /// Errors of the client library.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,9 @@ pub enum Error {
         message: Option<String>,
         /// The attribute the kernel blamed, by name.
         attr: Option<&'static str>,
+        /// Where that attribute starts in the request's attributes (after the netlink
+        /// and generic netlink headers).
+        offset: Option<usize>,
     },
     /// A value outside the kernel's policy, refused before sending.
     #[error("{name}: {value} is out of range ({min}..={max})")]
@@ -60,6 +63,14 @@ pub enum Error {
     /// A value the kernel would refuse, caught before sending.
     #[error("{0}")]
     Invalid(&'static str),
+    /// `replace_rules`: the kernel refused the rule at `index` of the set.
+    #[error("rule {} of the set: {source}", index + 1)]
+    InRule {
+        /// 0-based position of the rule in the set.
+        index: usize,
+        /// The kernel's error.
+        source: Box<Error>,
+    },
 }
 
 fn kernel_message(errno: i32, message: &Option<String>, attr: &Option<&'static str>) -> String {
@@ -78,6 +89,7 @@ impl Error {
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::Kernel { errno, .. } => Some(*errno),
+            Error::InRule { source, .. } => source.errno(),
             _ => None,
         }
     }
@@ -220,6 +232,22 @@ pub struct RuleOptions {
     pub data_timeout_ms: Option<u32>,
 }
 
+/// A rule as configured: what [`Client::replace_rules`] takes, and what
+/// [`Rule::config`] gives back (counters aside).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleConfig {
+    /// Incoming port.
+    pub port: u16,
+    /// Type.
+    pub kind: RuleType,
+    /// Default outgoing port.
+    pub default_port: u16,
+    /// Options.
+    pub opts: RuleOptions,
+    /// Conditions in priority order: matcher and outgoing port.
+    pub conditions: Vec<(Matcher, u16)>,
+}
+
 /// A rule, as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rule {
@@ -253,6 +281,10 @@ enum Attr {
     U16(u16, u16),
     U32(u16, u32),
     Raw(u16, Vec<u8>),
+    /// Sent with `NLA_F_NESTED`, which the kernel's strict validation requires.
+    Nested(u16, Vec<Attr>),
+    /// Raw bytes sent with `NLA_F_NESTED` (for testing the kernel's validation).
+    RawNested(u16, Vec<u8>),
 }
 
 impl Nla for Attr {
@@ -261,14 +293,24 @@ impl Nla for Attr {
             Attr::U8(..) => 1,
             Attr::U16(..) => 2,
             Attr::U32(..) => 4,
-            Attr::Raw(_, v) => v.len(),
+            Attr::Raw(_, v) | Attr::RawNested(_, v) => v.len(),
+            Attr::Nested(_, v) => v.as_slice().buffer_len(),
         }
     }
 
     fn kind(&self) -> u16 {
         match self {
-            Attr::U8(k, _) | Attr::U16(k, _) | Attr::U32(k, _) | Attr::Raw(k, _) => *k,
+            Attr::U8(k, _)
+            | Attr::U16(k, _)
+            | Attr::U32(k, _)
+            | Attr::Raw(k, _)
+            | Attr::RawNested(k, _)
+            | Attr::Nested(k, _) => *k,
         }
+    }
+
+    fn is_nested(&self) -> bool {
+        matches!(self, Attr::Nested(..) | Attr::RawNested(..))
     }
 
     fn emit_value(&self, buf: &mut [u8]) {
@@ -276,9 +318,70 @@ impl Nla for Attr {
             Attr::U8(_, v) => buf[0] = *v,
             Attr::U16(_, v) => buf[..2].copy_from_slice(&v.to_ne_bytes()),
             Attr::U32(_, v) => buf[..4].copy_from_slice(&v.to_ne_bytes()),
-            Attr::Raw(_, v) => buf[..v.len()].copy_from_slice(v),
+            Attr::Raw(_, v) | Attr::RawNested(_, v) => buf[..v.len()].copy_from_slice(v),
+            Attr::Nested(_, v) => v.as_slice().emit(buf),
         }
     }
+}
+
+/// The attributes of a rule's settings (`RULE_NEW`, and a `RULE` of a rule set).
+fn rule_attrs(
+    port: u16,
+    kind: RuleType,
+    default_port: u16,
+    opts: &RuleOptions,
+) -> Result<Vec<Attr>> {
+    let mut flags = 0;
+    if opts.dual_stack {
+        flags |= rule_flags::DUAL_STACK;
+    }
+    if opts.nocase {
+        flags |= rule_flags::NOCASE;
+    }
+    let mut attrs = vec![
+        u16_attr(attr::PORT, port)?,
+        Attr::U8(attr::RULE_TYPE, kind.to_abi()),
+        u16_attr(attr::DEFAULT_PORT, default_port)?,
+        Attr::U32(attr::RULE_FLAGS, flags),
+    ];
+    if let Some(t) = opts.data_timeout_ms {
+        check(attr::DATA_TIMEOUT_MS, t.into())?;
+        attrs.push(Attr::U32(attr::DATA_TIMEOUT_MS, t));
+    }
+    Ok(attrs)
+}
+
+/// The attributes of a condition: its matcher and outgoing port.
+fn cond_attrs(matcher: &Matcher, out_port: u16) -> Result<Vec<Attr>> {
+    let mut attrs = vec![u16_attr(attr::OUT_PORT, out_port)?];
+    match matcher {
+        Matcher::Ipv4 { addr, mask } => {
+            attrs.push(Attr::U32(attr::ADDR4, u32::from_ne_bytes(addr.octets())));
+            attrs.push(Attr::U32(attr::MASK4, u32::from_ne_bytes(mask.octets())));
+        }
+        Matcher::Ipv6 { addr, prefix } => {
+            check(attr::PREFIX6, (*prefix).into())?;
+            attrs.push(Attr::Raw(attr::ADDR6, addr.octets().to_vec()));
+            attrs.push(Attr::U8(attr::PREFIX6, *prefix));
+        }
+        Matcher::Weight { weight } => attrs.push(u16_attr(attr::WEIGHT, *weight)?),
+        Matcher::Content { pattern } => {
+            let len = pattern.len();
+            if len == 0 || len > limits::MAX_PATTERN {
+                return Err(Error::OutOfRange {
+                    name: "pattern length",
+                    value: len as u64,
+                    min: 1,
+                    max: limits::MAX_PATTERN as u64,
+                });
+            }
+            if pattern.contains('\0') {
+                return Err(Error::Invalid("a content string may not contain NUL"));
+            }
+            attrs.push(Attr::Raw(attr::PATTERN, pattern.as_bytes().to_vec()));
+        }
+    }
+    Ok(attrs)
 }
 
 /// A message of the `openqos` family.
@@ -406,6 +509,7 @@ impl Client {
                 errno: -e.raw_code(),
                 message: None,
                 attr: None,
+                offset: None,
             }),
             _ => Err(Error::Decode("unexpected reply to family lookup".into())),
         }
@@ -473,23 +577,7 @@ impl Client {
         default_port: u16,
         opts: &RuleOptions,
     ) -> Result<()> {
-        let mut flags = 0;
-        if opts.dual_stack {
-            flags |= rule_flags::DUAL_STACK;
-        }
-        if opts.nocase {
-            flags |= rule_flags::NOCASE;
-        }
-        let mut attrs = vec![
-            u16_attr(attr::PORT, port)?,
-            Attr::U8(attr::RULE_TYPE, kind.to_abi()),
-            u16_attr(attr::DEFAULT_PORT, default_port)?,
-            Attr::U32(attr::RULE_FLAGS, flags),
-        ];
-        if let Some(t) = opts.data_timeout_ms {
-            check(attr::DATA_TIMEOUT_MS, t.into())?;
-            attrs.push(Attr::U32(attr::DATA_TIMEOUT_MS, t));
-        }
+        let attrs = rule_attrs(port, kind, default_port, opts)?;
         self.request(cmd::RULE_NEW, attrs, false).map(drop)
     }
 
@@ -513,41 +601,12 @@ impl Client {
         matcher: Matcher,
         out_port: u16,
     ) -> Result<()> {
-        let mut attrs = vec![
-            u16_attr(attr::PORT, port)?,
-            u16_attr(attr::OUT_PORT, out_port)?,
-        ];
+        let mut attrs = vec![u16_attr(attr::PORT, port)?];
         if let Some(i) = index {
             check(attr::COND_INDEX, i.into())?;
             attrs.push(Attr::U32(attr::COND_INDEX, i));
         }
-        match matcher {
-            Matcher::Ipv4 { addr, mask } => {
-                attrs.push(Attr::U32(attr::ADDR4, u32::from_ne_bytes(addr.octets())));
-                attrs.push(Attr::U32(attr::MASK4, u32::from_ne_bytes(mask.octets())));
-            }
-            Matcher::Ipv6 { addr, prefix } => {
-                check(attr::PREFIX6, prefix.into())?;
-                attrs.push(Attr::Raw(attr::ADDR6, addr.octets().to_vec()));
-                attrs.push(Attr::U8(attr::PREFIX6, prefix));
-            }
-            Matcher::Weight { weight } => attrs.push(u16_attr(attr::WEIGHT, weight)?),
-            Matcher::Content { pattern } => {
-                let len = pattern.len();
-                if len == 0 || len > limits::MAX_PATTERN {
-                    return Err(Error::OutOfRange {
-                        name: "pattern length",
-                        value: len as u64,
-                        min: 1,
-                        max: limits::MAX_PATTERN as u64,
-                    });
-                }
-                if pattern.contains('\0') {
-                    return Err(Error::Invalid("a content string may not contain NUL"));
-                }
-                attrs.push(Attr::Raw(attr::PATTERN, pattern.into_bytes()));
-            }
-        }
+        attrs.extend(cond_attrs(&matcher, out_port)?);
         let c = if index.is_some() {
             cmd::COND_SET
         } else {
@@ -567,14 +626,80 @@ impl Client {
     }
 
     /// Sends `cmd` with attributes given as raw `(type, value)` pairs, without checking
-    /// them against the policy first. For testing the kernel's own validation; tools use
-    /// the typed calls.
+    /// them against the policy first. A type with `NLA_F_NESTED` (0x8000) set is sent as
+    /// a nested attribute whose payload is the given bytes. For testing the kernel's own
+    /// validation; tools use the typed calls.
     pub fn request_unchecked(&mut self, cmd: u8, attrs: &[(u16, Vec<u8>)]) -> Result<()> {
+        const NLA_F_NESTED: u16 = 0x8000;
         let attrs = attrs
             .iter()
-            .map(|(t, v)| Attr::Raw(*t, v.clone()))
+            .map(|(t, v)| match t & NLA_F_NESTED {
+                0 => Attr::Raw(*t, v.clone()),
+                _ => Attr::RawNested(t & !NLA_F_NESTED, v.clone()),
+            })
             .collect();
         self.request(cmd, attrs, false).map(drop)
+    }
+
+    /// Replaces every rule of the caller's network namespace with `rules`, atomically:
+    /// afterwards either all of them are in force or nothing changed. Rules on ports
+    /// that stay keep their listeners (no connection is refused meanwhile) and their
+    /// counters. With `check_only`, the kernel only validates the set.
+    pub fn replace_rules(&mut self, rules: &[RuleConfig], check_only: bool) -> Result<()> {
+        let mut attrs = Vec::with_capacity(rules.len() + 1);
+        for r in rules {
+            let mut a = rule_attrs(r.port, r.kind, r.default_port, &r.opts)?;
+            for (m, out) in &r.conditions {
+                a.push(Attr::Nested(attr::COND, cond_attrs(m, *out)?));
+            }
+            attrs.push(Attr::Nested(attr::RULE, a));
+        }
+        if check_only {
+            attrs.push(Attr::U32(attr::REPLACE_FLAGS, replace_flags::CHECK));
+        }
+        // The whole set travels in one message: make room for it in the socket's send
+        // buffer (beyond `wmem_max` if we may).
+        let len = attrs.as_slice().buffer_len() + 64;
+        if len > 128 * 1024 {
+            self.grow_sndbuf(len)?;
+        }
+        let ends: Vec<usize> = attrs
+            .iter()
+            .scan(0, |end, a| {
+                *end += (a.buffer_len() + 3) & !3;
+                Some(*end)
+            })
+            .collect();
+        self.request(cmd::RULESET_REPLACE, attrs, false)
+            .map(drop)
+            .map_err(|e| match e {
+                Error::Kernel {
+                    offset: Some(o), ..
+                } if o < ends.last().copied().unwrap_or(0) => {
+                    let index = ends.partition_point(|end| *end <= o);
+                    if index < rules.len() {
+                        Error::InRule {
+                            index,
+                            source: Box::new(e),
+                        }
+                    } else {
+                        e
+                    }
+                }
+                e => e,
+            })
+    }
+
+    fn grow_sndbuf(&self, len: usize) -> Result<()> {
+        use nix::sys::socket::{setsockopt, sockopt};
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: the descriptor belongs to `self.sock`, which outlives this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.sock.as_raw_fd()) };
+        let want = len.saturating_mul(2);
+        if setsockopt(&fd, sockopt::SndBufForce, &want).is_err() {
+            setsockopt(&fd, sockopt::SndBuf, &want).map_err(std::io::Error::from)?;
+        }
+        Ok(())
     }
 
     /// Deletes every rule of the caller's network namespace.
@@ -603,11 +728,33 @@ impl Client {
     }
 }
 
+impl Rule {
+    /// The configuration of this rule (what [`Client::replace_rules`] takes).
+    pub fn config(&self) -> RuleConfig {
+        RuleConfig {
+            port: self.port,
+            kind: self.kind,
+            default_port: self.default_port,
+            opts: RuleOptions {
+                dual_stack: self.dual_stack,
+                nocase: self.nocase,
+                data_timeout_ms: self.data_timeout_ms,
+            },
+            conditions: self
+                .conditions
+                .iter()
+                .map(|c| (c.matcher.clone(), c.out_port))
+                .collect(),
+        }
+    }
+}
+
 /// Decodes an extended ack. `request` is the message that was sent: the kernel points at
 /// an offending attribute by its offset in it (`NLMSGERR_ATTR_OFFS`).
 fn ext_error(errno: i32, tlvs: &[u8], request: &[u8]) -> Error {
     let mut message = None;
     let mut attr = None;
+    let mut offset = None;
     for nla in NlasIterator::new(tlvs).flatten() {
         match nla.kind() {
             NLMSGERR_ATTR_MSG => {
@@ -629,6 +776,7 @@ fn ext_error(errno: i32, tlvs: &[u8], request: &[u8]) -> Error {
                     .value()
                     .get(..4)
                     .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                offset = off;
                 let ty = off
                     .and_then(|o| request.get(o + 2..o + 4))
                     .map(|b| u16::from_ne_bytes([b[0], b[1]]) & 0x3fff);
@@ -643,8 +791,12 @@ fn ext_error(errno: i32, tlvs: &[u8], request: &[u8]) -> Error {
         errno,
         message,
         attr,
+        offset: offset.and_then(|o| o.checked_sub(REQUEST_HDRLEN)),
     }
 }
+
+/// Size of the netlink and generic netlink headers of a request.
+const REQUEST_HDRLEN: usize = 16 + 4;
 
 fn get(attrs: &[Attr], ty: u16) -> Option<&[u8]> {
     attrs.iter().find_map(|a| match a {

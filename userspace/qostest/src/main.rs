@@ -546,6 +546,7 @@ fn nl(a: &NlArgs) -> Result<()> {
             errno,
             message,
             attr,
+            ..
         }) => println!(
             "errno={errno} attr={} msg={}",
             attr.unwrap_or("-"),

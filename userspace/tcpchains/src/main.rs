@@ -11,7 +11,7 @@
 
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Parser};
-use openqos::{Client, Error, Matcher, RuleOptions, RuleType};
+use openqos::{Client, Error, Matcher, RuleConfig, RuleOptions, RuleType};
 use std::net::IpAddr;
 use std::process::ExitCode;
 
@@ -45,9 +45,11 @@ mod exit {
         tcpchains -A c -p 80 -o 8080\n  \
         tcpchains -a c -p 80 -s www.foo.com -r 8081\n  \
         tcpchains -A c -p 80 -o 8080 --nocase --timeout 500\n  \
-        tcpchains -L\n  tcpchains -d 1 -p 21\n  tcpchains -D -p 21\n  tcpchains -F",
+        tcpchains -a c -p 80 -s '\\r\\nHost: www.foo.com\\r\\n' -e -r 8081\n  \
+        tcpchains -L\n  tcpchains -d 1 -p 21\n  tcpchains -D -p 21\n  tcpchains -F\n  \
+        tcpchains -S > rules.txt\n  tcpchains --restore rules.txt",
     group(ArgGroup::new("action").required(true)
-        .args(["new_rule", "add", "list", "delete_rule", "delete", "flush"]))
+        .args(["new_rule", "add", "list", "delete_rule", "delete", "flush", "save", "restore"]))
 )]
 struct Cli {
     /// Create a rule of TYPE: a (address), c (content), d (probabilistic).
@@ -68,6 +70,17 @@ struct Cli {
     /// Delete every rule in this network namespace.
     #[arg(short = 'F', long)]
     flush: bool,
+    /// Print every rule as the tcpchains arguments that create it, one line each: a rule
+    /// set that --restore reads back.
+    #[arg(short = 'S', long)]
+    save: bool,
+    /// Replace every rule of this network namespace with the rule set in FILE ("-":
+    /// standard input), atomically: all of it or, on any error, nothing.
+    #[arg(long, value_name = "FILE")]
+    restore: Option<String>,
+    /// With --restore: only check the rule set (the kernel validates it; nothing changes).
+    #[arg(long, requires = "restore")]
+    test: bool,
 
     /// Incoming port of the rule.
     #[arg(short = 'p', long, value_parser = clap::value_parser!(u16).range(1..))]
@@ -87,6 +100,9 @@ struct Cli {
     /// String of a content condition.
     #[arg(short = 's', long, value_name = "STRING")]
     string: Option<String>,
+    /// With -s: interpret \\r, \\n, \\t, \\\\ and \\xHH (below 80) in the string.
+    #[arg(short = 'e', long, requires = "string")]
+    escapes: bool,
     /// Weight of a probabilistic condition, in 1/10000 (3000 = 30%).
     #[arg(short = 'c', long, value_name = "WEIGHT", value_parser = clap::value_parser!(u16).range(1..=10000))]
     chance: Option<u16>,
@@ -166,21 +182,24 @@ fn need<T>(v: Option<T>, what: &str) -> anyhow::Result<T> {
     v.with_context(|| format!("missing {what}"))
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
-    if cli.new_rule != Some(RuleType::Content) && (cli.nocase || cli.timeout.is_some()) {
-        bail!("--nocase and --timeout are options of content rules (-A c)");
-    }
-    let mut c = Client::connect()?;
-    if let Some(kind) = cli.new_rule {
-        let port = need(cli.port, "-p PORT (incoming port)")?;
-        let default = need(cli.default, "-o PORT (default outgoing port)")?;
-        let opts = RuleOptions {
-            dual_stack: cli.dual_stack,
-            nocase: cli.nocase,
-            data_timeout_ms: cli.timeout,
-        };
-        c.create_rule(port, kind, default, &opts)?;
-    } else if let Some(kind) = cli.add {
+/// The rule `-A` creates: port, default port, type, options.
+fn rule_of(cli: &Cli) -> anyhow::Result<Option<(u16, u16, RuleType, RuleOptions)>> {
+    let Some(kind) = cli.new_rule else {
+        return Ok(None);
+    };
+    let port = need(cli.port, "-p PORT (incoming port)")?;
+    let default = need(cli.default, "-o PORT (default outgoing port)")?;
+    let opts = RuleOptions {
+        dual_stack: cli.dual_stack,
+        nocase: cli.nocase,
+        data_timeout_ms: cli.timeout,
+    };
+    Ok(Some((port, default, kind, opts)))
+}
+
+/// The condition `-a` adds: port, matcher, outgoing port.
+fn condition_of(cli: &Cli) -> anyhow::Result<(u16, Matcher, u16)> {
+    if let Some(kind) = cli.add {
         let port = need(cli.port, "-p PORT (incoming port)")?;
         let to = need(cli.to, "-r PORT (outgoing port)")?;
         let m = match kind {
@@ -191,10 +210,36 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             RuleType::Probabilistic => Matcher::Weight {
                 weight: need(cli.chance, "-c WEIGHT (in 1/10000)")?,
             },
-            RuleType::Content => Matcher::Content {
-                pattern: need(cli.string.clone(), "-s STRING")?,
-            },
+            RuleType::Content => {
+                let s = need(cli.string.as_deref(), "-s STRING")?;
+                Matcher::Content {
+                    pattern: if cli.escapes {
+                        unescape(s)?
+                    } else {
+                        s.to_owned()
+                    },
+                }
+            }
         };
+        Ok((port, m, to))
+    } else {
+        bail!("not a condition")
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    if cli.new_rule != Some(RuleType::Content) && (cli.nocase || cli.timeout.is_some()) {
+        bail!("--nocase and --timeout are options of content rules (-A c)");
+    }
+    if let Some(path) = &cli.restore {
+        let set = read_rule_set(path)?;
+        return restore(&set, cli.test);
+    }
+    let mut c = Client::connect()?;
+    if let Some((port, default, kind, opts)) = rule_of(cli)? {
+        c.create_rule(port, kind, default, &opts)?;
+    } else if cli.add.is_some() {
+        let (port, m, to) = condition_of(cli)?;
         c.set_condition(port, cli.replace, m, to)?;
     } else if cli.list {
         let rules = c.rules(cli.port)?;
@@ -211,8 +256,163 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         c.delete_condition(need(cli.port, "-p PORT")?, i)?;
     } else if cli.flush {
         c.flush()?;
+    } else if cli.save {
+        print!("{}", save(&c.rules(None)?));
     }
     Ok(())
+}
+
+/// Interprets the escapes of `-e`.
+fn unescape(s: &str) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(ch) = it.next() {
+        if ch != '\\' {
+            out.push(ch);
+            continue;
+        }
+        match it.next() {
+            Some('r') => out.push('\r'),
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('\\') => out.push('\\'),
+            Some('x') => {
+                let hex: String = it.by_ref().take(2).collect();
+                let v = u8::from_str_radix(&hex, 16)
+                    .ok()
+                    .filter(|v| *v != 0 && v.is_ascii())
+                    .with_context(|| format!("bad escape '\\x{hex}' (01..7f)"))?;
+                out.push(char::from(v));
+            }
+            other => bail!(
+                "bad escape '\\{}' (\\r \\n \\t \\\\ \\xHH)",
+                other.map(String::from).unwrap_or_default()
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// The inverse of [`unescape`], for strings that need it (`None`: none do).
+fn escape(s: &str) -> Option<String> {
+    if !s.chars().any(|c| c.is_ascii_control()) {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+fn quote(s: &str) -> String {
+    shlex::try_quote(s).map_or_else(|_| format!("'{s}'"), |q| q.into_owned())
+}
+
+/// The rule set as tcpchains arguments, one rule or condition per line.
+fn save(rules: &[openqos::Rule]) -> String {
+    let mut out =
+        String::from("# openqos rule set (tcpchains -S); apply with: tcpchains --restore FILE\n");
+    for r in rules {
+        let t = r.kind.letter();
+        let mut line = format!("-A {t} -p {} -o {}", r.port, r.default_port);
+        if r.dual_stack {
+            line += " --dual-stack";
+        }
+        if r.nocase {
+            line += " --nocase";
+        }
+        if let Some(ms) = r.data_timeout_ms {
+            line += &format!(" --timeout {ms}");
+        }
+        out += &line;
+        out.push('\n');
+        for c in &r.conditions {
+            let m = match &c.matcher {
+                Matcher::Ipv4 { .. } | Matcher::Ipv6 { .. } => format!("-i {}", c.matcher),
+                Matcher::Weight { weight } => format!("-c {weight}"),
+                Matcher::Content { pattern } => match escape(pattern) {
+                    Some(e) => format!("-s {} -e", quote(&e)),
+                    None => format!("-s {}", quote(pattern)),
+                },
+            };
+            out += &format!("-a {t} -p {} {m} -r {}\n", r.port, c.out_port);
+        }
+    }
+    out
+}
+
+/// Parses a rule set: lines of `-A` and `-a` arguments, `#` comments.
+fn parse_rule_set(text: &str) -> anyhow::Result<Vec<RuleConfig>> {
+    let mut set: Vec<RuleConfig> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let n = n + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let words = shlex::split(line).with_context(|| format!("line {n}: unbalanced quotes"))?;
+        let cli = Cli::try_parse_from(std::iter::once("tcpchains".to_owned()).chain(words))
+            .map_err(|e| anyhow::anyhow!("line {n}: {}", e.render().to_string().trim_end()))?;
+        let at = |e: anyhow::Error| e.context(format!("line {n}"));
+        if cli.new_rule != Some(RuleType::Content) && (cli.nocase || cli.timeout.is_some()) {
+            bail!("line {n}: --nocase and --timeout are options of content rules (-A c)");
+        }
+        if let Some((port, default_port, kind, opts)) = rule_of(&cli).map_err(at)? {
+            if set.iter().any(|r| r.port == port) {
+                bail!("line {n}: a second rule on incoming port {port}");
+            }
+            set.push(RuleConfig {
+                port,
+                kind,
+                default_port,
+                opts,
+                conditions: Vec::new(),
+            });
+        } else if cli.add.is_some() && cli.replace.is_none() {
+            let (port, m, to) = condition_of(&cli).map_err(at)?;
+            let Some(r) = set.iter_mut().find(|r| r.port == port) else {
+                bail!("line {n}: no -A rule on incoming port {port} before this condition");
+            };
+            if Some(r.kind) != cli.add {
+                bail!(
+                    "line {n}: the rule on port {port} is of type {}",
+                    r.kind.letter()
+                );
+            }
+            r.conditions.push((m, to));
+        } else {
+            bail!("line {n}: a rule set holds only -A (rule) and -a (condition) lines");
+        }
+    }
+    Ok(set)
+}
+
+fn read_rule_set(path: &str) -> anyhow::Result<Vec<RuleConfig>> {
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
+    };
+    parse_rule_set(&text).with_context(|| path.to_owned())
+}
+
+fn restore(set: &[RuleConfig], test: bool) -> anyhow::Result<()> {
+    let mut c = Client::connect()?;
+    c.replace_rules(set, test).map_err(|e| {
+        let ctx = match &e {
+            Error::InRule { index, .. } => format!("rule on port {}", set[*index].port),
+            _ => "rule set".into(),
+        };
+        anyhow::Error::new(e).context(ctx)
+    })
 }
 
 fn print_rule(r: &openqos::Rule) {
@@ -410,5 +610,133 @@ mod tests {
                 mask: "255.255.255.255".parse().unwrap()
             }
         );
+    }
+
+    fn rule(port: u16, kind: RuleType, conditions: Vec<(Matcher, u16, u64)>) -> openqos::Rule {
+        openqos::Rule {
+            port,
+            kind,
+            default_port: 8080,
+            dual_stack: port == 81,
+            nocase: kind == RuleType::Content,
+            data_timeout_ms: (kind == RuleType::Content).then_some(1500),
+            automaton_states: None,
+            conditions: conditions
+                .into_iter()
+                .enumerate()
+                .map(|(i, (matcher, out_port, hits))| openqos::Condition {
+                    index: i as u32 + 1,
+                    matcher,
+                    out_port,
+                    hits,
+                })
+                .collect(),
+            stats: Default::default(),
+        }
+    }
+
+    #[test]
+    fn save_restore_round_trip() {
+        let rules = vec![
+            rule(
+                21,
+                RuleType::Address,
+                vec![
+                    (
+                        matcher("128.143.0.0", Some("255.255.0.0")).unwrap(),
+                        2021,
+                        5,
+                    ),
+                    (matcher("10.1.0.0", Some("255.0.255.0")).unwrap(), 2022, 0),
+                    (matcher("2001:db8::/32", None).unwrap(), 2023, 0),
+                ],
+            ),
+            rule(
+                80,
+                RuleType::Content,
+                vec![
+                    (
+                        Matcher::Content {
+                            pattern: "www.foo.com".into(),
+                        },
+                        8081,
+                        0,
+                    ),
+                    (
+                        Matcher::Content {
+                            pattern: "it's \"quoted\" #not a comment".into(),
+                        },
+                        8082,
+                        0,
+                    ),
+                    (
+                        Matcher::Content {
+                            pattern: "\r\nHost: a\\b\x01".into(),
+                        },
+                        8083,
+                        0,
+                    ),
+                ],
+            ),
+            rule(
+                81,
+                RuleType::Probabilistic,
+                vec![(Matcher::Weight { weight: 3000 }, 8081, 7)],
+            ),
+        ];
+        let text = save(&rules);
+        let back = parse_rule_set(&text).unwrap();
+        let want: Vec<RuleConfig> = rules.iter().map(openqos::Rule::config).collect();
+        assert_eq!(back, want, "{text}");
+        assert!(
+            text.contains("-a a -p 21 -i 128.143.0.0/16 -r 2021"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-A c -p 80 -o 8080 --nocase --timeout 1500"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_rule_sets_name_the_line() {
+        for (text, want) in [
+            ("-a a -p 21 -i 10.0.0.0/8 -r 2021", "line 1: no -A rule"),
+            (
+                "-A a -p 21 -o 1021\n-A d -p 21 -o 1021",
+                "line 2: a second rule",
+            ),
+            (
+                "# c\n-A a -p 21 -o 1021\n-a d -p 21 -c 5 -r 2",
+                "line 3: the rule on port 21",
+            ),
+            ("-F", "line 1: a rule set holds only"),
+            (
+                "-A a -p 21 -o 1021\n-a a -p 21 -i 10.0.0.0/8 -r 2 -R 1",
+                "line 2: a rule set",
+            ),
+            ("-A a -p 21 -o 'x", "line 1: unbalanced quotes"),
+            ("-A q -p 21 -o 1021", "line 1: error: invalid value 'q'"),
+            ("-A a -p 21 -o 1021 --nocase", "line 1: --nocase"),
+        ] {
+            let e = format!("{:#}", parse_rule_set(text).unwrap_err());
+            assert!(e.starts_with(want), "{text:?}: {e}");
+        }
+        assert_eq!(parse_rule_set("\n# nothing\n").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(
+            unescape("\\r\\nHost: x\\t\\\\\\x41").unwrap(),
+            "\r\nHost: x\t\\A"
+        );
+        assert!(unescape("\\x00").is_err());
+        assert!(unescape("\\xff").is_err());
+        assert!(unescape("\\q").is_err());
+        assert!(unescape("\\").is_err());
+        assert_eq!(escape("plain"), None);
+        let s = "a\r\n\\\x7f";
+        assert_eq!(unescape(&escape(s).unwrap()).unwrap(), s);
     }
 }
