@@ -15,7 +15,7 @@ use crate::{
     abi::{self, limits, rule_flags, rule_type},
     addr::{Client, Prefix},
     chain::{self, ChainError},
-    content::{self, Dfa, Scan},
+    content::{Dfa, Scan, Tables, TablesError},
     qos_sensor::{Counter, RuleStats},
     qos_sock::{
         ChildOutcome, DrainCx, Drained, Family, Forwarder, LockedChild, ModuleListener, MoveError,
@@ -82,10 +82,7 @@ fn too_many_pattern_bytes() -> Rejection {
 
 /// The automaton of a content rule: its conditions' strings, then [`TERMINATORS`].
 pub(crate) struct Automaton {
-    map: [u8; 256],
-    trans: KVVec<u16>,
-    out: KVVec<u16>,
-    classes: usize,
+    tables: Tables<KVVec<u16>>,
     /// Number of conditions (strings below this index are conditions).
     conds: usize,
 }
@@ -93,51 +90,30 @@ pub(crate) struct Automaton {
 impl Automaton {
     /// Builds the automaton of `conds`' strings. Process context (allocates).
     fn build(conds: &[Arc<Cond>], nocase: bool) -> Result<Self, Rejection> {
-        let patterns = || {
-            let strings = conds.iter().filter_map(|c| match &c.matcher {
-                Matcher::Content(p) => Some(&p[..]),
-                _ => None,
-            });
-            Iterator::chain(strings, TERMINATORS)
-        };
-        let mut map = [0u8; 256];
-        let too_large = too_many_pattern_bytes;
-        let plan = content::plan(patterns(), nocase, &mut map).map_err(|_| too_large())?;
-        let mut trans = KVVec::from_elem(0u16, plan.table_len(), GFP_KERNEL)?;
-        let mut out = KVVec::from_elem(0u16, plan.states, GFP_KERNEL)?;
-        let mut fail = KVVec::from_elem(0u16, plan.states, GFP_KERNEL)?;
-        let mut queue = KVVec::from_elem(0u16, plan.states, GFP_KERNEL)?;
-        content::build(
-            patterns(),
-            &plan,
-            &map,
-            &mut trans,
-            &mut out,
-            &mut fail,
-            &mut queue,
-        )
-        .map_err(|_| too_large())?;
+        let strings = conds.iter().filter_map(|c| match &c.matcher {
+            Matcher::Content(p) => Some(&p[..]),
+            _ => None,
+        });
+        let alloc = |n| KVVec::from_elem(0u16, n, GFP_KERNEL);
+        let tables = Tables::build(Iterator::chain(strings, TERMINATORS), nocase, alloc).map_err(
+            |e| match e {
+                TablesError::Alloc(e) => e.into(),
+                TablesError::Build(_) => too_many_pattern_bytes(),
+            },
+        )?;
         Ok(Self {
-            map,
-            trans,
-            out,
-            classes: plan.classes,
+            tables,
             conds: conds.len(),
         })
     }
 
     fn dfa(&self) -> Dfa<'_> {
-        Dfa {
-            map: &self.map,
-            trans: &self.trans,
-            out: &self.out,
-            classes: self.classes,
-        }
+        self.tables.dfa()
     }
 
     /// Number of states.
     pub(crate) fn states(&self) -> usize {
-        self.out.len()
+        self.tables.states()
     }
 }
 

@@ -182,27 +182,8 @@ impl Drop for GenlFamily {
 }
 
 /// The attributes of a request (or of one nested attribute), the last of each type.
+/// The policy validated their types, lengths and ranges.
 type Attrs1<'a> = Table<'a, N_ATTRS>;
-
-/// Reading typed values from a table the policy already validated (types, lengths and
-/// ranges): a missing or short attribute reads as `None`.
-trait Get {
-    fn u8(&self, ty: u16) -> Option<u8>;
-    fn u16(&self, ty: u16) -> Option<u16>;
-    fn u32(&self, ty: u16) -> Option<u32>;
-}
-
-impl Get for Attrs1<'_> {
-    fn u8(&self, ty: u16) -> Option<u8> {
-        self.get(ty).and_then(|a| a.u8())
-    }
-    fn u16(&self, ty: u16) -> Option<u16> {
-        self.get(ty).and_then(|a| a.u16())
-    }
-    fn u32(&self, ty: u16) -> Option<u32> {
-        self.get(ty).and_then(|a| a.u32())
-    }
-}
 
 /// A netlink request being handled by a `doit` handler.
 ///

@@ -13,8 +13,9 @@
 //! condition among all strings found, and can stop early once condition 0 is found.
 //!
 //! The builder allocates nothing: [`plan`] sizes the tables, the caller allocates them
-//! (the kernel with `KVVec`, tests with `Vec`), and [`build`] fills them. A [`Scan`] is a
-//! few bytes of state, so a match can be resumed segment by segment.
+//! (the kernel with `KVVec`, tests with `Vec`), and [`build`] fills them; [`Tables`] does
+//! the three steps with a caller-given allocator. A [`Scan`] is a few bytes of state, so
+//! a match can be resumed segment by segment.
 
 /// No state / no match.
 pub const NONE: u16 = u16::MAX;
@@ -165,6 +166,69 @@ where
     Ok(())
 }
 
+/// Why [`Tables::build`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TablesError<E> {
+    /// The strings cannot form an automaton.
+    Build(BuildError),
+    /// The allocator failed.
+    Alloc(E),
+}
+
+/// An automaton that owns its tables, held in `V` (`KVVec<u16>` in the kernel, `Vec<u16>`
+/// in tests).
+pub struct Tables<V> {
+    map: [u8; 256],
+    trans: V,
+    out: V,
+    classes: usize,
+}
+
+impl<V: core::ops::DerefMut<Target = [u16]>> Tables<V> {
+    /// Builds the automaton of `patterns` (string `i` is condition `i`), allocating its
+    /// tables and scratch space with `alloc(len)`: [`plan`], then [`build`].
+    pub fn build<'p, I, E>(
+        patterns: I,
+        nocase: bool,
+        mut alloc: impl FnMut(usize) -> Result<V, E>,
+    ) -> Result<Self, TablesError<E>>
+    where
+        I: Iterator<Item = &'p [u8]> + Clone,
+    {
+        let mut map = [0u8; 256];
+        let p = plan(patterns.clone(), nocase, &mut map).map_err(TablesError::Build)?;
+        let mut trans = alloc(p.table_len()).map_err(TablesError::Alloc)?;
+        let mut out = alloc(p.states).map_err(TablesError::Alloc)?;
+        let mut fail = alloc(p.states).map_err(TablesError::Alloc)?;
+        let mut queue = alloc(p.states).map_err(TablesError::Alloc)?;
+        build(
+            patterns, &p, &map, &mut trans, &mut out, &mut fail, &mut queue,
+        )
+        .map_err(TablesError::Build)?;
+        Ok(Self {
+            map,
+            trans,
+            out,
+            classes: p.classes,
+        })
+    }
+
+    /// The automaton, borrowed for matching.
+    pub fn dfa(&self) -> Dfa<'_> {
+        Dfa {
+            map: &self.map,
+            trans: &self.trans,
+            out: &self.out,
+            classes: self.classes,
+        }
+    }
+
+    /// Number of states.
+    pub fn states(&self) -> usize {
+        self.out.len()
+    }
+}
+
 /// A built automaton, borrowed.
 #[derive(Clone, Copy)]
 pub struct Dfa<'a> {
@@ -238,45 +302,16 @@ mod tests {
     use super::*;
     use std::{vec, vec::Vec};
 
-    struct Owned {
-        map: [u8; 256],
-        trans: Vec<u16>,
-        out: Vec<u16>,
-        classes: usize,
-    }
+    struct Owned(Tables<Vec<u16>>);
 
     impl Owned {
         fn new(pats: &[&[u8]], nocase: bool) -> Self {
-            let mut map = [0; 256];
-            let p = plan(pats.iter().copied(), nocase, &mut map).unwrap();
-            let mut trans = vec![0; p.table_len()];
-            let mut out = vec![0; p.states];
-            let (mut f, mut q) = (vec![0; p.states], vec![0; p.states]);
-            build(
-                pats.iter().copied(),
-                &p,
-                &map,
-                &mut trans,
-                &mut out,
-                &mut f,
-                &mut q,
-            )
-            .unwrap();
-            Owned {
-                map,
-                trans,
-                out,
-                classes: p.classes,
-            }
+            let alloc = |n| Ok::<_, ()>(vec![0; n]);
+            Owned(Tables::build(pats.iter().copied(), nocase, alloc).unwrap())
         }
 
         fn dfa(&self) -> Dfa<'_> {
-            Dfa {
-                map: &self.map,
-                trans: &self.trans,
-                out: &self.out,
-                classes: self.classes,
-            }
+            self.0.dfa()
         }
 
         fn find(&self, chunks: &[&[u8]]) -> Option<usize> {

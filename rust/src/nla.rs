@@ -120,6 +120,21 @@ impl<'a, const N: usize> Table<'a, N> {
         self.slots.get(usize::from(ty)).copied().flatten()
     }
 
+    /// The `u8` attribute of type `ty`, if present and long enough.
+    pub fn u8(&self, ty: u16) -> Option<u8> {
+        self.get(ty)?.u8()
+    }
+
+    /// The `u16` attribute of type `ty`, if present and long enough.
+    pub fn u16(&self, ty: u16) -> Option<u16> {
+        self.get(ty)?.u16()
+    }
+
+    /// The `u32` attribute of type `ty`, if present and long enough.
+    pub fn u32(&self, ty: u16) -> Option<u32> {
+        self.get(ty)?.u32()
+    }
+
     /// Whether an attribute of type `ty` is present.
     pub fn has(&self, ty: u16) -> bool {
         self.get(ty).is_some()
@@ -141,7 +156,7 @@ mod tests {
         buf.extend_from_slice(&((HDRLEN + payload.len()) as u16).to_ne_bytes());
         buf.extend_from_slice(&ty.to_ne_bytes());
         buf.extend_from_slice(payload);
-        while buf.len() % 4 != 0 {
+        while !buf.len().is_multiple_of(4) {
             buf.push(0);
         }
     }
@@ -161,7 +176,9 @@ mod tests {
         assert_eq!(v[2].u32(), Some(7));
         assert_eq!(v[1].u32(), None);
         let t: Table<'_, 8> = Table::parse(&b);
-        assert_eq!(t.get(1).and_then(|a| a.u16()), Some(81));
+        assert_eq!(t.u16(1), Some(81));
+        assert_eq!(t.u32(5), Some(7));
+        assert_eq!(t.u32(2), None);
         assert!(!t.has(3));
         assert_eq!(t.types().collect::<Vec<_>>(), [1, 2, 5]);
     }
