@@ -19,14 +19,17 @@ use crate::{
     qos_sensor::{Counter, RuleStats},
     qos_sock::{
         ChildOutcome, DrainCx, Drained, Family, Forwarder, LockedChild, ModuleListener, MoveError,
-        NetRef, PeekEnd, Peer, QueueHead,
+        Moved, NetRef, PeekEnd, Peer, QueueHead, Target,
     },
 };
 use kernel::{
     bindings, c_str,
     prelude::*,
     str::CStr,
-    sync::{global_lock, new_spinlock_irq, rcu, Arc, SpinLockIrq},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        global_lock, new_spinlock_irq, rcu, Arc, SpinLockIrq,
+    },
 };
 
 /// A refused configuration change: errno, message for extack, offending attribute.
@@ -311,6 +314,9 @@ impl Policy {
 pub(crate) struct RuleShared {
     #[pin]
     policy: SpinLockIrq<Arc<Policy>>,
+    /// Whether the policy is a content rule's, readable without the lock: the hooks of
+    /// children with new data, and rules handing connections over, look at it first.
+    wants_data: Atomic<bool>,
     /// Outcome counters.
     pub(crate) stats: RuleStats,
 }
@@ -322,9 +328,18 @@ impl RuleShared {
     }
 
     fn set_policy(&self, new: Arc<Policy>) {
-        let old = core::mem::replace(&mut *self.policy.lock(), new);
+        let mut guard = self.policy.lock();
+        self.wants_data.store(new.content.is_some(), Relaxed);
+        let old = core::mem::replace(&mut *guard, new);
+        drop(guard);
         // The old snapshot is freed here, outside the lock, or by the last hook using it.
         drop(old);
+    }
+
+    /// Whether the rule looks at the first data of its connections. A hint: a change of
+    /// rule type may be in flight; the policy snapshot decides.
+    fn wants_data(&self) -> bool {
+        self.wants_data.load(Relaxed)
     }
 }
 
@@ -433,15 +448,17 @@ impl Forward {
         let moved = {
             let rcu = rcu::read_lock();
             match l.sock().lookup(&rcu, peer, why.port(policy)) {
-                Some(target) => l.move_head(cx, head, target),
+                Some(target) if wants_data(&target) => l.hand_over_head(cx, head, &target),
+                Some(target) => l.move_head(cx, head, &target),
                 None => Err(MoveError::NoListener),
             }
         };
         let stats = &self.shared.stats;
         match moved {
-            Ok(()) => stats.forwarded.inc(),
+            Ok(_) => stats.forwarded.inc(),
             Err(MoveError::Race) => return Step::Next,
-            // Refusing needs `accept()`, which needs process context.
+            // Refusing needs `accept()`, and handing a connection over to a content rule
+            // needs its lock: both need process context.
             Err(_) if !cx.process() => {
                 if policy.content.is_some() {
                     l.want_peek_head();
@@ -509,6 +526,9 @@ impl Forwarder for Forward {
     }
 
     fn child_data(&self, l: &ModuleListener<Self>, child: &LockedChild<'_>) -> ChildOutcome {
+        if !self.shared.wants_data() {
+            return ChildOutcome::Release;
+        }
         let policy = self.shared.policy();
         if policy.content.is_none() {
             return ChildOutcome::Release;
@@ -521,14 +541,17 @@ impl Forwarder for Forward {
         let moved = {
             let rcu = rcu::read_lock();
             match l.sock().lookup(&rcu, &child.peer(), why.port(&policy)) {
-                Some(target) => l.move_child(child, target),
+                Some(target) => l.move_child(child, &target, wants_data(&target)),
                 None => Err(MoveError::NoListener),
             }
         };
         match moved {
-            Ok(()) => {
+            Ok(moved) => {
                 self.shared.stats.forwarded.inc();
                 self.count(why);
+                if moved == Moved::HandedOver {
+                    return ChildOutcome::Again;
+                }
             }
             // Already moved by the drainer (it saw the same data).
             Err(MoveError::Race) => {}
@@ -537,17 +560,32 @@ impl Forwarder for Forward {
             // is the one whose lock we hold). If another context drains, the work item
             // looks at the head later.
             Err(_) => {
+                let mut again = false;
                 l.drain_for(child, &mut |cx| {
-                    if l.promote(cx, child) {
+                    let d = if l.promote(cx, child) {
                         self.drain_with(l, cx, &policy, Some(why))
                     } else {
                         Drained::Empty
-                    }
+                    };
+                    again = cx.handed_over();
+                    d
                 });
+                if again {
+                    return ChildOutcome::Again;
+                }
             }
         }
         ChildOutcome::Keep
     }
+}
+
+/// Whether `target` is the listener of a content rule, which must see the data a
+/// connection already has: chains into content rules hand connections over with the
+/// hook instead of just moving them.
+fn wants_data(target: &Target<'_>) -> bool {
+    target
+        .module::<Forward>()
+        .is_some_and(|m| m.fwd.shared.wants_data())
 }
 
 /// A configured rule.
@@ -574,6 +612,7 @@ impl Rule {
     ) -> Result<Self, Rejection> {
         let shared = Arc::pin_init(
             pin_init!(RuleShared {
+                wants_data: Atomic::new(policy.content.is_some()),
                 policy <- new_spinlock_irq!(policy, "openqos_rule_policy"),
                 stats: RuleStats::new(),
             }),
@@ -696,39 +735,10 @@ fn graph_with(rules: &[Rule], port: u16, candidate: &Arc<Policy>) -> Result<Grap
     Ok(g)
 }
 
-/// Checks that the rules of `graph` form no cycle, no chain deeper than the limit, and
-/// no chain into a content rule. `attr` is blamed, and the incoming port of the rule at
-/// fault is returned with the error.
+/// Checks that the rules of `graph` form no cycle and no chain deeper than the limit.
+/// `attr` is blamed, and the incoming port of the rule at fault is returned with the
+/// error.
 fn check_chains(graph: &Graph, attr: Option<u16>) -> Result<(), (Rejection, Option<u16>)> {
-    // A connection moved into a content rule's listener would arrive there without that
-    // rule's data hook (its first data may even be queued already), so it could only
-    // time out: chains may leave content rules but not enter them.
-    // A bitmap of the incoming ports of content rules.
-    let mut content = KVec::from_elem(0u64, 65536 / 64, GFP_KERNEL).map_err(nomem)?;
-    let bit = |p: u16| (usize::from(p) / 64, 1u64 << (p % 64));
-    for (port, p) in graph.iter() {
-        if p.content.is_some() {
-            let (w, b) = bit(*port);
-            content[w] |= b;
-        }
-    }
-    for (port, p) in graph.iter() {
-        if p.targets().any(|t| {
-            let (w, b) = bit(t);
-            t != *port && content[w] & b != 0
-        }) {
-            return Err((
-                reject(
-                    EOPNOTSUPP,
-                    c_str!(
-                        "a content rule cannot be the target of another rule (no chain into it)"
-                    ),
-                    attr,
-                ),
-                Some(*port),
-            ));
-        }
-    }
     let mut ports = KVec::with_capacity(graph.len(), GFP_KERNEL).map_err(nomem)?;
     for (port, _) in graph.iter() {
         ports.push(*port, GFP_KERNEL).map_err(nomem)?;

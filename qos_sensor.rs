@@ -71,9 +71,11 @@ impl RuleStats {
             MoveError::NoListener => self.no_listener.inc(),
             MoveError::Full => self.queue_full.inc(),
             MoveError::Family => self.family_mismatch.inc(),
-            MoveError::Race | MoveError::Other | MoveError::Loop | MoveError::Head => {
-                self.other_refused.inc()
-            }
+            MoveError::Race
+            | MoveError::Other
+            | MoveError::Loop
+            | MoveError::Head
+            | MoveError::Process => self.other_refused.inc(),
         }
     }
 }

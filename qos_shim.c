@@ -307,17 +307,27 @@ static bool oq_child_take_netref(struct sock *child)
 
 /*
  * Moves @req (after @prev in @src's queue, or the head if @prev is NULL) to the tail of
- * @dst's queue. Called with both queue locks held, after the checks of oq_move().
+ * @dst's queue. Called with both queue locks held, after the checks of oq_move(). With
+ * @ctx, @dst is a module listener whose hook context is @ctx: the child keeps our hook
+ * and now points at @ctx, so its data reaches @dst's rule. Otherwise it leaves the module
+ * and no callback or context of ours may go with it.
  */
 static void oq_move_locked(struct sock *src, struct request_sock *prev,
 			   struct request_sock *req, struct sock *dst,
-			   void (*hook)(struct sock *))
+			   void (*hook)(struct sock *), void *ctx)
 {
 	struct request_sock_queue *sq = &inet_csk(src)->icsk_accept_queue;
 	struct request_sock_queue *dq = &inet_csk(dst)->icsk_accept_queue;
+	struct sock *child = req->sk;
 
-	/* The child leaves the module: no callback or context of ours may go with it. */
-	oq_sk_reset_callback(req->sk, hook);
+	if (ctx) {
+		write_lock_bh(&child->sk_callback_lock);
+		rcu_assign_sk_user_data(child, ctx);
+		WRITE_ONCE(child->sk_data_ready, hook);
+		write_unlock_bh(&child->sk_callback_lock);
+	} else {
+		oq_sk_reset_callback(child, hook);
+	}
 
 	if (prev)
 		prev->dl_next = req->dl_next;
@@ -338,18 +348,35 @@ static void oq_move_locked(struct sock *src, struct request_sock *prev,
 }
 
 /*
+ * The hook context of @dst if it is a module listener (its sk_data_ready is @hook), else
+ * NULL. Called inside an RCU read section with @dst's queue lock held: a module listener
+ * that is closing unhooks itself, waits for a grace period and only then unhooks the
+ * children in its queue (under that lock), so a child handed over here is found there.
+ */
+static void *oq_module_ctx(struct sock *dst, void (*hook)(struct sock *))
+{
+	if (READ_ONCE(dst->sk_data_ready) != hook)
+		return NULL;
+	return rcu_dereference_sk_user_data(dst);
+}
+
+/*
  * Moves a connection from module listener @src to listener @dst: the head @req of the
  * queue if @child is NULL, else the child @child provided it is not the head (the head
- * belongs to the listener's drainer).
+ * belongs to the listener's drainer). With @hand_over, and if @dst is a module listener,
+ * the child keeps our hook and joins @dst's rule (OQ_MOVE_HANDED): the caller holds the
+ * child's socket spinlock, which serializes this with the child's own hook, and then
+ * delivers the data the child already has to @dst's rule.
  */
 static int oq_move(struct sock *src, struct request_sock *req, struct sock *child,
-		   struct sock *dst, void (*hook)(struct sock *))
+		   struct sock *dst, void (*hook)(struct sock *), bool hand_over)
 {
 	struct request_sock_queue *sq = &inet_csk(src)->icsk_accept_queue;
 	struct request_sock_queue *dq = &inet_csk(dst)->icsk_accept_queue;
 	struct request_sock_queue *first = sq < dq ? sq : dq;
 	struct request_sock_queue *second = sq < dq ? dq : sq;
 	struct request_sock *prev = NULL;
+	void *ctx = NULL;
 	int err = 0;
 
 	if (src == dst)
@@ -389,28 +416,66 @@ static int oq_move(struct sock *src, struct request_sock *req, struct sock *chil
 	else if (!oq_child_take_netref(req->sk))
 		err = OQ_MOVE_NETNS;
 
-	if (!err)
-		oq_move_locked(src, prev, req, dst, hook);
+	if (!err) {
+		if (hand_over) {
+			lockdep_assert_held(&req->sk->sk_lock.slock);
+			ctx = oq_module_ctx(dst, hook);
+		}
+		oq_move_locked(src, prev, req, dst, hook, ctx);
+	}
 
 	spin_unlock(&second->rskq_lock);
 	spin_unlock_bh(&first->rskq_lock);
 
+	if (err)
+		return err;
 	/* Wake accept(), poll and epoll waiters of the target (upstream 3864c6ba1e04). */
-	if (!err)
-		READ_ONCE(dst->sk_data_ready)(dst);
-	return err;
+	READ_ONCE(dst->sk_data_ready)(dst);
+	return ctx ? OQ_MOVE_HANDED : OQ_MOVE_OK;
 }
 
 int oq_move_head(struct sock *src, struct request_sock *req, struct sock *dst,
-		 void (*hook)(struct sock *))
+		 void (*hook)(struct sock *), bool hand_over)
 {
-	return oq_move(src, req, NULL, dst, hook);
+	return oq_move(src, req, NULL, dst, hook, hand_over);
 }
 
 int oq_move_child(struct sock *src, struct sock *child, struct sock *dst,
-		  void (*hook)(struct sock *))
+		  void (*hook)(struct sock *), bool hand_over)
 {
-	return oq_move(src, NULL, child, dst, hook);
+	return oq_move(src, NULL, child, dst, hook, hand_over);
+}
+
+void *oq_sk_module_ctx(struct sock *sk, void (*hook)(struct sock *))
+{
+	return oq_module_ctx(sk, hook);
+}
+
+/*
+ * Locks child @child, the head of a module listener's queue, from process context, and
+ * takes a reference: once it is moved on, the child may be accepted and closed by
+ * someone else while we still hold its lock. Returns false (nothing held) if a process
+ * owns it, which cannot happen before it is accepted but is checked rather than assumed.
+ */
+bool oq_child_lock(struct sock *child)
+{
+	might_sleep();
+	sock_hold(child);
+	local_bh_disable();
+	bh_lock_sock(child);
+	if (!sock_owned_by_user_nocheck(child))
+		return true;
+	bh_unlock_sock(child);
+	local_bh_enable();
+	sock_put(child);
+	return false;
+}
+
+void oq_child_unlock(struct sock *child)
+{
+	bh_unlock_sock(child);
+	local_bh_enable();
+	sock_put(child);
 }
 
 int oq_listen_sock_create(struct net *net, int family, u16 port, bool v6only,

@@ -51,6 +51,7 @@ enum oq_move_result {
 	OQ_MOVE_NETNS = 6,
 	OQ_MOVE_LOOP = 7,
 	OQ_MOVE_HEAD = 8,
+	OQ_MOVE_HANDED = 9,	/* moved, and handed over to a module listener's rule */
 };
 
 void oq_sk_install_hook(struct sock *sk, void *ctx, void (*hook)(struct sock *));
@@ -71,9 +72,12 @@ int oq_head_peek(struct sock *child, u32 max,
 void oq_queue_reset_children(struct sock *lsk, void (*hook)(struct sock *));
 struct sock *oq_lookup_listener(const struct sock *src, const struct oq_peer *peer, u16 port);
 int oq_move_head(struct sock *src, struct request_sock *req, struct sock *dst,
-		 void (*hook)(struct sock *));
+		 void (*hook)(struct sock *), bool hand_over);
 int oq_move_child(struct sock *src, struct sock *child, struct sock *dst,
-		  void (*hook)(struct sock *));
+		  void (*hook)(struct sock *), bool hand_over);
+void *oq_sk_module_ctx(struct sock *sk, void (*hook)(struct sock *));
+bool oq_child_lock(struct sock *child);
+void oq_child_unlock(struct sock *child);
 void oq_sock_no_linger(struct socket *sock);
 int oq_listen_sock_create(struct net *net, int family, u16 port, bool v6only,
 			  struct socket **res);

@@ -7,7 +7,7 @@
 //! is safe Rust built on [`ModuleListener`]. See `Documentation/design.md` for the
 //! reasoning in prose; the `// SAFETY:` comments below point at it.
 
-use core::{ffi::c_void, marker::PhantomData, ptr::NonNull};
+use core::{cell::Cell, ffi::c_void, marker::PhantomData, ptr::NonNull};
 use kernel::{
     bindings,
     error::to_result,
@@ -82,13 +82,18 @@ mod shim {
             req: *mut bindings::request_sock,
             dst: *mut bindings::sock,
             hook: Hook,
+            hand_over: bool,
         ) -> i32;
         pub(super) fn oq_move_child(
             src: *mut bindings::sock,
             child: *mut bindings::sock,
             dst: *mut bindings::sock,
             hook: Hook,
+            hand_over: bool,
         ) -> i32;
+        pub(super) fn oq_sk_module_ctx(sk: *mut bindings::sock, hook: Hook) -> *mut c_void;
+        pub(super) fn oq_child_lock(child: *mut bindings::sock) -> bool;
+        pub(super) fn oq_child_unlock(child: *mut bindings::sock);
         pub(super) fn oq_sock_no_linger(sock: *mut bindings::socket);
         pub(super) fn oq_init_delayed_work(dw: *mut bindings::delayed_work, f: WorkFn);
         pub(super) fn oq_work_now(dw: *mut bindings::delayed_work);
@@ -158,12 +163,26 @@ pub(crate) enum MoveError {
     Loop,
     /// The connection is at the head of its queue, which only the drainer may move.
     Head,
+    /// Handing the connection over to another module listener needs its lock, which only
+    /// process context can take: try again from there.
+    Process,
+}
+
+/// Where a moved connection went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Moved {
+    /// Out of the module: into a server's accept queue, without our hook.
+    Out,
+    /// Handed over to another module listener: it keeps the hook, and that listener's
+    /// rule now decides about it (and about the data it already has).
+    HandedOver,
 }
 
 impl MoveError {
-    fn from_shim(code: i32) -> Result<(), MoveError> {
+    fn from_shim(code: i32) -> Result<Moved, MoveError> {
         match code {
-            0 => Ok(()),
+            0 => Ok(Moved::Out),
+            9 => Ok(Moved::HandedOver),
             1 => Err(MoveError::Race),
             2 => Err(MoveError::NoListener),
             3 => Err(MoveError::Full),
@@ -272,6 +291,8 @@ impl LockedChild<'_> {
 pub(crate) struct DrainCx<'a> {
     process: bool,
     locked: Option<&'a LockedChild<'a>>,
+    /// The locked child was handed over to another module listener by this drain.
+    handed_over: Cell<bool>,
 }
 
 impl DrainCx<'_> {
@@ -284,6 +305,11 @@ impl DrainCx<'_> {
     pub(crate) fn locked(&self) -> Option<&LockedChild<'_>> {
         self.locked
     }
+
+    /// Whether this drain handed the locked child over to another module listener.
+    pub(crate) fn handed_over(&self) -> bool {
+        self.handed_over.get()
+    }
 }
 
 /// What a forwarder did with a child's new data.
@@ -293,12 +319,28 @@ pub(crate) enum ChildOutcome {
     Release,
     /// The child stays (or was moved); deliver its data normally.
     Keep,
+    /// The child was handed over to another module listener: deliver its data to that
+    /// listener's forwarder.
+    Again,
 }
 
 /// A listening socket found by [`ListenSock::lookup`], valid for the RCU read section.
 pub(crate) struct Target<'a> {
     sk: NonNull<bindings::sock>,
     _rcu: PhantomData<&'a rcu::Guard>,
+}
+
+impl<'a> Target<'a> {
+    /// The module listener this target is, if it is one.
+    pub(crate) fn module<T: Forwarder>(&self) -> Option<&'a ModuleListener<T>> {
+        // SAFETY: `sk` is a valid listener for `'a` (RCU). The shim returns its
+        // `sk_user_data` only if its `sk_data_ready` is `hook::<T>`.
+        let ctx = unsafe { shim::oq_sk_module_ctx(self.sk.as_ptr(), hook::<T>) };
+        // SAFETY: a listener hooked with `hook::<T>` has a pinned `ModuleListener<T>` as its
+        // context (type invariant), which its `drop` frees only after unhooking it and
+        // waiting for an RCU grace period: not before `'a` ends.
+        NonNull::new(ctx.cast::<ModuleListener<T>>()).map(|m| unsafe { &*m.as_ptr() })
+    }
 }
 
 /// Policy of a module listener: what to do with the connections it receives.
@@ -394,33 +436,51 @@ impl ListenSock {
         })
     }
 
-    /// Moves `head` into `dst`'s accept queue, without our hook, and wakes `dst`'s
-    /// waiters.
+    /// Moves `head` into `dst`'s accept queue and wakes `dst`'s waiters. Without our
+    /// hook, unless `locked` is the head's lock and `dst` a module listener.
     fn move_head(
         &self,
         head: &QueueHead,
-        dst: Target<'_>,
+        dst: &Target<'_>,
         hook: shim::Hook,
-    ) -> Result<(), MoveError> {
+        locked: Option<&LockedChild<'_>>,
+    ) -> Result<Moved, MoveError> {
+        let hand_over = locked.is_some_and(|c| head.is(c));
         // SAFETY: both sockets are valid (type invariant, RCU for `dst`); the shim takes
         // both queue locks and checks under them that `head` is still this queue's head.
+        // `hand_over` only if we hold the head child's lock, as the shim requires.
         MoveError::from_shim(unsafe {
-            shim::oq_move_head(self.sk(), head.req.as_ptr(), dst.sk.as_ptr(), hook)
+            shim::oq_move_head(
+                self.sk(),
+                head.req.as_ptr(),
+                dst.sk.as_ptr(),
+                hook,
+                hand_over,
+            )
         })
     }
 
     /// Moves `child`, if it waits in this queue and is not its head, into `dst`'s accept
-    /// queue, without our hook, and wakes `dst`'s waiters.
+    /// queue and wakes `dst`'s waiters. With `hand_over` and if `dst` is a module
+    /// listener, the child keeps our hook (we hold its lock).
     fn move_child(
         &self,
         child: &LockedChild<'_>,
-        dst: Target<'_>,
+        dst: &Target<'_>,
         hook: shim::Hook,
-    ) -> Result<(), MoveError> {
+        hand_over: bool,
+    ) -> Result<Moved, MoveError> {
         // SAFETY: the sockets are valid (type invariants, RCU for `dst`); the shim finds
         // `child` in the queue under the queue locks and moves nothing if it is absent.
+        // `LockedChild` proves we hold the child's lock, as a hand-over requires.
         MoveError::from_shim(unsafe {
-            shim::oq_move_child(self.sk(), child.sk.as_ptr(), dst.sk.as_ptr(), hook)
+            shim::oq_move_child(
+                self.sk(),
+                child.sk.as_ptr(),
+                dst.sk.as_ptr(),
+                hook,
+                hand_over,
+            )
         })
     }
 
@@ -482,11 +542,14 @@ impl NetRef {
 ///
 /// From `listen()` until `drop`, the socket's `sk_user_data` points to `self` and its
 /// `sk_data_ready` is [`hook::<T>`], and so do those of its children until they leave
-/// the queue (the shim takes both off a child before moving it). `self` is pinned, so the
-/// pointer stays valid. `drop` unhooks the listener, waits for an RCU grace period (clones
-/// in flight are queued by then), unhooks the queued children, waits again (every hook
-/// invocation runs inside an RCU read section) and cancels the work item before `self`
-/// goes away.
+/// the queue: the shim takes both off a child before moving it, or, when it hands the
+/// child over to another module listener (under the child's lock and both queue locks,
+/// inside an RCU read section, after checking that the target is still hooked), points
+/// the child at that listener instead. `self` is pinned, so the pointer stays valid.
+/// `drop` unhooks the listener, waits for an RCU grace period (clones in flight, and
+/// children handed over to it, are queued by then), unhooks the queued children, waits
+/// again (every hook invocation runs inside an RCU read section) and cancels the work
+/// item before `self` goes away.
 #[pin_data(PinnedDrop)]
 pub(crate) struct ModuleListener<T: Forwarder> {
     #[pin]
@@ -517,22 +580,15 @@ unsafe impl<T: Forwarder> Sync for ModuleListener<T> {}
 unsafe extern "C" fn hook<T: Forwarder>(sk: *mut bindings::sock) {
     let _rcu = rcu::read_lock();
     // SAFETY: `sk` is valid (function safety requirement).
-    let ctx = unsafe { shim::oq_sk_hook_ctx(sk) }.cast::<ModuleListener<T>>();
-    // SAFETY: `sk` is valid.
-    let listener = unsafe { shim::oq_sk_is_listener(sk) };
-    if ctx.is_null() {
-        if !listener {
-            // SAFETY: `sk` is a valid child; give it back the default callback, deliver.
-            unsafe { shim::oq_child_data_ready(sk, hook::<T>) };
+    if unsafe { shim::oq_sk_is_listener(sk) } {
+        // SAFETY: `sk` is valid.
+        let ctx = unsafe { shim::oq_sk_hook_ctx(sk) }.cast::<ModuleListener<T>>();
+        // SAFETY: a non-NULL `sk_user_data` on a socket with this hook points to a pinned
+        // `ModuleListener<T>` (type invariant), which is freed only after its `drop` has
+        // unhooked it and waited for RCU readers like this one.
+        if let Some(this) = unsafe { ctx.as_ref() } {
+            this.kick(false);
         }
-        return;
-    }
-    // SAFETY: a non-NULL `sk_user_data` on a socket with this hook points to a pinned
-    // `ModuleListener<T>` (type invariant), which is freed only after its `drop` has
-    // unhooked it and its children and waited for RCU readers like this one.
-    let this = unsafe { &*ctx };
-    if listener {
-        this.kick(false);
         return;
     }
     let child = LockedChild {
@@ -540,11 +596,44 @@ unsafe extern "C" fn hook<T: Forwarder>(sk: *mut bindings::sock) {
         sk: unsafe { NonNull::new_unchecked(sk) },
         _lock: PhantomData,
     };
-    match this.fwd.child_data(this, &child) {
-        // SAFETY: `sk` is a valid child.
-        ChildOutcome::Release => unsafe { shim::oq_child_data_ready(sk, hook::<T>) },
-        // SAFETY: `sk` is a valid child; waking its (absent or new) waiters is harmless.
-        ChildOutcome::Keep => unsafe { shim::oq_child_default_ready(sk) },
+    child.data_ready::<T>();
+}
+
+impl LockedChild<'_> {
+    /// Hands the child's data to the forwarder of the module listener it waits in, then
+    /// to whoever reads the child. A forwarder that hands the child over to another
+    /// module listener (a chain into a content rule) has that listener's forwarder look at
+    /// the same data next; the chain's depth bounds the loop, and the bound is kept even if
+    /// the rules change meanwhile.
+    fn data_ready<T: Forwarder>(&self) {
+        let sk = self.sk.as_ptr();
+        let _rcu = rcu::read_lock();
+        for _ in 0..=crate::abi::limits::MAX_CHAIN_DEPTH {
+            // SAFETY: `sk` is valid and locked (type invariant); the lock serializes this
+            // read with hand-overs, which change the context only under it.
+            let ctx = unsafe { shim::oq_sk_hook_ctx(sk) }.cast::<ModuleListener<T>>();
+            // SAFETY: a non-NULL `sk_user_data` on a child with this hook points to the
+            // pinned `ModuleListener<T>` in whose queue the child waits (type invariant).
+            // That listener's `drop` unhooks its children only after an RCU grace period,
+            // and frees itself after another one, so it outlives this read section.
+            let outcome = match unsafe { ctx.as_ref() } {
+                Some(this) => this.fwd.child_data(this, self),
+                None => ChildOutcome::Release,
+            };
+            match outcome {
+                ChildOutcome::Release => {
+                    // SAFETY: `sk` is a valid child; give it back the default callback (if
+                    // it still has ours), deliver.
+                    unsafe { shim::oq_child_data_ready(sk, hook::<T>) };
+                    return;
+                }
+                ChildOutcome::Keep => break,
+                ChildOutcome::Again => {}
+            }
+        }
+        // SAFETY: `sk` is a valid child; waking its (absent or new) waiters is harmless. A
+        // child still hooked keeps the hook, so its next data is looked at again.
+        unsafe { shim::oq_child_default_ready(sk) };
     }
 }
 
@@ -629,7 +718,11 @@ impl<T: Forwarder> ModuleListener<T> {
             if self.draining.cmpxchg(false, true, Full).is_err() {
                 return first.is_none();
             }
-            let cx = DrainCx { process, locked };
+            let cx = DrainCx {
+                process,
+                locked,
+                handed_over: Cell::new(false),
+            };
             let mut outcome = Drained::Empty;
             if let Some(f) = first.take() {
                 outcome = f(&cx);
@@ -741,23 +834,70 @@ impl<T: Forwarder> ModuleListener<T> {
         PeekEnd::from_shim(flags)
     }
 
-    /// Moves the head into `dst`'s accept queue.
+    /// Moves the head into `dst`'s accept queue, out of the module.
     pub(crate) fn move_head(
         &self,
         _cx: &DrainCx<'_>,
         head: &QueueHead,
-        dst: Target<'_>,
-    ) -> Result<(), MoveError> {
-        self.sock.move_head(head, dst, hook::<T>)
+        dst: &Target<'_>,
+    ) -> Result<Moved, MoveError> {
+        self.sock.move_head(head, dst, hook::<T>, None)
     }
 
-    /// Moves `child` (not the head) into `dst`'s accept queue.
+    /// Moves the head into `dst`'s accept queue and, if `dst` is a module listener, hands
+    /// it over: the child keeps the hook and `dst`'s forwarder looks at the data it already
+    /// has. That needs the child's lock: the drainer holds it when it runs from the head's
+    /// own hook (the hook then delivers the data, see [`DrainCx::handed_over`]), process
+    /// context takes it. Otherwise the move fails with [`MoveError::Process`].
+    pub(crate) fn hand_over_head(
+        &self,
+        cx: &DrainCx<'_>,
+        head: &QueueHead,
+        dst: &Target<'_>,
+    ) -> Result<Moved, MoveError> {
+        if let Some(c) = cx.locked.filter(|c| head.is(c)) {
+            let moved = self.sock.move_head(head, dst, hook::<T>, Some(c))?;
+            if moved == Moved::HandedOver {
+                cx.handed_over.set(true);
+            }
+            return Ok(moved);
+        }
+        if !cx.process {
+            return Err(MoveError::Process);
+        }
+        let sk = head.child.ok_or(MoveError::Other)?;
+        // SAFETY: process context (`cx.process`); the child is the head of our queue and
+        // stays there, allocated, until we move it (`cx`: only the drainer removes the
+        // head). The shim takes a reference, so it stays allocated until the unlock below
+        // even once moved on.
+        if !unsafe { shim::oq_child_lock(sk.as_ptr()) } {
+            return Err(MoveError::Other);
+        }
+        // INVARIANT: locked by this CPU just above, owned by no process (checked by the
+        // shim), until the unlock below.
+        let locked = LockedChild {
+            sk,
+            _lock: PhantomData,
+        };
+        let moved = self.sock.move_head(head, dst, hook::<T>, Some(&locked));
+        if moved == Ok(Moved::HandedOver) {
+            locked.data_ready::<T>();
+        }
+        // SAFETY: locked by `oq_child_lock` above; `locked` is not used after this.
+        unsafe { shim::oq_child_unlock(sk.as_ptr()) };
+        moved
+    }
+
+    /// Moves `child` (not the head) into `dst`'s accept queue. With `hand_over` and if
+    /// `dst` is a module listener, `dst`'s forwarder is to look at the child's data next:
+    /// [`ChildOutcome::Again`].
     pub(crate) fn move_child(
         &self,
         child: &LockedChild<'_>,
-        dst: Target<'_>,
-    ) -> Result<(), MoveError> {
-        self.sock.move_child(child, dst, hook::<T>)
+        dst: &Target<'_>,
+        hand_over: bool,
+    ) -> Result<Moved, MoveError> {
+        self.sock.move_child(child, dst, hook::<T>, hand_over)
     }
 
     /// Accepts the head and resets it (RST). Process context only.

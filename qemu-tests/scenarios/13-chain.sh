@@ -33,3 +33,53 @@ serve 9008 deep
 qostest load --to 127.0.0.1:9000 --count 20 --concurrency 4 --expect deep >/dev/null
 expect_eq "deepest hop" "$(stat_of 9007 forwarded)" 20
 echo "chain 80 -> 81 -> 8081/8082: $a/$b, cycle and depth 9 refused, depth 8 served"
+
+# Chains into content rules. An address rule (82) sends everyone but 127.0.0.3 to a
+# content rule (83), which classifies by Host; a content rule (85) sends "GET /shop" to
+# the same content rule. A connection's first data may already be queued when it enters
+# the content rule (it was sent before the first rule moved the connection): the content
+# rule must still see it, at once, not after its data timeout.
+serve 8083 c-dflt
+serve 8084 c-foo
+tcpchains -A c -p 83 -o 8083 --timeout 1500
+tcpchains -a c -p 83 -s www.foo.com -r 8084
+tcpchains -A a -p 82 -o 83
+tcpchains -a a -p 82 -i 127.0.0.3 -m 255.255.255.255 -r 8080
+tcpchains -A c -p 85 -o 8080
+tcpchains -a c -p 85 -s "GET /shop" -r 83
+req() { printf 'GET /%s HTTP/1.1\\r\\nHost: %s\\r\\n\\r\\n' "$1" "$2"; }
+cload() {
+	qostest load --size 32 "$@" >/tmp/cload.out || { cat /tmp/cload.out; fail "load $*"; }
+	cat /tmp/cload.out
+}
+M=$(heavy 400 60)
+t0=$(now_ms)
+cload --to 127.0.0.1:82 --from 127.0.0.2 --count "$M" --concurrency 16 \
+	--header "$(req index www.foo.com)" --expect c-foo >/dev/null
+cload --to 127.0.0.1:82 --from 127.0.0.2 --count "$M" --concurrency 16 \
+	--header "$(req index www.bar.com)" --expect c-dflt >/dev/null
+ms=$(($(now_ms) - t0))
+expect_eq "address hop into content" "$(stat_of 82 default_hits)" $((2 * M))
+expect_eq "content hop after address" "$(cond_hits 83 1)" "$M"
+expect_eq "content default after address" "$(stat_of 83 default_hits)" "$M"
+# The unmatched requests end with an empty line: decided at once, none timed out.
+expect_eq "none timed out" "$(stat_of 83 timed_out)" 0
+# The first byte alone, the rest after the connection has crossed the first rule.
+cload --to 127.0.0.1:82 --from 127.0.0.2 --header "$(req index www.foo.com)" \
+	--split 1 --pause-ms 300 --count 4 --concurrency 2 --expect c-foo >/dev/null
+# The excluded address still leaves at the first hop.
+cload --to 127.0.0.1:82 --from 127.0.0.3 --count 5 --expect plain >/dev/null
+# Content into content: the same data is judged by both rules.
+cload --to 127.0.0.1:85 --count "$M" --concurrency 16 \
+	--header "$(req shop www.foo.com)" --expect c-foo >/dev/null
+cload --to 127.0.0.1:85 --count 20 --concurrency 4 \
+	--header "$(req shop www.baz.com)" --expect c-dflt >/dev/null
+cload --to 127.0.0.1:85 --count 20 --concurrency 4 \
+	--header "$(req index www.foo.com)" --expect plain >/dev/null
+expect_eq "content hop into content" "$(cond_hits 85 1)" $((M + 20))
+expect_eq "second content hop" "$(cond_hits 83 1)" $((2 * M + 4))
+# A silent client crosses the address rule and times out in the content rule.
+cload --to 127.0.0.1:82 --from 127.0.0.2 --header "$(req index www.foo.com)" \
+	--split 0 --pause-ms 2500 --expect c-dflt >/dev/null
+expect_eq "timed out after a hop" "$(stat_of 83 timed_out)" 1
+echo "chains into content rules: $((3 * M + 50)) connections through 82 -> 83 and 85 -> 83 in order, $((2 * M)) in $ms ms"

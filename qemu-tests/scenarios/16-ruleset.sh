@@ -59,8 +59,10 @@ bad "-A d -p 90 -o 8080" "-a d -p 90 -c 6000 -r 8081" "-a d -p 90 -c 5000 -r 808
 grep -q "rule on port 90.*more than 10000" /tmp/err || fail "weights: $(cat /tmp/err)"
 bad "-A a -p 91 -o 92" "-A a -p 92 -o 91"
 grep -q "leads back" /tmp/err || fail "cycle: $(cat /tmp/err)"
-bad "-A a -p 93 -o 80"
-grep -q "cannot be the target" /tmp/err || fail "chain into content: $(cat /tmp/err)"
+bad "-A a -p 9301 -o 9302" "-A a -p 9302 -o 9303" "-A a -p 9303 -o 9304" \
+	"-A a -p 9304 -o 9305" "-A a -p 9305 -o 9306" "-A a -p 9306 -o 9307" \
+	"-A a -p 9307 -o 9308" "-A a -p 9308 -o 9309" "-A a -p 9309 -o 8080"
+grep -q "longer than the limit" /tmp/err || fail "chain of 9: $(cat /tmp/err)"
 bad "-A d -p 81 -o 8080"
 grep -q "line 12: a second rule" /tmp/err || fail "duplicate: $(cat /tmp/err)"
 bad "-A q -p 94 -o 8080"
