@@ -136,7 +136,7 @@ impl GenlFamily {
             let c = i as u8 + 1;
             op.cmd = c;
             if abi::is_mutation(c) {
-                op.flags = bindings::GENL_ADMIN_PERM as u8;
+                op.flags = bindings::GENL_UNS_ADMIN_PERM as u8;
             }
             match c {
                 cmd::RULE_GET => op.dumpit = Some(dump_rules),

@@ -14,9 +14,9 @@ pub const FAMILY_VERSION: u8 = 1;
 
 /// Commands of the family.
 ///
-/// Mutating commands (`*_NEW`, `*_DEL`, `FLUSH`) require `CAP_NET_ADMIN` in the network
-/// namespace's user namespace; `RULE_GET` is open to everyone but only ever shows the
-/// caller's own network namespace.
+/// Mutating commands (`*_NEW`, `*_DEL`, `*_SET`, `FLUSH`, `RULESET_REPLACE`) require
+/// `CAP_NET_ADMIN` in the network namespace's user namespace; `RULE_GET` is open to
+/// everyone but only ever shows the caller's own network namespace.
 pub mod cmd {
     /// Create a rule: `PORT`, `RULE_TYPE`, `DEFAULT_PORT`, optional `RULE_FLAGS`.
     pub const RULE_NEW: u8 = 1;
@@ -41,6 +41,17 @@ pub mod cmd {
     pub const RULESET_REPLACE: u8 = 8;
     /// Highest command number.
     pub const MAX: u8 = 8;
+    /// Name of each command (as in `Documentation/netlink/openqos.yaml`), by number.
+    pub const NAMES: [(u8, &str); MAX as usize] = [
+        (RULE_NEW, "rule-new"),
+        (RULE_DEL, "rule-del"),
+        (RULE_GET, "rule-get"),
+        (COND_NEW, "cond-new"),
+        (COND_DEL, "cond-del"),
+        (FLUSH, "flush"),
+        (COND_SET, "cond-set"),
+        (RULESET_REPLACE, "ruleset-replace"),
+    ];
 }
 
 /// Rule types, the paper's `-A a|c|d`.
@@ -152,6 +163,18 @@ pub mod stat {
     pub const PENDING_FULL: u16 = 9;
     /// Highest statistics attribute.
     pub const MAX: u16 = 9;
+    /// Name of each statistics attribute (as in `Documentation/netlink/openqos.yaml`).
+    pub const NAMES: [(u16, &str); MAX as usize] = [
+        (DEFAULT_HITS, "default-hits"),
+        (FORWARDED, "forwarded"),
+        (NO_LISTENER, "no-listener"),
+        (QUEUE_FULL, "queue-full"),
+        (FAMILY_MISMATCH, "family-mismatch"),
+        (OTHER_REFUSED, "other-refused"),
+        (WAITING, "waiting"),
+        (TIMED_OUT, "timed-out"),
+        (PENDING_FULL, "pending-full"),
+    ];
 }
 
 /// Limits enforced by the module (and checked early by the tools).
