@@ -316,23 +316,31 @@ fn quote(s: &str) -> String {
     shlex::try_quote(s).map_or_else(|_| format!("'{s}'"), |q| q.into_owned())
 }
 
+/// The options a rule was created with, as option names and, for the data timeout, its
+/// value in milliseconds: shared by `-S` (as `--name [ms]`) and `-L` (as `name [ms]ms`).
+fn rule_options(r: &openqos::Rule) -> impl Iterator<Item = (&'static str, Option<u32>)> {
+    [
+        r.dual_stack.then_some(("dual-stack", None)),
+        r.nocase.then_some(("nocase", None)),
+        r.data_timeout_ms.map(|ms| ("timeout", Some(ms))),
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// The rule set as tcpchains arguments, one rule or condition per line.
 fn save(rules: &[openqos::Rule]) -> String {
     let mut out =
         String::from("# openqos rule set (tcpchains -S); apply with: tcpchains --restore FILE\n");
     for r in rules {
         let t = r.kind.letter();
-        let mut line = format!("-A {t} -p {} -o {}", r.port, r.default_port);
-        if r.dual_stack {
-            line += " --dual-stack";
+        out += &format!("-A {t} -p {} -o {}", r.port, r.default_port);
+        for (name, ms) in rule_options(r) {
+            out += &format!(" --{name}");
+            if let Some(ms) = ms {
+                out += &format!(" {ms}");
+            }
         }
-        if r.nocase {
-            line += " --nocase";
-        }
-        if let Some(ms) = r.data_timeout_ms {
-            line += &format!(" --timeout {ms}");
-        }
-        out += &line;
         out.push('\n');
         for c in &r.conditions {
             let m = match &c.matcher {
@@ -418,14 +426,11 @@ fn restore(set: &[RuleConfig], test: bool) -> anyhow::Result<()> {
 fn print_rule(r: &openqos::Rule) {
     let s = &r.stats;
     let mut opts = String::new();
-    if r.dual_stack {
-        opts += " dual-stack";
-    }
-    if r.nocase {
-        opts += " nocase";
-    }
-    if let Some(t) = r.data_timeout_ms {
-        opts += &format!(" timeout {t}ms");
+    for (name, ms) in rule_options(r) {
+        opts += &format!(" {name}");
+        if let Some(ms) = ms {
+            opts += &format!(" {ms}ms");
+        }
     }
     println!(
         "rule {} type {}{} default {}: forwarded {} default-hits {} waiting {} refused no-listener {} queue-full {} family {} other {}",
