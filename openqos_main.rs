@@ -90,21 +90,38 @@ impl Drop for Pernet {
 }
 
 struct OpenQos {
-    // Field order is drop order: first stop taking commands, then tear down every rule.
-    _genl: qos_netlink::GenlFamily,
-    _pernet: Pernet,
+    genl: Option<qos_netlink::GenlFamily>,
+    pernet: Option<Pernet>,
+    sensors: Option<qos_sensor::Sensors>,
+}
+
+impl Drop for OpenQos {
+    fn drop(&mut self) {
+        // First stop taking commands, then give every metered socket its operations
+        // back, then tear down every rule (no more moves, so no more rescans), and last
+        // wait until no task can be inside a wrapper of the sensors.
+        drop(self.genl.take());
+        let graveyard = qos_classifier::shutdown_meters(&mut qos_classifier::NETS.lock());
+        drop(self.pernet.take());
+        if let Some(s) = self.sensors.take() {
+            s.unregister(graveyard);
+        }
+    }
 }
 
 impl kernel::Module for OpenQos {
     fn init(module: &'static ThisModule) -> Result<Self> {
         // SAFETY: called once, before anything can use the lock.
         unsafe { qos_classifier::NETS.init() };
-        let pernet = Pernet::register()?;
-        let genl = qos_netlink::GenlFamily::register(module)?;
+        let sensors = qos_sensor::Sensors::register();
+        let mut this = OpenQos {
+            genl: None,
+            pernet: None,
+            sensors: Some(sensors),
+        };
+        this.pernet = Some(Pernet::register()?);
+        this.genl = Some(qos_netlink::GenlFamily::register(module)?);
         pr_info!("openqos loaded\n");
-        Ok(OpenQos {
-            _genl: genl,
-            _pernet: pernet,
-        })
+        Ok(this)
     }
 }

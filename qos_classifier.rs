@@ -16,7 +16,7 @@ use crate::{
     addr::{Client, Prefix},
     chain::{self, ChainError},
     content::{Dfa, Scan, Tables, TablesError},
-    qos_sensor::{Counter, RuleStats},
+    qos_sensor::{self, Counter, Meter, RuleStats, Tracked},
     qos_sock::{
         ChildOutcome, DrainCx, Drained, Family, Forwarder, LockedChild, ModuleListener, MoveError,
         Moved, NetRef, PeekEnd, Peer, QueueHead, Target,
@@ -670,6 +670,8 @@ pub(crate) struct NetRules {
     key: usize,
     /// Rules in creation order.
     pub(crate) rules: KVec<Rule>,
+    /// Meters, sorted by port.
+    pub(crate) meters: KVec<Arc<Meter>>,
 }
 
 global_lock! {
@@ -697,6 +699,7 @@ fn rules_mut<'a>(nets: &'a mut Nets, net: NetRef) -> Result<&'a mut KVec<Rule>, 
                 NetRules {
                     key: net.key(),
                     rules: KVec::new(),
+                    meters: KVec::new(),
                 },
                 GFP_KERNEL,
             )?;
@@ -931,16 +934,182 @@ pub(crate) fn cond_del(
     Ok(())
 }
 
-/// Deletes every rule of `net`.
+/// Forgets `net`: deletes its rules and meters (the namespace is going away).
 pub(crate) fn flush(nets: &mut Nets, net: NetRef) {
     if let Some(i) = nets.iter().position(|n| n.key == net.key()) {
-        drop(nets.remove(i));
+        let n = nets.remove(i);
+        if let Ok(n) = n {
+            for m in n.meters.iter() {
+                drop(m.shutdown());
+            }
+        }
     }
+    shrink(nets);
+}
+
+/// Gives the table's buffer back when no namespace has state: statics are never
+/// dropped, so this is what frees it when the module unloads.
+fn shrink(nets: &mut Nets) {
     if nets.is_empty() {
-        // Give the table's buffer back: statics are never dropped, so this is what frees
-        // it when the module unloads (pernet exit flushes every namespace first).
         **nets = KVec::new();
     }
+}
+
+/// Deletes every rule of `net` (`FLUSH`); its meters stay.
+pub(crate) fn flush_rules(nets: &mut Nets, net: NetRef) {
+    let Some(i) = nets.iter().position(|n| n.key == net.key()) else {
+        return;
+    };
+    drop(core::mem::take(&mut nets[i].rules));
+    if nets[i].meters.is_empty() {
+        drop(nets.remove(i));
+    }
+    shrink(nets);
+}
+
+fn too_many_meters() -> Rejection {
+    reject(
+        ENOSPC,
+        c_str!("too many metered ports in this namespace (1024)"),
+        Some(abi::attr::PORT),
+    )
+}
+
+/// Where the meter of `port` is in `meters` (sorted), or where it would go.
+fn meter_slot(meters: &[Arc<Meter>], port: u16) -> Result<usize, usize> {
+    meters.binary_search_by_key(&port, |m| m.port)
+}
+
+/// Adds a meter of `port` to `net` with `flags`, or adds `flags` to an existing one.
+/// Returns whether the meter existed.
+fn meter_add(nets: &mut Nets, net: NetRef, port: u16, flags: u32) -> Result<bool, Rejection> {
+    rules_mut(nets, net)?;
+    let Some(n) = find_mut(nets, net) else {
+        return Err(ENOMEM.into());
+    };
+    let at = match meter_slot(&n.meters, port) {
+        Ok(i) => {
+            let existed = n.meters[i].flags() & flags == flags;
+            n.meters[i].add_flags(flags);
+            return Ok(existed);
+        }
+        Err(at) => at,
+    };
+    if n.meters.len() >= limits::MAX_METERS {
+        return Err(too_many_meters());
+    }
+    let m = Meter::new(port, flags).map_err(|e| {
+        if e == EOPNOTSUPP {
+            reject(
+                e,
+                c_str!("meters need a kernel with CONFIG_TASKS_RCU"),
+                None,
+            )
+        } else {
+            e.into()
+        }
+    })?;
+    n.meters.push(m.clone(), GFP_KERNEL)?;
+    n.meters[at..].rotate_right(1);
+    m.rescan(net);
+    Ok(false)
+}
+
+/// Meters every outgoing port of `net`'s rules that is not a rule's incoming port. A
+/// port the namespace cannot meter (limit, memory) stays unmetered: forwarding does not
+/// depend on it.
+pub(crate) fn sync_meters(nets: &mut Nets, net: NetRef) {
+    let Some(n) = find(nets, net) else {
+        return;
+    };
+    let mut want = KVec::new();
+    for r in n.rules.iter() {
+        for port in r.shared.policy().targets() {
+            let known = meter_slot(&n.meters, port)
+                .is_ok_and(|i| n.meters[i].flags() & qos_sensor::AUTO != 0);
+            if known || n.rules.iter().any(|r| r.port == port) || want.contains(&port) {
+                continue;
+            }
+            if want.push(port, GFP_KERNEL).is_err() {
+                break;
+            }
+        }
+    }
+    for &port in want.iter() {
+        let _ = meter_add(nets, net, port, qos_sensor::AUTO);
+    }
+}
+
+/// Meters `port` on request (`METER_NEW`).
+pub(crate) fn meter_new(nets: &mut Nets, net: NetRef, port: u16) -> Result<(), Rejection> {
+    if rules(nets, net).iter().any(|r| r.port == port) {
+        return Err(reject(
+            EINVAL,
+            c_str!("a rule owns this port: its counters are the rule's statistics"),
+            Some(abi::attr::PORT),
+        ));
+    }
+    match meter_add(nets, net, port, abi::meter_flags::REQUESTED)? {
+        true => Err(reject(
+            EEXIST,
+            c_str!("this port is already metered"),
+            Some(abi::attr::PORT),
+        )),
+        false => Ok(()),
+    }
+}
+
+/// Stops metering `port` (`METER_DEL`).
+pub(crate) fn meter_del(nets: &mut Nets, net: NetRef, port: u16) -> Result<(), Rejection> {
+    let none = || {
+        reject(
+            ENOENT,
+            c_str!("this port is not metered"),
+            Some(abi::attr::PORT),
+        )
+    };
+    let n = find_mut(nets, net).ok_or_else(none)?;
+    let i = meter_slot(&n.meters, port).map_err(|_| none())?;
+    let m = n.meters.remove(i).map_err(|_| none())?;
+    drop(m.shutdown());
+    if n.meters.is_empty() && n.rules.is_empty() {
+        flush(nets, net);
+    }
+    Ok(())
+}
+
+/// The meters of `net`, sorted by port.
+pub(crate) fn meters(nets: &Nets, net: NetRef) -> &[Arc<Meter>] {
+    find(nets, net).map_or(&[], |n| &n.meters[..])
+}
+
+/// Wraps the listeners that appeared on metered ports (the sensors' work item).
+pub(crate) fn rescan_meters(nets: &Nets) {
+    for n in nets.iter() {
+        // SAFETY: `key` is the address of a live namespace: its entry goes (pernet exit,
+        // under this lock) before the namespace does.
+        let Some(net) = (unsafe { NetRef::new(n.key as *mut bindings::net) }) else {
+            continue;
+        };
+        for m in n.meters.iter() {
+            m.rescan(net);
+        }
+    }
+}
+
+/// Shuts every meter of every namespace down (module unload) and returns their records.
+pub(crate) fn shutdown_meters(nets: &mut Nets) -> KVec<Arc<Tracked>> {
+    let mut all = KVec::new();
+    for n in nets.iter_mut() {
+        for m in core::mem::take(&mut n.meters) {
+            for rec in m.shutdown() {
+                // Without memory, the record goes now: its socket just is not kicked
+                // again if a task re-enters a wrapper through a stale pointer.
+                let _ = all.push(rec, GFP_KERNEL);
+            }
+        }
+    }
+    all
 }
 
 /// One rule of a rule set (`RULESET_REPLACE`), as parsed from the request.
@@ -1086,8 +1255,9 @@ pub(crate) fn replace(
     // The rules left behind (their listeners were taken, or they are not in the set)
     // go: the listeners of the latter close, resetting connections still queued there.
     drop(core::mem::replace(rules, new_rules));
-    if rules.is_empty() {
-        flush(nets, net);
+    sync_meters(nets, net);
+    if find(nets, net).is_none_or(|n| n.rules.is_empty()) {
+        flush_rules(nets, net);
     }
     Ok(())
 }

@@ -10,10 +10,11 @@
 //! per-command required attributes and the semantics, again with an extack message.
 
 use crate::{
-    abi::{self, attr, cmd, limits, replace_flags, stat, Kind},
+    abi::{self, attr, cmd, hist, limits, replace_flags, stat, Kind},
     addr::Prefix,
     nla::{Attr, Attrs, Table},
     qos_classifier::{self, reject, Matcher, Rejection, RuleSpec, NETS},
+    qos_sensor::Meter,
     qos_sock::NetRef,
 };
 use core::{ffi::c_int, ptr::NonNull};
@@ -140,6 +141,9 @@ impl GenlFamily {
             }
             match c {
                 cmd::RULE_GET => op.dumpit = Some(dump_rules),
+                cmd::METER_GET => op.dumpit = Some(dump_meters),
+                cmd::METER_NEW => op.doit = Some(doit::<{ cmd::METER_NEW }>),
+                cmd::METER_DEL => op.doit = Some(doit::<{ cmd::METER_DEL }>),
                 cmd::RULE_NEW => op.doit = Some(doit::<{ cmd::RULE_NEW }>),
                 cmd::RULE_DEL => op.doit = Some(doit::<{ cmd::RULE_DEL }>),
                 cmd::COND_NEW => op.doit = Some(doit::<{ cmd::COND_NEW }>),
@@ -357,11 +361,16 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
             qos_classifier::cond_del(&mut nets, net, port, t.u32(attr::COND_INDEX).unwrap_or(0))
         }
         cmd::FLUSH => {
-            qos_classifier::flush(&mut nets, net);
+            qos_classifier::flush_rules(&mut nets, net);
             Ok(())
         }
+        cmd::METER_NEW => qos_classifier::meter_new(&mut nets, net, port),
+        cmd::METER_DEL => qos_classifier::meter_del(&mut nets, net, port),
         _ => Err(reject(EOPNOTSUPP, c_str!("unknown command"), None)),
     };
+    if r.is_ok() && matches!(c, cmd::RULE_NEW | cmd::COND_NEW | cmd::COND_SET) {
+        qos_classifier::sync_meters(&mut nets, net);
+    }
     Ok(r?)
 }
 
@@ -662,40 +671,17 @@ unsafe extern "C" fn dump_rules(
     cb: *mut bindings::netlink_callback,
 ) -> c_int {
     // SAFETY: `cb` is valid for the call (function safety requirement).
-    let (net, portid, seq, args, family, filter) = unsafe {
-        let f = shim::oq_cb_attr(cb, i32::from(attr::PORT));
-        (
-            NetRef::new(shim::oq_cb_net(cb)),
-            shim::oq_cb_portid(cb),
-            shim::oq_cb_seq(cb),
-            shim::oq_cb_args(cb),
-            shim::oq_cb_family(cb),
-            // The policy validated `PORT` as a u16.
-            (!f.is_null()).then(|| {
-                f.cast::<u8>()
-                    .add(NLA_HDRLEN)
-                    .cast::<u16>()
-                    .read_unaligned()
-            }),
-        )
-    };
-    let Some(net) = net else {
+    let Some(d) = (unsafe { Dump::new(cb) }) else {
         return EINVAL.to_errno();
     };
+    let (net, args, filter) = (d.net, d.args, d.filter);
     // SAFETY: `args` points to the callback's six `long`s, ours between calls.
     let (mut rule_i, mut cond_i) = unsafe { (*args as usize, *args.add(1) as usize) };
     let nets = NETS.lock();
     let rules = qos_classifier::rules(&nets, net);
     if let Some(p) = filter {
         if !rules.iter().any(|r| r.port == p) {
-            // SAFETY: `cb` is valid; the message is static.
-            unsafe {
-                let ext = shim::oq_cb_extack(cb);
-                if !ext.is_null() {
-                    (*ext)._msg = c_str!("no rule on this incoming port").as_char_ptr();
-                }
-            }
-            return ENOENT.to_errno();
+            return d.fail(ENOENT, c_str!("no rule on this incoming port"));
         }
     }
     while let Some(rule) = rules.get(rule_i) {
@@ -703,22 +689,9 @@ unsafe extern "C" fn dump_rules(
             rule_i += 1;
             continue;
         }
-        // SAFETY: `skb` and `family` are valid.
-        let hdr = unsafe {
-            bindings::genlmsg_put(
-                skb,
-                portid,
-                seq,
-                family,
-                bindings::NLM_F_MULTI as i32,
-                cmd::RULE_GET,
-            )
-        };
-        if hdr.is_null() {
+        let Some(m) = d.msg(skb, cmd::RULE_GET) else {
             break;
-        }
-        // INVARIANT: `hdr` was just put into `skb`.
-        let m = Msg { skb, hdr };
+        };
         match put_rule(&m, rule, cond_i) {
             Ok(None) => {
                 // SAFETY: `hdr` is the message being built in `skb`.
@@ -748,6 +721,142 @@ unsafe extern "C" fn dump_rules(
     let len = unsafe { shim::oq_skb_len(skb) };
     if len == 0 && rule_i < rules.len() {
         // Not even one rule header fits: cannot happen with the kernel's dump buffer size.
+        return EMSGSIZE.to_errno();
+    }
+    len as c_int
+}
+
+/// The parts of a dump's callback the handlers use.
+struct Dump {
+    cb: *mut bindings::netlink_callback,
+    net: NetRef,
+    portid: u32,
+    seq: u32,
+    args: *mut core::ffi::c_long,
+    family: *const bindings::genl_family,
+    /// The request's `PORT`, if any.
+    filter: Option<u16>,
+}
+
+impl Dump {
+    /// # Safety
+    ///
+    /// `cb` must be a valid dump callback, for as long as the result is used.
+    unsafe fn new(cb: *mut bindings::netlink_callback) -> Option<Self> {
+        // SAFETY: `cb` is valid (caller).
+        unsafe {
+            let f = shim::oq_cb_attr(cb, i32::from(attr::PORT));
+            Some(Self {
+                cb,
+                net: NetRef::new(shim::oq_cb_net(cb))?,
+                portid: shim::oq_cb_portid(cb),
+                seq: shim::oq_cb_seq(cb),
+                args: shim::oq_cb_args(cb),
+                family: shim::oq_cb_family(cb),
+                // The policy validated `PORT` as a u16.
+                filter: (!f.is_null()).then(|| {
+                    f.cast::<u8>()
+                        .add(NLA_HDRLEN)
+                        .cast::<u16>()
+                        .read_unaligned()
+                }),
+            })
+        }
+    }
+
+    /// Fails the dump with `err` and the extack message `msg`.
+    fn fail(&self, err: Error, msg: &'static CStr) -> c_int {
+        // SAFETY: `cb` is valid (`new`); the message is static.
+        unsafe {
+            let ext = shim::oq_cb_extack(self.cb);
+            if !ext.is_null() {
+                (*ext)._msg = msg.as_char_ptr();
+            }
+        }
+        err.to_errno()
+    }
+
+    /// Starts a message of command `c` in `skb`.
+    fn msg(&self, skb: *mut bindings::sk_buff, c: u8) -> Option<Msg> {
+        // SAFETY: `skb` and `family` are valid.
+        let hdr = unsafe {
+            bindings::genlmsg_put(
+                skb,
+                self.portid,
+                self.seq,
+                self.family,
+                bindings::NLM_F_MULTI as i32,
+                c,
+            )
+        };
+        // INVARIANT: `hdr` was just put into `skb`.
+        (!hdr.is_null()).then_some(Msg { skb, hdr })
+    }
+}
+
+/// Writes one meter message.
+fn put_meter(m: &Msg, meter: &Meter) -> Result {
+    let r = meter.read();
+    m.put(attr::PORT, &meter.port)?;
+    m.put(attr::METER_FLAGS, &r.flags)?;
+    m.nest(attr::METER_STATS, |m| {
+        for (ty, v) in r.stats {
+            m.put_u64(ty, v)?;
+        }
+        Ok(())
+    })?;
+    let mut bytes = [0u8; hist::BUCKETS * 8];
+    for (b, c) in bytes.chunks_exact_mut(8).zip(r.hist.iter()) {
+        b.copy_from_slice(&c.to_ne_bytes());
+    }
+    m.put_bytes(attr::DELAY_HIST, &bytes)
+}
+
+/// The `dumpit` handler of `METER_GET`: one message per meter, resumable through
+/// `cb->args[0]`.
+///
+/// # Safety
+///
+/// Called by the generic netlink core with a valid skb and callback.
+unsafe extern "C" fn dump_meters(
+    skb: *mut bindings::sk_buff,
+    cb: *mut bindings::netlink_callback,
+) -> c_int {
+    // SAFETY: `cb` is valid for the call (function safety requirement).
+    let Some(d) = (unsafe { Dump::new(cb) }) else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: `args` points to the callback's six `long`s, ours between calls.
+    let mut i = unsafe { *d.args as usize };
+    let nets = NETS.lock();
+    let meters = qos_classifier::meters(&nets, d.net);
+    if let Some(p) = d.filter {
+        if !meters.iter().any(|m| m.port == p) {
+            return d.fail(ENOENT, c_str!("this port is not metered"));
+        }
+    }
+    while let Some(meter) = meters.get(i) {
+        if d.filter.is_some_and(|p| p != meter.port) {
+            i += 1;
+            continue;
+        }
+        let Some(m) = d.msg(skb, cmd::METER_GET) else {
+            break;
+        };
+        if put_meter(&m, meter).is_err() {
+            // SAFETY: `hdr` is the message being built in `skb`.
+            unsafe { shim::oq_genlmsg_cancel(skb, m.hdr) };
+            break;
+        }
+        // SAFETY: as above.
+        unsafe { shim::oq_genlmsg_end(skb, m.hdr) };
+        i += 1;
+    }
+    // SAFETY: as above.
+    unsafe { *d.args = i as core::ffi::c_long };
+    // SAFETY: `skb` is valid.
+    let len = unsafe { shim::oq_skb_len(skb) };
+    if len == 0 && i < meters.len() {
         return EMSGSIZE.to_errno();
     }
     len as c_int

@@ -12,6 +12,8 @@
 #include <linux/netlink.h>
 #include <linux/workqueue.h>
 #include <net/genetlink.h>
+#include <linux/sched/signal.h>
+#include <net/inet_common.h>
 #include <net/inet_connection_sock.h>
 #include <net/inet_hashtables.h>
 #include <net/inet6_hashtables.h>
@@ -636,4 +638,207 @@ const struct genl_family *oq_cb_family(struct netlink_callback *cb)
 struct netlink_ext_ack *oq_cb_extack(struct netlink_callback *cb)
 {
 	return cb->extack;
+}
+
+/* ---- Sensors: wrapped proto_ops of metered sockets (qos_sensor.rs) ---- */
+
+/*
+ * Takes a reference on up to @max user listening TCP sockets bound to @port in @net and
+ * stores them in @out. The bind hash bucket lock keeps every owner list of the port
+ * stable (bind, inherit and unbind all take it).
+ */
+int oq_port_listeners(struct net *net, u16 port, struct sock **out, int max)
+{
+	struct inet_hashinfo *h = net->ipv4.tcp_death_row.hashinfo;
+	struct inet_bind_hashbucket *head;
+	struct inet_bind2_bucket *tb2;
+	struct inet_bind_bucket *tb;
+	struct sock *sk;
+	int n = 0;
+
+	head = &h->bhash[inet_bhashfn(net, port, h->bhash_size)];
+	spin_lock_bh(&head->lock);
+	inet_bind_bucket_for_each(tb, &head->chain) {
+		if (!net_eq(ib_net(tb), net) || tb->port != port)
+			continue;
+		hlist_for_each_entry(tb2, &tb->bhash2, bhash_node) {
+			sk_for_each_bound(sk, &tb2->owners) {
+				if (n == max)
+					goto out;
+				if (READ_ONCE(sk->sk_state) != TCP_LISTEN || sk->sk_kern_sock ||
+				    sk->sk_protocol != IPPROTO_TCP)
+					continue;
+				sock_hold(sk);
+				out[n++] = sk;
+			}
+		}
+	}
+out:
+	spin_unlock_bh(&head->lock);
+	return n;
+}
+
+void oq_sock_put(struct sock *sk)
+{
+	sock_put(sk);
+}
+
+void oq_sock_hold(struct sock *sk)
+{
+	sock_hold(sk);
+}
+
+/*
+ * Makes @rec the user data of @sk and @ops its socket's operations, if the socket is
+ * still attached, still has the operations @expect and no user data. The callback lock
+ * makes the pair change together: whoever holds it for reading sees either both or
+ * neither (oq_sock_record).
+ */
+bool oq_sock_wrap(struct sock *sk, const struct proto_ops *expect,
+		  const struct proto_ops *ops, void *rec)
+{
+	struct socket *sock;
+	bool done = false;
+
+	write_lock_bh(&sk->sk_callback_lock);
+	sock = sk->sk_socket;
+	if (sock && READ_ONCE(sock->ops) == expect &&
+	    !rcu_access_pointer(sk->sk_user_data)) {
+		/* NOCOPY: children cloned from a metered listener start without it. */
+		__rcu_assign_sk_user_data_with_flags(sk, rec, SK_USER_DATA_NOCOPY);
+		WRITE_ONCE(sock->ops, ops);
+		done = true;
+	}
+	write_unlock_bh(&sk->sk_callback_lock);
+	return done;
+}
+
+/*
+ * Takes @rec back from @sk if it is still its user data; with @orig, the socket (if
+ * still attached) gets the operations @orig back. Returns whether @rec was there.
+ */
+bool oq_sock_unwrap(struct sock *sk, void *rec, const struct proto_ops *orig)
+{
+	bool found;
+
+	write_lock_bh(&sk->sk_callback_lock);
+	found = __locked_read_sk_user_data_with_flags(sk, SK_USER_DATA_NOCOPY) == rec;
+	if (found) {
+		rcu_assign_sk_user_data(sk, NULL);
+		if (orig && sk->sk_socket)
+			WRITE_ONCE(sk->sk_socket->ops, orig);
+	}
+	write_unlock_bh(&sk->sk_callback_lock);
+	return found;
+}
+
+void oq_sk_read_lock(struct sock *sk)
+{
+	read_lock_bh(&sk->sk_callback_lock);
+}
+
+void oq_sk_read_unlock(struct sock *sk)
+{
+	read_unlock_bh(&sk->sk_callback_lock);
+}
+
+/*
+ * The user data of @sock's sock if @sock's operations are @ops (with the callback lock
+ * held for reading: then the user data is the record oq_sock_wrap installed).
+ */
+void *oq_sock_record(struct socket *sock, const struct proto_ops *ops)
+{
+	struct sock *sk = sock->sk;
+
+	lockdep_assert_held_read(&sk->sk_callback_lock);
+	if (READ_ONCE(sock->ops) != ops)
+		return NULL;
+	return __locked_read_sk_user_data_with_flags(sk, SK_USER_DATA_NOCOPY);
+}
+
+void oq_socket_set_ops(struct socket *sock, const struct proto_ops *ops)
+{
+	WRITE_ONCE(sock->ops, ops);
+}
+
+/*
+ * Time from the end of @sk's handshake to now. A passive child's lsndtime is set when
+ * the handshake completes (tcp_rcv_state_process, TCP_SYN_RECV) and next changes when
+ * the server first sends, after accept(); so at accept it is the handshake's end.
+ */
+u64 oq_accept_delay_ns(const struct sock *sk)
+{
+	u32 d = tcp_jiffies32 - READ_ONCE(tcp_sk(sk)->lsndtime);
+
+	return jiffies_to_nsecs(d);
+}
+
+/*
+ * Makes every task sleeping in a socket call on @sk (accept, send, receive, connect:
+ * their waits use autoremove_wake_function or woken_wake_function with the task as
+ * private) leave it and restart the call: the same as set_notify_signal(), which is not
+ * available to modules (wake_up_state is not exported). The task sees signal_pending(),
+ * its call returns -ERESTARTSYS (or -EINTR with a socket timeout), and with no signal
+ * actually queued, returning to user mode restarts the system call transparently.
+ */
+void oq_kick_waiters(struct sock *sk)
+{
+	struct wait_queue_entry *curr, *next;
+	struct socket_wq *wq;
+	unsigned long flags;
+
+	rcu_read_lock();
+	wq = rcu_dereference(sk->sk_wq);
+	if (wq) {
+		spin_lock_irqsave(&wq->wait.lock, flags);
+		list_for_each_entry_safe(curr, next, &wq->wait.head, entry) {
+			if (curr->func != autoremove_wake_function &&
+			    curr->func != woken_wake_function)
+				continue;
+			set_tsk_thread_flag(curr->private, TIF_NOTIFY_SIGNAL);
+			curr->func(curr, TASK_INTERRUPTIBLE, 0, NULL);
+		}
+		spin_unlock_irqrestore(&wq->wait.lock, flags);
+	}
+	rcu_read_unlock();
+}
+
+bool oq_tasks_rcu_available(void)
+{
+	return IS_ENABLED(CONFIG_TASKS_RCU);
+}
+
+void oq_synchronize_rcu_tasks(void)
+{
+	synchronize_rcu_tasks();
+}
+
+/* Whether @sk (a listener found by oq_lookup_listener) has user data. */
+bool oq_sk_has_user_data(const struct sock *sk)
+{
+	return rcu_access_pointer(sk->sk_user_data) != NULL;
+}
+
+u16 oq_sk_family(const struct sock *sk)
+{
+	return sk->sk_family;
+}
+
+const struct proto_ops *oq_inet_stream_ops(bool v6)
+{
+#if IS_ENABLED(CONFIG_IPV6)
+	if (v6)
+		return &inet6_stream_ops;
+#endif
+	return &inet_stream_ops;
+}
+
+unsigned long oq_jiffies(void)
+{
+	return jiffies;
+}
+
+unsigned long oq_hz(void)
+{
+	return HZ;
 }

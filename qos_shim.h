@@ -108,4 +108,25 @@ struct genl_family;
 const struct genl_family *oq_cb_family(struct netlink_callback *cb);
 struct netlink_ext_ack *oq_cb_extack(struct netlink_callback *cb);
 
+struct proto_ops;
+int oq_port_listeners(struct net *net, u16 port, struct sock **out, int max);
+void oq_sock_put(struct sock *sk);
+void oq_sock_hold(struct sock *sk);
+bool oq_sock_wrap(struct sock *sk, const struct proto_ops *expect,
+		  const struct proto_ops *ops, void *rec);
+bool oq_sock_unwrap(struct sock *sk, void *rec, const struct proto_ops *orig);
+void oq_sk_read_lock(struct sock *sk);
+void oq_sk_read_unlock(struct sock *sk);
+void *oq_sock_record(struct socket *sock, const struct proto_ops *ops);
+void oq_socket_set_ops(struct socket *sock, const struct proto_ops *ops);
+u64 oq_accept_delay_ns(const struct sock *sk);
+void oq_kick_waiters(struct sock *sk);
+bool oq_tasks_rcu_available(void);
+void oq_synchronize_rcu_tasks(void);
+bool oq_sk_has_user_data(const struct sock *sk);
+u16 oq_sk_family(const struct sock *sk);
+const struct proto_ops *oq_inet_stream_ops(bool v6);
+unsigned long oq_jiffies(void);
+unsigned long oq_hz(void);
+
 #endif /* OPENQOS_SHIM_H */

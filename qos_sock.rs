@@ -92,6 +92,7 @@ mod shim {
             hand_over: bool,
         ) -> i32;
         pub(super) fn oq_sk_module_ctx(sk: *mut bindings::sock, hook: Hook) -> *mut c_void;
+        pub(super) fn oq_sk_has_user_data(sk: *const bindings::sock) -> bool;
         pub(super) fn oq_child_lock(child: *mut bindings::sock) -> bool;
         pub(super) fn oq_child_unlock(child: *mut bindings::sock);
         pub(super) fn oq_sock_no_linger(sock: *mut bindings::socket);
@@ -430,7 +431,14 @@ impl ListenSock {
         // SAFETY: `sk()` is valid; the result is a listener, freed only after an RCU grace
         // period (SOCK_RCU_FREE), and `_g` keeps the read section open for `'a`.
         let sk = unsafe { shim::oq_lookup_listener(self.sk(), peer, port) };
-        NonNull::new(sk).map(|sk| Target {
+        let sk = NonNull::new(sk)?;
+        // A listener without user data is neither a module listener nor metered yet: if
+        // its port is metered, a server started listening there since the last scan.
+        // SAFETY: `sk` is valid for `'a`, as above.
+        if !unsafe { shim::oq_sk_has_user_data(sk.as_ptr()) } {
+            crate::qos_sensor::kick_rescan();
+        }
+        Some(sk).map(|sk| Target {
             sk,
             _rcu: PhantomData,
         })

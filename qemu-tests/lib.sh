@@ -77,3 +77,23 @@ lighttpd_instances() {
 	done
 	sleep 0.5
 }
+
+# meter_of PORT FIELD: a reading of the meter of PORT (netmeter -j, parsed by serde).
+meter_of() {
+	netmeter -j -p "$1" | qostest json "meters.0.$2"
+}
+
+# load_field OUTPUT FIELD: a field (sent, received, ok...) of qostest load's summary.
+load_field() {
+	echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+# wait_meter PORT FIELD VALUE: waits up to 10 s for a meter reading (closes are
+# asynchronous to the client).
+wait_meter() {
+	for i in $(seq 1 100); do
+		[ "$(meter_of "$1" "$2")" = "$3" ] && return 0
+		sleep 0.1
+	done
+	fail "meter $1 $2: got $(meter_of "$1" "$2"), want $3"
+}

@@ -15,8 +15,8 @@ pub const FAMILY_VERSION: u8 = 1;
 /// Commands of the family.
 ///
 /// Mutating commands (`*_NEW`, `*_DEL`, `*_SET`, `FLUSH`, `RULESET_REPLACE`) require
-/// `CAP_NET_ADMIN` in the network namespace's user namespace; `RULE_GET` is open to
-/// everyone but only ever shows the caller's own network namespace.
+/// `CAP_NET_ADMIN` in the network namespace's user namespace; `RULE_GET` and `METER_GET`
+/// are open to everyone but only ever show the caller's own network namespace.
 pub mod cmd {
     /// Create a rule: `PORT`, `RULE_TYPE`, `DEFAULT_PORT`, optional `RULE_FLAGS`.
     pub const RULE_NEW: u8 = 1;
@@ -39,8 +39,15 @@ pub mod cmd {
     /// their counters. No `RULE` at all empties the namespace. With
     /// `replace_flags::CHECK` in `REPLACE_FLAGS` the set is only validated.
     pub const RULESET_REPLACE: u8 = 8;
+    /// Meter a listening port that no rule sends to (ports rules send to are metered
+    /// from the rule's creation on): `PORT`.
+    pub const METER_NEW: u8 = 9;
+    /// Stop metering a port and forget its counters: `PORT`.
+    pub const METER_DEL: u8 = 10;
+    /// Get one meter (`PORT`) or dump every meter of the namespace (no attribute).
+    pub const METER_GET: u8 = 11;
     /// Highest command number.
-    pub const MAX: u8 = 8;
+    pub const MAX: u8 = 11;
     /// Name of each command (as in `Documentation/netlink/openqos.yaml`), by number.
     pub const NAMES: [(u8, &str); MAX as usize] = [
         (RULE_NEW, "rule-new"),
@@ -51,6 +58,9 @@ pub mod cmd {
         (FLUSH, "flush"),
         (COND_SET, "cond-set"),
         (RULESET_REPLACE, "ruleset-replace"),
+        (METER_NEW, "meter-new"),
+        (METER_DEL, "meter-del"),
+        (METER_GET, "meter-get"),
     ];
 }
 
@@ -135,8 +145,17 @@ pub mod attr {
     pub const RULE: u16 = 19;
     /// Flags of `RULESET_REPLACE`, u32, bits of [`super::replace_flags`].
     pub const REPLACE_FLAGS: u16 = 20;
+    /// Sensor readings of a port in a `METER_GET` reply (nested, [`super::meter_stat`]
+    /// attributes).
+    pub const METER_STATS: u16 = 21;
+    /// Histogram of the connection delays of a port in a `METER_GET` reply: one
+    /// native-endian u64 count per bucket of [`super::hist`].
+    pub const DELAY_HIST: u16 = 22;
+    /// Why a port is metered, in a `METER_GET` reply: u32, bits of
+    /// [`super::meter_flags`].
+    pub const METER_FLAGS: u16 = 23;
     /// Highest attribute number.
-    pub const MAX: u16 = 20;
+    pub const MAX: u16 = 23;
 }
 
 /// Attributes inside `STATS`, all u64 counters.
@@ -177,6 +196,115 @@ pub mod stat {
     ];
 }
 
+/// Attributes inside `METER_STATS`, all u64.
+pub mod meter_stat {
+    /// Connections waiting in the accept queues of the port's listeners now.
+    pub const WAITING: u16 = 1;
+    /// Connections accepted from the port since it is metered.
+    pub const ACCEPTED: u16 = 2;
+    /// Sum over the accepted connections of the time from the end of the handshake to
+    /// `accept()`, in nanoseconds (resolution: one jiffy).
+    pub const DELAY_NS: u16 = 3;
+    /// Bytes the server received on connections accepted from the port (all reads,
+    /// `splice` included), connections still open included.
+    pub const RX_BYTES: u16 = 4;
+    /// Bytes the server sent on connections accepted from the port (all writes,
+    /// `sendfile` and `splice` included), connections still open included.
+    pub const TX_BYTES: u16 = 5;
+    /// Connections accepted from the port and still open.
+    pub const OPEN: u16 = 6;
+    /// Listening sockets of the port the meter sees.
+    pub const LISTENERS: u16 = 7;
+    /// Highest meter statistics attribute.
+    pub const MAX: u16 = 7;
+    /// Name of each attribute (as in `Documentation/netlink/openqos.yaml`).
+    pub const NAMES: [(u16, &str); MAX as usize] = [
+        (WAITING, "waiting"),
+        (ACCEPTED, "accepted"),
+        (DELAY_NS, "delay-ns"),
+        (RX_BYTES, "rx-bytes"),
+        (TX_BYTES, "tx-bytes"),
+        (OPEN, "open"),
+        (LISTENERS, "listeners"),
+    ];
+}
+
+/// Bits of `METER_FLAGS`.
+pub mod meter_flags {
+    /// A rule sends connections to the port.
+    pub const AUTO: u32 = 1 << 0;
+    /// Metered on request (`METER_NEW`).
+    pub const REQUESTED: u32 = 1 << 1;
+}
+
+/// The delay histogram: logarithmic buckets of microseconds, four per power of two.
+///
+/// Bucket `i < 4` holds delays of exactly `i` µs; above, bucket `4 * (e - 1) + s` holds
+/// `[(4 + s) << (e - 2), (5 + s) << (e - 2))` for `e >= 2`, `s` in `0..4`, so a bucket
+/// is at most 25 % wide. The last bucket also holds every longer delay.
+pub mod hist {
+    /// Number of buckets (the last starts at about 15.3 hours).
+    pub const BUCKETS: usize = 140;
+
+    /// The bucket of a delay of `us` microseconds.
+    pub const fn bucket(us: u64) -> usize {
+        if us < 4 {
+            return us as usize;
+        }
+        let e = 63 - us.leading_zeros() as usize;
+        let s = ((us >> (e - 2)) & 3) as usize;
+        let i = 4 * (e - 1) + s;
+        if i >= BUCKETS {
+            BUCKETS - 1
+        } else {
+            i
+        }
+    }
+
+    /// The smallest delay (µs) of bucket `i`.
+    pub const fn lower(i: usize) -> u64 {
+        if i < 4 {
+            return i as u64;
+        }
+        let e = i / 4 + 1;
+        ((4 + (i % 4)) as u64) << (e - 2)
+    }
+
+    /// The first delay (µs) past bucket `i` (`u64::MAX` for the last).
+    pub const fn upper(i: usize) -> u64 {
+        if i + 1 >= BUCKETS {
+            u64::MAX
+        } else {
+            lower(i + 1)
+        }
+    }
+
+    /// The `q`-quantile (`q` in thousandths, 500 = median) of the histogram `counts`,
+    /// in microseconds: the middle of the bucket holding it (the lower bound for the
+    /// open-ended last bucket). `None` when the histogram is empty.
+    pub fn quantile(counts: &[u64], q: u32) -> Option<u64> {
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        // The smallest rank whose cumulative share reaches q (rank 1..=total).
+        let rank = ((u128::from(total) * u128::from(q.min(1000))).div_ceil(1000) as u64).max(1);
+        let mut seen = 0u64;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let (lo, hi) = (lower(i), upper(i));
+                return Some(if hi == u64::MAX {
+                    lo
+                } else {
+                    lo + (hi - lo) / 2
+                });
+            }
+        }
+        None
+    }
+}
+
 /// Limits enforced by the module (and checked early by the tools).
 pub mod limits {
     /// Rules per network namespace.
@@ -211,6 +339,11 @@ pub mod limits {
     pub const DATA_TIMEOUT_MIN_MS: u32 = 10;
     /// Longest data timeout.
     pub const DATA_TIMEOUT_MAX_MS: u32 = 60_000;
+    /// Metered ports per network namespace. Past it, rules still forward to new ports,
+    /// unmetered.
+    pub const MAX_METERS: usize = 1024;
+    /// Listening sockets of one port a meter looks after (`SO_REUSEPORT` groups).
+    pub const MAX_METER_LISTENERS: usize = 64;
 }
 
 /// The kind of an attribute's payload.
@@ -323,6 +456,9 @@ pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
         0,
         replace_flags::ALL as u64,
     ),
+    other(attr::METER_STATS, "meter-stats", Kind::Reject),
+    other(attr::DELAY_HIST, "delay-hist", Kind::Reject),
+    other(attr::METER_FLAGS, "meter-flags", Kind::Reject),
 ];
 
 /// Returns the policy of attribute `ty`, if it is one.
@@ -357,6 +493,8 @@ pub const fn command_attrs(cmd: u8) -> (&'static [u16], &'static [u16]) {
         cmd::COND_SET => (&[attr::PORT, attr::OUT_PORT, attr::COND_INDEX], MATCHERS),
         cmd::COND_DEL => (&[attr::PORT, attr::COND_INDEX], &[]),
         cmd::RULESET_REPLACE => (&[], &[attr::RULE, attr::REPLACE_FLAGS]),
+        cmd::METER_NEW | cmd::METER_DEL => (&[attr::PORT], &[]),
+        cmd::METER_GET => (&[], &[attr::PORT]),
         _ => (&[], &[]),
     }
 }
@@ -376,7 +514,7 @@ pub const fn nest_attrs(ty: u16) -> (&'static [u16], &'static [u16]) {
 
 /// Returns whether `cmd` changes state (and so needs `CAP_NET_ADMIN`).
 pub const fn is_mutation(cmd: u8) -> bool {
-    !matches!(cmd, cmd::RULE_GET)
+    !matches!(cmd, cmd::RULE_GET | cmd::METER_GET)
 }
 
 #[cfg(test)]
@@ -391,6 +529,41 @@ mod tests {
         }
         assert_eq!(policy(0), None);
         assert_eq!(policy(attr::MAX + 1), None);
+    }
+
+    #[test]
+    fn histogram_buckets_tile_the_line() {
+        assert_eq!(hist::bucket(0), 0);
+        assert_eq!(hist::bucket(3), 3);
+        assert_eq!(hist::bucket(4), 4);
+        assert_eq!(hist::bucket(7), 7);
+        assert_eq!(hist::bucket(8), 8);
+        assert_eq!(hist::bucket(9), 8);
+        assert_eq!(hist::bucket(10), 9);
+        for i in 0..hist::BUCKETS - 1 {
+            assert_eq!(hist::bucket(hist::lower(i)), i, "lower bound of {i}");
+            assert_eq!(hist::bucket(hist::upper(i) - 1), i, "upper bound of {i}");
+            assert!(hist::upper(i) - hist::lower(i) <= hist::lower(i).max(4) / 4 + 1);
+        }
+        assert_eq!(hist::bucket(u64::MAX), hist::BUCKETS - 1);
+        // 4 ms and 200 ms land in buckets at most 25 % wide.
+        let b = hist::bucket(200_000);
+        assert!(hist::lower(b) <= 200_000 && 200_000 < hist::upper(b));
+    }
+
+    #[test]
+    fn quantiles_pick_the_right_bucket() {
+        let mut h = [0u64; hist::BUCKETS];
+        assert_eq!(hist::quantile(&h, 500), None);
+        h[hist::bucket(1_000)] = 50;
+        h[hist::bucket(100_000)] = 40;
+        h[hist::bucket(1_000_000)] = 10;
+        let near = |v: u64, want: u64| v.abs_diff(want) * 8 <= want;
+        assert!(near(hist::quantile(&h, 500).unwrap(), 1_000));
+        assert!(near(hist::quantile(&h, 510).unwrap(), 100_000));
+        assert!(near(hist::quantile(&h, 900).unwrap(), 100_000));
+        assert!(near(hist::quantile(&h, 990).unwrap(), 1_000_000));
+        assert!(near(hist::quantile(&h, 1000).unwrap(), 1_000_000));
     }
 
     #[test]

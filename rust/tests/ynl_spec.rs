@@ -5,7 +5,7 @@
 //! attributes, attribute types, range checks, request attributes, permissions and
 //! limits.
 
-use openqos_abi::abi::{self, attr, cmd, limits, stat, Kind};
+use openqos_abi::abi::{self, attr, cmd, hist, limits, meter_stat, stat, Kind};
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 
@@ -119,15 +119,25 @@ fn attributes_match_the_policy() {
     }
 }
 
-#[test]
-fn stats_match() {
+/// Checks that the attribute set `name` lists `names`, in order, all u64.
+fn check_u64_set(name: &str, names: &[(u16, &str)]) {
     let s = spec();
-    let attrs = numbered(set(&s, "stats"));
-    assert_eq!(attrs.len(), stat::NAMES.len(), "stats count");
-    for ((ty, a), (want_ty, want_name)) in attrs.into_iter().zip(stat::NAMES) {
+    let attrs = numbered(set(&s, name));
+    assert_eq!(attrs.len(), names.len(), "{name} count");
+    for ((ty, a), (want_ty, want_name)) in attrs.into_iter().zip(names.iter().copied()) {
         assert_eq!((ty, str_of(a, "name")), (want_ty, want_name));
         assert_eq!(str_of(a, "type"), "u64", "{want_name}");
     }
+}
+
+#[test]
+fn stats_match() {
+    check_u64_set("stats", &stat::NAMES);
+}
+
+#[test]
+fn meter_stats_match() {
+    check_u64_set("meter-stats", &meter_stat::NAMES);
 }
 
 #[test]
@@ -184,6 +194,12 @@ fn limits_match() {
     assert_eq!(value("max-pattern-bytes"), limits::MAX_PATTERN_BYTES as u64);
     assert_eq!(value("lookahead"), limits::LOOKAHEAD as u64);
     assert_eq!(value("max-pending"), limits::MAX_PENDING as u64);
+    assert_eq!(value("max-meters"), limits::MAX_METERS as u64);
+    assert_eq!(
+        value("max-meter-listeners"),
+        limits::MAX_METER_LISTENERS as u64
+    );
+    assert_eq!(value("hist-buckets"), hist::BUCKETS as u64);
     let entries = |name: &str| -> Vec<String> {
         let d = defs.iter().find(|d| str_of(d, "name") == name).unwrap();
         list(d, "entries")

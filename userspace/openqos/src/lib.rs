@@ -21,7 +21,9 @@ use serde::Serialize;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub use openqos_abi as abi;
-use openqos_abi::abi::{attr, cmd, limits, replace_flags, rule_flags, rule_type, stat};
+use openqos_abi::abi::{
+    attr, cmd, limits, meter_flags, meter_stat, replace_flags, rule_flags, rule_type, stat,
+};
 
 /// Errors of the client library.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +221,46 @@ pub struct RuleStats {
     pub timed_out: u64,
     /// Content rules: sent to the default port because too many were waiting for data.
     pub pending_full: u64,
+}
+
+/// Readings of a metered listening port (the paper's sensors).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Meter {
+    /// The listening port.
+    pub port: u16,
+    /// A rule sends connections to the port.
+    pub auto: bool,
+    /// Metered on request ([`Client::create_meter`]).
+    pub requested: bool,
+    /// Connections in the accept queues of the port's listeners now.
+    pub waiting: u64,
+    /// Connections the servers accepted from the port since it is metered.
+    pub accepted: u64,
+    /// Sum of the connections' queueing delays (end of handshake to `accept()`), ns.
+    pub delay_ns: u64,
+    /// Bytes the servers read from connections accepted from the port.
+    pub rx_bytes: u64,
+    /// Bytes the servers wrote to them (`sendfile` and `splice` included).
+    pub tx_bytes: u64,
+    /// Connections accepted from the port and still open.
+    pub open: u64,
+    /// Listening sockets of the port the meter sees.
+    pub listeners: u64,
+    /// Delay histogram: counts per bucket of [`openqos_abi::abi::hist`].
+    #[serde(skip)]
+    pub hist: Vec<u64>,
+}
+
+impl Meter {
+    /// The `q`-quantile (thousandths) of the queueing delay, in microseconds.
+    pub fn delay_quantile_us(&self, q: u32) -> Option<u64> {
+        openqos_abi::abi::hist::quantile(&self.hist, q)
+    }
+
+    /// The mean queueing delay, in microseconds.
+    pub fn mean_delay_us(&self) -> Option<u64> {
+        (self.accepted > 0).then(|| self.delay_ns / self.accepted / 1000)
+    }
 }
 
 /// Options of a new rule.
@@ -707,6 +749,30 @@ impl Client {
         self.request(cmd::FLUSH, vec![], false).map(drop)
     }
 
+    /// Meters a listening port no rule sends to (those are metered automatically).
+    pub fn create_meter(&mut self, port: u16) -> Result<()> {
+        self.request(cmd::METER_NEW, vec![u16_attr(attr::PORT, port)?], false)
+            .map(drop)
+    }
+
+    /// Stops metering a port; its counters are gone.
+    pub fn delete_meter(&mut self, port: u16) -> Result<()> {
+        self.request(cmd::METER_DEL, vec![u16_attr(attr::PORT, port)?], false)
+            .map(drop)
+    }
+
+    /// Reads the meters (of one port, if given), sorted by port.
+    pub fn meters(&mut self, port: Option<u16>) -> Result<Vec<Meter>> {
+        let attrs = match port {
+            Some(p) => vec![u16_attr(attr::PORT, p)?],
+            None => vec![],
+        };
+        self.request(cmd::METER_GET, attrs, true)?
+            .iter()
+            .map(decode_meter)
+            .collect()
+    }
+
     /// Lists the rules (of one port, if given) with their counters.
     pub fn rules(&mut self, port: Option<u16>) -> Result<Vec<Rule>> {
         let attrs = match port {
@@ -819,6 +885,37 @@ fn nested(v: &[u8]) -> Result<Vec<Attr>> {
             Ok(Attr::Raw(n.kind(), n.value().to_vec()))
         })
         .collect()
+}
+
+fn decode_meter(m: &OqMsg) -> Result<Meter> {
+    let a = &m.attrs;
+    let flags = u32::from_ne_bytes(int(a, attr::METER_FLAGS)?);
+    let s = nested(get(a, attr::METER_STATS).ok_or(Error::Decode("meter without stats".into()))?)?;
+    let c = |t| int::<8>(&s, t).map(u64::from_ne_bytes);
+    let hist = get(a, attr::DELAY_HIST)
+        .ok_or(Error::Decode("meter without histogram".into()))?
+        .chunks_exact(8)
+        .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+        .collect::<Vec<_>>();
+    if hist.len() != openqos_abi::abi::hist::BUCKETS {
+        return Err(Error::Decode(format!(
+            "histogram of {} buckets",
+            hist.len()
+        )));
+    }
+    Ok(Meter {
+        port: u16::from_ne_bytes(int(a, attr::PORT)?),
+        auto: flags & meter_flags::AUTO != 0,
+        requested: flags & meter_flags::REQUESTED != 0,
+        waiting: c(meter_stat::WAITING)?,
+        accepted: c(meter_stat::ACCEPTED)?,
+        delay_ns: c(meter_stat::DELAY_NS)?,
+        rx_bytes: c(meter_stat::RX_BYTES)?,
+        tx_bytes: c(meter_stat::TX_BYTES)?,
+        open: c(meter_stat::OPEN)?,
+        listeners: c(meter_stat::LISTENERS)?,
+        hist,
+    })
 }
 
 fn decode_rule(m: &OqMsg) -> Result<Rule> {

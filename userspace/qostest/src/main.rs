@@ -48,6 +48,10 @@ enum Cmd {
     Hold(HoldArgs),
     /// Change the conditions of one rule many times, as fast as the kernel takes them.
     Churn(ChurnArgs),
+    /// Parse JSON from stdin and print the value at a dotted path (`meters.0.port`):
+    /// strings bare, everything else as JSON. Fails if stdin is not JSON or the path
+    /// does not exist.
+    Json(JsonArgs),
     /// Send one raw request to the openqos family, unchecked, and print the outcome as
     /// `ok` or `errno=N attr=NAME msg=TEXT` (for testing the kernel's validation).
     Nl(NlArgs),
@@ -80,6 +84,31 @@ struct ChurnArgs {
 }
 
 #[derive(clap::Args)]
+struct JsonArgs {
+    /// Dotted path of object keys and array indices; empty for the whole document.
+    #[arg(default_value = "")]
+    path: String,
+}
+
+fn json(a: &JsonArgs) -> Result<()> {
+    let v: serde_json::Value =
+        serde_json::from_reader(std::io::stdin().lock()).context("stdin is not JSON")?;
+    let mut cur = &v;
+    for key in a.path.split('.').filter(|k| !k.is_empty()) {
+        cur = match key.parse::<usize>() {
+            Ok(i) if cur.is_array() => cur.get(i),
+            _ => cur.get(key),
+        }
+        .with_context(|| format!("no {key} in {}", a.path))?;
+    }
+    match cur {
+        serde_json::Value::String(s) => println!("{s}"),
+        other => println!("{other}"),
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
 struct NlArgs {
     /// Command number (see rust/src/abi.rs).
     #[arg(long)]
@@ -109,6 +138,16 @@ struct ServeArgs {
     /// Never accept (to fill the queue).
     #[arg(long)]
     no_accept: bool,
+    /// Blocking mode: once a connection is queued, wait this long before accepting it
+    /// (a server with a known queueing delay).
+    #[arg(long, value_name = "MS")]
+    accept_delay_ms: Option<u64>,
+    /// After the answer line, send this many bytes of a known pattern.
+    #[arg(long, default_value_t = 0)]
+    send: usize,
+    /// Send them with sendfile(2) from a file instead of write(2).
+    #[arg(long)]
+    sendfile: bool,
 }
 
 #[derive(clap::Args)]
@@ -148,6 +187,64 @@ struct LoadArgs {
     /// Pause of --split, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pause_ms: u64,
+    /// After the answer line, read and check this many bytes of the server's pattern
+    /// (its --send).
+    #[arg(long, default_value_t = 0)]
+    recv: usize,
+    /// Wait this long after the answer line before reading the bulk data (a slow
+    /// reader: the server blocks in send meanwhile).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    recv_delay_ms: u64,
+}
+
+/// The bulk pattern of `serve --send` and `load --recv`.
+fn bulk_byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// What a server sends after its answer line.
+struct Bulk {
+    len: usize,
+    /// A file holding the pattern, for sendfile(2).
+    file: Option<std::fs::File>,
+}
+
+impl Bulk {
+    fn new(len: usize, sendfile: bool) -> Result<Self> {
+        let file = if sendfile && len > 0 {
+            let path = std::env::temp_dir().join(format!("qostest-bulk-{}", std::process::id()));
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)?;
+            std::fs::remove_file(&path)?;
+            f.write_all(&(0..len).map(bulk_byte).collect::<Vec<_>>())?;
+            Some(f)
+        } else {
+            None
+        };
+        Ok(Bulk { len, file })
+    }
+
+    fn send(&self, s: &mut TcpStream) -> Result<()> {
+        match &self.file {
+            Some(f) => {
+                let mut off: i64 = 0;
+                while (off as usize) < self.len {
+                    let left = self.len - off as usize;
+                    let n =
+                        nix::sys::sendfile::sendfile(s.as_fd(), f.as_fd(), Some(&mut off), left)?;
+                    if n == 0 {
+                        bail!("sendfile: no progress");
+                    }
+                }
+            }
+            None => s.write_all(&(0..self.len).map(bulk_byte).collect::<Vec<_>>())?,
+        }
+        Ok(())
+    }
 }
 
 fn fnv64(data: &[u8]) -> u64 {
@@ -182,7 +279,7 @@ fn listener(addr: &str, port: u16, backlog: i32) -> Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
-fn handle(mut s: TcpStream, tag: &str) {
+fn handle(mut s: TcpStream, tag: &str, bulk: &Bulk) {
     let peer = match s.peer_addr() {
         Ok(p) => p,
         Err(_) => return,
@@ -220,7 +317,9 @@ fn handle(mut s: TcpStream, tag: &str) {
         return;
     }
     let ip = peer.ip().to_canonical();
-    let _ = writeln!(s, "{tag} {ip} {} {:016x}", peer.port(), fnv64(&buf));
+    if writeln!(s, "{tag} {ip} {} {:016x}", peer.port(), fnv64(&buf)).is_ok() && bulk.len > 0 {
+        let _ = bulk.send(&mut s);
+    }
 }
 
 fn serve(args: &ServeArgs) -> Result<()> {
@@ -231,8 +330,15 @@ fn serve(args: &ServeArgs) -> Result<()> {
         mode,
         backlog,
         no_accept,
+        accept_delay_ms,
+        send,
+        sendfile,
     } = *args;
     let tag = tag.clone();
+    let bulk = Arc::new(Bulk::new(send, sendfile)?);
+    if accept_delay_ms.is_some() && mode != Mode::Blocking {
+        bail!("--accept-delay-ms is for --mode blocking");
+    }
     let l = listener(addr, port, backlog)?;
     println!("ready {tag} {addr} {port}");
     std::io::stdout().flush()?;
@@ -243,11 +349,23 @@ fn serve(args: &ServeArgs) -> Result<()> {
     }
     let tag: Arc<str> = tag.into();
     let spawn = |s: TcpStream| {
-        let tag = tag.clone();
-        std::thread::spawn(move || handle(s, &tag));
+        let (tag, bulk) = (tag.clone(), bulk.clone());
+        std::thread::spawn(move || handle(s, &tag, &bulk));
     };
     match mode {
         Mode::Blocking => loop {
+            if let Some(ms) = accept_delay_ms {
+                // Wait until a connection is queued, then let it wait `ms` more.
+                let mut fds = [nix::poll::PollFd::new(
+                    l.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => bail!("poll: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(ms));
+            }
             match l.accept() {
                 Ok((s, _)) => spawn(s),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -313,9 +431,12 @@ fn connect(to: SocketAddr, from: Option<IpAddr>, timeout: Duration) -> Result<Tc
 struct Shape {
     header: Vec<u8>,
     split: Option<(usize, Duration)>,
+    recv: usize,
+    recv_delay: Duration,
 }
 
-/// One connection: Ok(reply line) or an error.
+/// One connection: Ok(reply line, local address, payload hash, bytes sent, bytes
+/// received) or an error.
 fn one(
     to: SocketAddr,
     from: Option<IpAddr>,
@@ -323,7 +444,7 @@ fn one(
     id: u64,
     timeout: Duration,
     shape: &Shape,
-) -> Result<(String, SocketAddr, u64)> {
+) -> Result<(String, SocketAddr, u64, usize, usize)> {
     let mut s = connect(to, from, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_nodelay(true)?;
@@ -343,11 +464,21 @@ fn one(
         _ => s.write_all(&req)?,
     }
     let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line)?;
+    let mut r = BufReader::new(&s);
+    r.read_line(&mut line)?;
     if line.is_empty() {
         bail!("connection closed without an answer");
     }
-    Ok((line, local, fnv64(&payload)))
+    if shape.recv > 0 {
+        std::thread::sleep(shape.recv_delay);
+        let mut bulk = vec![0; shape.recv];
+        r.read_exact(&mut bulk)?;
+        if let Some(i) = (0..bulk.len()).find(|&i| bulk[i] != bulk_byte(i)) {
+            bail!("bulk data differs at byte {i}");
+        }
+    }
+    let got = line.len() + shape.recv;
+    Ok((line, local, fnv64(&payload), req.len(), got))
 }
 
 fn load(args: &LoadArgs) -> Result<()> {
@@ -363,6 +494,8 @@ fn load(args: &LoadArgs) -> Result<()> {
         ref header,
         split,
         pause_ms,
+        recv,
+        recv_delay_ms,
     } = *args;
     let expect = expect.clone();
     let shape = Shape {
@@ -373,7 +506,12 @@ fn load(args: &LoadArgs) -> Result<()> {
             .replace("\\n", "\n")
             .into_bytes(),
         split: split.map(|n| (n, Duration::from_millis(pause_ms))),
+        recv,
+        recv_delay: Duration::from_millis(recv_delay_ms),
     };
+    // Bytes of the connections served correctly, in each direction.
+    let sent = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
     let slowest = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
@@ -386,6 +524,7 @@ fn load(args: &LoadArgs) -> Result<()> {
     >::new()));
     let threads: Vec<_> = (0..conc.min(count).max(1))
         .map(|_| {
+            let (sent, received) = (sent.clone(), received.clone());
             let (next, ok, bad, expect, max_refuse, tags, shape, slowest) = (
                 next.clone(),
                 ok.clone(),
@@ -409,7 +548,7 @@ fn load(args: &LoadArgs) -> Result<()> {
                         max_refuse.fetch_max(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
                         true
                     }
-                    (Ok((line, _, _)), true) => {
+                    (Ok((line, ..)), true) => {
                         eprintln!("conn {id}: expected refusal, got answer {}", line.trim());
                         false
                     }
@@ -417,7 +556,7 @@ fn load(args: &LoadArgs) -> Result<()> {
                         eprintln!("conn {id}: {e:#}");
                         false
                     }
-                    (Ok((line, local, hash)), false) => {
+                    (Ok((line, local, hash, out, back)), false) => {
                         let f: Vec<&str> = line.split_whitespace().collect();
                         let want_ip = local.ip().to_canonical();
                         let fine = f.len() == 4
@@ -428,6 +567,8 @@ fn load(args: &LoadArgs) -> Result<()> {
                             && f[2].parse::<u16>().ok() == Some(local.port())
                             && f[3] == format!("{hash:016x}");
                         if fine {
+                            sent.fetch_add(*out as u64, Ordering::Relaxed);
+                            received.fetch_add(*back as u64, Ordering::Relaxed);
                             if let Ok(mut t) = tags.lock() {
                                 *t.entry(f[0].to_string()).or_default() += 1;
                             }
@@ -463,10 +604,12 @@ fn load(args: &LoadArgs) -> Result<()> {
         })
         .unwrap_or_default();
     println!(
-        "ok={ok} bad={bad} seconds={el:.2} rate={:.0} max_refusal_ms={} max_ms={} tags={tags}",
+        "ok={ok} bad={bad} seconds={el:.2} rate={:.0} max_refusal_ms={} max_ms={} sent={} received={} tags={tags}",
         ok as f64 / el,
         max_refuse.load(Ordering::Relaxed),
-        slowest.load(Ordering::Relaxed)
+        slowest.load(Ordering::Relaxed),
+        sent.load(Ordering::Relaxed),
+        received.load(Ordering::Relaxed)
     );
     if bad > 0 {
         std::process::exit(1);
@@ -564,5 +707,6 @@ fn main() -> Result<()> {
         Cmd::Churn(a) => churn(&a),
         Cmd::Load(a) => load(&a),
         Cmd::Nl(a) => nl(&a),
+        Cmd::Json(a) => json(&a),
     }
 }

@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! netmeter: the sensors of openqos.
+//!
+//! Shows, per metered listening port, the connections waiting in its accept queues, the
+//! connections accepted, their queueing delay (mean and percentiles) and the bytes the
+//! servers exchanged on them; once, or every interval as rates (like `vmstat`). Reading
+//! needs no privilege and shows the caller's network namespace only.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use openqos::{Client, Meter};
+use serde::Serialize;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "netmeter",
+    version,
+    about = "Read the openqos sensors of listening ports",
+    after_help = "Ports a rule sends to are metered from the rule's creation on; \
+                  -A meters any other listening port. See netmeter(8)."
+)]
+struct Args {
+    /// Show this port only.
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    port: Option<u16>,
+    /// Print JSON (one object; in watch mode one object per line and interval).
+    #[arg(short = 'j', long = "json")]
+    json: bool,
+    /// Watch: print rates every SECONDS (fractions allowed) until interrupted.
+    #[arg(short = 'i', long = "interval", value_name = "SECONDS")]
+    interval: Option<f64>,
+    /// Watch: stop after COUNT intervals.
+    #[arg(
+        short = 'c',
+        long = "count",
+        value_name = "COUNT",
+        requires = "interval"
+    )]
+    count: Option<u64>,
+    /// Meter PORT (needs CAP_NET_ADMIN).
+    #[arg(short = 'A', long = "add", value_name = "PORT", conflicts_with_all = ["delete", "interval"])]
+    add: Option<u16>,
+    /// Stop metering PORT and forget its counters (needs CAP_NET_ADMIN).
+    #[arg(
+        short = 'D',
+        long = "delete",
+        value_name = "PORT",
+        conflicts_with = "interval"
+    )]
+    delete: Option<u16>,
+}
+
+/// One port's readings as printed.
+#[derive(Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    meter: &'a Meter,
+    mean_delay_us: Option<u64>,
+    p50_delay_us: Option<u64>,
+    p90_delay_us: Option<u64>,
+    p99_delay_us: Option<u64>,
+}
+
+impl<'a> Row<'a> {
+    fn of(meter: &'a Meter) -> Self {
+        Row {
+            meter,
+            mean_delay_us: meter.mean_delay_us(),
+            p50_delay_us: meter.delay_quantile_us(500),
+            p90_delay_us: meter.delay_quantile_us(900),
+            p99_delay_us: meter.delay_quantile_us(990),
+        }
+    }
+}
+
+/// A port's rates over one watch interval.
+#[derive(Serialize)]
+struct Rate {
+    port: u16,
+    waiting: u64,
+    open: u64,
+    accepted: u64,
+    accepts_per_s: f64,
+    mean_delay_us: Option<u64>,
+    rx_bytes_per_s: f64,
+    tx_bytes_per_s: f64,
+}
+
+fn ms(us: Option<u64>) -> String {
+    us.map_or("-".into(), |u| format!("{:.1}", u as f64 / 1000.0))
+}
+
+fn flags(m: &Meter) -> &'static str {
+    match (m.auto, m.requested) {
+        (true, true) => "rule,req",
+        (true, false) => "rule",
+        (false, true) => "req",
+        (false, false) => "-",
+    }
+}
+
+fn print_table(out: &mut impl Write, meters: &[Meter]) -> Result<()> {
+    writeln!(
+        out,
+        " PORT  WAITING   ACCEPTED   OPEN  DELAY_MS    P50_MS    P90_MS    P99_MS       RX_BYTES       TX_BYTES  LSN WHY"
+    )?;
+    for m in meters {
+        let r = Row::of(m);
+        writeln!(
+            out,
+            "{:>5} {:>8} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9} {:>14} {:>14} {:>4} {}",
+            m.port,
+            m.waiting,
+            m.accepted,
+            m.open,
+            ms(r.mean_delay_us),
+            ms(r.p50_delay_us),
+            ms(r.p90_delay_us),
+            ms(r.p99_delay_us),
+            m.rx_bytes,
+            m.tx_bytes,
+            m.listeners,
+            flags(m)
+        )?;
+    }
+    Ok(())
+}
+
+fn rates(before: &[Meter], now: &[Meter], secs: f64) -> Vec<Rate> {
+    now.iter()
+        .map(|m| {
+            // A port metered during the interval counts from zero.
+            let z = Meter::default();
+            let b = before.iter().find(|b| b.port == m.port).unwrap_or(&z);
+            let acc = m.accepted.saturating_sub(b.accepted);
+            let delay = m.delay_ns.saturating_sub(b.delay_ns);
+            Rate {
+                port: m.port,
+                waiting: m.waiting,
+                open: m.open,
+                accepted: acc,
+                accepts_per_s: acc as f64 / secs,
+                mean_delay_us: (acc > 0).then(|| delay / acc / 1000),
+                rx_bytes_per_s: m.rx_bytes.saturating_sub(b.rx_bytes) as f64 / secs,
+                tx_bytes_per_s: m.tx_bytes.saturating_sub(b.tx_bytes) as f64 / secs,
+            }
+        })
+        .collect()
+}
+
+fn watch(client: &mut Client, args: &Args, every: Duration) -> Result<()> {
+    let out = &mut std::io::stdout().lock();
+    let mut before = client.meters(args.port)?;
+    let mut t0 = Instant::now();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while args.count.is_none_or(|c| n < c) {
+        std::thread::sleep(every.saturating_sub(t0.elapsed()));
+        let now = client.meters(args.port)?;
+        let t1 = Instant::now();
+        let secs = t1.duration_since(t0).as_secs_f64();
+        let r = rates(&before, &now, secs);
+        let at = t1.duration_since(start).as_secs_f64();
+        if args.json {
+            serde_json::to_writer(&mut *out, &serde_json::json!({ "t": at, "ports": r }))?;
+            writeln!(out)?;
+        } else {
+            writeln!(
+                out,
+                "{:>8} {:>5} {:>8} {:>6} {:>9} {:>9} {:>12} {:>12}",
+                "T", "PORT", "WAITING", "OPEN", "ACCEPT/S", "DELAY_MS", "RX_B/S", "TX_B/S"
+            )?;
+            for p in &r {
+                writeln!(
+                    out,
+                    "{:>8.1} {:>5} {:>8} {:>6} {:>9.1} {:>9} {:>12.0} {:>12.0}",
+                    at,
+                    p.port,
+                    p.waiting,
+                    p.open,
+                    p.accepts_per_s,
+                    ms(p.mean_delay_us),
+                    p.rx_bytes_per_s,
+                    p.tx_bytes_per_s
+                )?;
+            }
+        }
+        out.flush()?;
+        before = now;
+        t0 = t1;
+        n += 1;
+    }
+    Ok(())
+}
+
+fn run(args: &Args) -> Result<()> {
+    let mut client = Client::connect().context("cannot talk to the openqos module")?;
+    if let Some(p) = args.add {
+        return client
+            .create_meter(p)
+            .with_context(|| format!("cannot meter port {p}"));
+    }
+    if let Some(p) = args.delete {
+        return client
+            .delete_meter(p)
+            .with_context(|| format!("cannot stop metering port {p}"));
+    }
+    if let Some(secs) = args.interval {
+        if !(0.01..=86_400.0).contains(&secs) {
+            bail!("the interval must be between 0.01 and 86400 seconds");
+        }
+        return watch(&mut client, args, Duration::from_secs_f64(secs));
+    }
+    let meters = client.meters(args.port)?;
+    let out = &mut std::io::stdout().lock();
+    if args.json {
+        let rows: Vec<Row> = meters.iter().map(Row::of).collect();
+        serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "meters": rows }))?;
+        writeln!(out)?;
+    } else {
+        print_table(out, &meters)?;
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(&args) {
+        eprintln!("netmeter: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meter(port: u16, accepted: u64, delay_ns: u64, rx: u64) -> Meter {
+        Meter {
+            port,
+            accepted,
+            delay_ns,
+            rx_bytes: rx,
+            ..Meter::default()
+        }
+    }
+
+    #[test]
+    fn rates_are_per_interval() {
+        let before = [meter(80, 10, 10_000_000, 100)];
+        let now = [meter(80, 30, 50_000_000, 2100), meter(81, 5, 0, 0)];
+        let r = rates(&before, &now, 2.0);
+        assert_eq!(r[0].accepted, 20);
+        assert_eq!(r[0].accepts_per_s, 10.0);
+        assert_eq!(r[0].mean_delay_us, Some(2000));
+        assert_eq!(r[0].rx_bytes_per_s, 1000.0);
+        // New port: from zero.
+        assert_eq!(r[1].accepted, 5);
+        assert_eq!(r[1].mean_delay_us, Some(0));
+    }
+
+    #[test]
+    fn table_has_a_row_per_port() {
+        let mut out = Vec::new();
+        print_table(&mut out, &[meter(8081, 3, 3_000_000, 7)]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let row: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row[0], "8081");
+        assert_eq!(row[2], "3");
+        assert_eq!(row[4], "1.0");
+        assert_eq!(row[8], "7");
+    }
+}
