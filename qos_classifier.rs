@@ -1012,6 +1012,7 @@ fn meter_add(nets: &mut Nets, net: NetRef, port: u16, flags: u32) -> Result<bool
     n.meters.push(m.clone(), GFP_KERNEL)?;
     n.meters[at..].rotate_right(1);
     m.rescan(net);
+    qos_sensor::schedule_rescan();
     Ok(false)
 }
 
@@ -1083,8 +1084,10 @@ pub(crate) fn meters(nets: &Nets, net: NetRef) -> &[Arc<Meter>] {
     find(nets, net).map_or(&[], |n| &n.meters[..])
 }
 
-/// Wraps the listeners that appeared on metered ports (the sensors' work item).
-pub(crate) fn rescan_meters(nets: &Nets) {
+/// Wraps the listeners that appeared on metered ports (the sensors' work item). Returns
+/// whether any meter exists.
+pub(crate) fn rescan_meters(nets: &Nets) -> bool {
+    let mut any = false;
     for n in nets.iter() {
         // SAFETY: `key` is the address of a live namespace: its entry goes (pernet exit,
         // under this lock) before the namespace does.
@@ -1093,8 +1096,10 @@ pub(crate) fn rescan_meters(nets: &Nets) {
         };
         for m in n.meters.iter() {
             m.rescan(net);
+            any = true;
         }
     }
+    any
 }
 
 /// Shuts every meter of every namespace down (module unload) and returns their records.

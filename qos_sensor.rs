@@ -90,6 +90,7 @@ mod shim {
             f: unsafe extern "C" fn(*mut bindings::work_struct),
         );
         pub(super) fn oq_work_now(dw: *mut bindings::delayed_work);
+        pub(super) fn oq_work_at(dw: *mut bindings::delayed_work, ms: u32);
     }
 }
 
@@ -808,11 +809,24 @@ pub(crate) fn kick_rescan() {
 
 static EVER_REGISTERED: Atomic<bool> = Atomic::new(false);
 
+/// How often meters look for new listeners of their port on their own.
+const RESCAN_MS: u32 = 1000;
+
+/// Makes sure the periodic rescan runs (a meter exists).
+pub(crate) fn schedule_rescan() {
+    if EVER_REGISTERED.load(Relaxed) {
+        // SAFETY: initialized by `Sensors::register`, cancelled by its `unregister`.
+        unsafe { shim::oq_work_at(RESCAN.0.get(), RESCAN_MS) };
+    }
+}
+
 /// # Safety
 ///
 /// Called by the workqueue for [`RESCAN`].
 unsafe extern "C" fn rescan_fn(_work: *mut bindings::work_struct) {
-    crate::qos_classifier::rescan_meters(&crate::qos_classifier::NETS.lock());
+    if crate::qos_classifier::rescan_meters(&crate::qos_classifier::NETS.lock()) {
+        schedule_rescan();
+    }
 }
 
 /// The sensors' registration: wrapped operation tables and the rescan work item.

@@ -8,7 +8,7 @@
 insmod /openqos.ko
 ROUNDS=${OQ_BENCH_ROUNDS:-7}
 COUNT=${OQ_BENCH_COUNT:-2000}
-CONFIGS=${OQ_BENCH_CONFIGS:-"direct a0 a1 a2 a4 a8 a1000 c0 c1 c2 c4 c8 c64 c512"}
+CONFIGS=${OQ_BENCH_CONFIGS:-"direct m a0 a1 a2 a4 a8 a1000 c0 c1 c2 c4 c8 c64 c512"}
 serve 8080 srv --mode epoll
 # Every client sends a small HTTP header block first (the server skips it), so that all
 # configurations carry the same bytes and content rules have something to look at.
@@ -19,8 +19,14 @@ rate() {
 }
 # setup aN: one address rule on 80 with N conditions for 10.0.0.0/8 addresses (the
 # client is 127.0.0.1); cN: a content rule with N host names absent from the header.
-# Each configuration is one rule set, restored atomically in one request.
+# Each configuration is one rule set, restored atomically in one request. Rules meter
+# their outgoing port; the meter goes again, so that rows measure the classifier alone.
+# m: no rule, the server's port metered (the sensors' cost).
 setup() {
+	if [ "$1" = m ]; then
+		netmeter -A 8080
+		return
+	fi
 	n=${1#?}
 	case "$1" in
 	a*) echo "-A a -p 80 -o 8080" ;;
@@ -32,7 +38,10 @@ setup() {
 			else printf "-a c -p 80 -s www.host-%d.example.com -r 8080\n", i
 	}' >>/tmp/bench.rules
 	tcpchains --restore /tmp/bench.rules
+	netmeter -D 8080
 }
+# The port of configuration $1.
+port_of() { if [ "$1" = m ]; then echo 8080; else echo 80; fi; }
 # Each configuration is measured right after a direct run, and its figure is the
 # median over the rounds of these paired ratios: slow drift of the emulated machine
 # cancels out of each pair.
@@ -40,9 +49,10 @@ for r in $(seq 1 "$ROUNDS"); do
 	for c in $CONFIGS; do
 		[ "$c" = direct ] && continue
 		tcpchains -F
+		netmeter -D 8080 2>/dev/null || true
 		d=$(rate 8080)
 		setup "$c"
-		v=$(rate 80)
+		v=$(rate "$(port_of "$c")")
 		echo "$d" >>/tmp/bench-direct
 		echo "$v" >>"/tmp/bench-$c"
 		awk -v v="$v" -v d="$d" 'BEGIN { printf "%.4f\n", v / d }' >>"/tmp/bench-ratio-$c"
@@ -57,9 +67,24 @@ echo "BENCH | direct to the server | $(median /tmp/bench-direct) | 1 | |"
 for c in $CONFIGS; do
 	[ "$c" = direct ] && continue
 	case "$c" in
+	m) name="direct to the server, its port metered" ;;
 	a*) name="rule, ${c#a} address conditions" ;;
 	c*) name="rule, ${c#c} content conditions" ;;
 	esac
 	echo "BENCH | $name | $(median "/tmp/bench-$c") | $(median "/tmp/bench-ratio-$c") | $(range "/tmp/bench-ratio-$c") |"
 done
 tcpchains -F
+netmeter -D 8080 2>/dev/null || true
+# The sensors' cost per connection, without the load generator's threads: one process
+# connects, accepts, exchanges 64 bytes each way and closes, in blocks alternating
+# between a metered and an unmetered port.
+{ sleep 1; netmeter -A 8091; echo go; } | qostest pingpong --port 8091 --base 8092 \
+	--blocks "${OQ_BENCH_PP_BLOCKS:-41}" >/tmp/pp.out
+pp=$(grep ratio= /tmp/pp.out)
+echo "pingpong: $pp"
+val() { echo "$pp" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+echo "BENCH "
+echo "BENCH | sensors' cost, one connection at a time | microseconds per connection (median) | ratio metered / unmetered (median of paired blocks) | interquartile range of the ratios |"
+echo "BENCH | --- | --- | --- | --- |"
+echo "BENCH | unmetered port | $(val base_us) | 1 | |"
+echo "BENCH | metered port | $(val port_us) | $(val ratio) | $(val iqr) |"

@@ -25,5 +25,17 @@ echo "== rules and counters (tcpchains -L):"
 tcpchains -L | sed 's/^/   /'
 echo "== the same as JSON (tcpchains -L -j):"
 tcpchains -L -j | sed 's/^/   /'
+echo "== sensors: both outgoing ports are metered since the rules exist; 40 more clients"
+for i in $(seq 1 20); do
+	curl -s --interface 128.143.1.10 http://127.0.0.1/ >/dev/null &
+	curl -s --interface 10.0.0.10 http://127.0.0.1/ >/dev/null &
+done
+wait
+echo "   # netmeter"
+netmeter | sed 's/^/   /'
+echo "   # netmeter -p 8081 -i 1 -c 2     (watch: per-interval rates, while clients come)"
+(for i in $(seq 1 30); do curl -s --interface 128.143.1.10 http://127.0.0.1/ >/dev/null; done) &
+netmeter -p 8081 -i 1 -c 2 | sed 's/^/   /'
+wait
 tcpchains -F
 rmmod openqos

@@ -48,6 +48,10 @@ enum Cmd {
     Hold(HoldArgs),
     /// Change the conditions of one rule many times, as fast as the kernel takes them.
     Churn(ChurnArgs),
+    /// Time connection round trips (connect, accept, a request and an answer, close)
+    /// on two listening ports of this process in alternating blocks, and print the
+    /// per-connection time of each and their ratio (the meter's cost: meter one port).
+    Pingpong(PingpongArgs),
     /// Parse JSON from stdin and print the value at a dotted path (`meters.0.port`):
     /// strings bare, everything else as JSON. Fails if stdin is not JSON or the path
     /// does not exist.
@@ -81,6 +85,82 @@ struct ChurnArgs {
     /// Changes in all (add, replace, delete in turn).
     #[arg(long)]
     count: u64,
+}
+
+#[derive(clap::Args)]
+struct PingpongArgs {
+    /// Port measured (e.g. metered).
+    #[arg(long)]
+    port: u16,
+    /// Port compared with (e.g. not metered).
+    #[arg(long)]
+    base: u16,
+    /// Blocks per port.
+    #[arg(long, default_value_t = 30)]
+    blocks: usize,
+    /// Connections per block.
+    #[arg(long, default_value_t = 200)]
+    per_block: usize,
+}
+
+fn pingpong(a: &PingpongArgs) -> Result<()> {
+    let ls = [
+        listener("127.0.0.1", a.port, 128)?,
+        listener("127.0.0.1", a.base, 128)?,
+    ];
+    // Any setup the caller does on the ports (metering) happens now.
+    println!("ready");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let round = |l: &TcpListener| -> Result<f64> {
+        let to = l.local_addr()?;
+        let t0 = Instant::now();
+        let mut buf = [0u8; 64];
+        for _ in 0..a.per_block {
+            let mut c = TcpStream::connect(to)?;
+            let (mut s, _) = l.accept()?;
+            c.write_all(&[7; 64])?;
+            s.read_exact(&mut buf)?;
+            s.write_all(&buf)?;
+            c.read_exact(&mut buf)?;
+            drop(s);
+            drop(c);
+        }
+        Ok(t0.elapsed().as_secs_f64() * 1e6 / a.per_block as f64)
+    };
+    let (mut t, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..a.blocks {
+        // Alternate which port goes first, so drift within a pair cancels.
+        let (x, y) = if i % 2 == 0 {
+            let x = round(&ls[0])?;
+            (x, round(&ls[1])?)
+        } else {
+            let y = round(&ls[1])?;
+            (round(&ls[0])?, y)
+        };
+        t.push(x);
+        b.push(y);
+        ratios.push(x / y);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (lo, hi) = (
+        ratios.iter().copied().fold(f64::MAX, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+    );
+    let mut q = ratios.clone();
+    q.sort_by(f64::total_cmp);
+    let (q1, q3) = (q[q.len() / 4], q[q.len() * 3 / 4]);
+    println!(
+        "port_us={:.1} base_us={:.1} ratio={:.4} iqr={q1:.4}-{q3:.4} range={lo:.4}-{hi:.4}",
+        median(&mut t),
+        median(&mut b),
+        median(&mut ratios)
+    );
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -708,5 +788,6 @@ fn main() -> Result<()> {
         Cmd::Load(a) => load(&a),
         Cmd::Nl(a) => nl(&a),
         Cmd::Json(a) => json(&a),
+        Cmd::Pingpong(a) => pingpong(&a),
     }
 }
