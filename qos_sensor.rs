@@ -63,6 +63,7 @@ mod shim {
         pub(super) fn oq_sock_unwrap(
             sk: *mut bindings::sock,
             rec: *const core::ffi::c_void,
+            ours: *const bindings::proto_ops,
             orig: *const bindings::proto_ops,
         ) -> bool;
         pub(super) fn oq_sk_read_lock(sk: *mut bindings::sock);
@@ -336,7 +337,8 @@ unsafe extern "C" fn release<const V6: bool>(sock: *mut bindings::socket) -> c_i
         if let Some(rec) = rec {
             // SAFETY: `sk` is valid; `rec` is only compared, under the lock, with the
             // user data; if it still is, we now own the reference it held.
-            if unsafe { shim::oq_sock_unwrap(sk.as_ptr(), rec.cast(), core::ptr::null()) } {
+            if unsafe { shim::oq_sock_unwrap(sk.as_ptr(), rec.cast(), ours(V6), core::ptr::null()) }
+            {
                 // SAFETY: the user data held a reference from `Arc::into_raw`.
                 let rec = unsafe { Arc::from_raw(rec) };
                 rec.meter.forget(&rec);
@@ -505,7 +507,9 @@ impl Tracked {
     fn unwrap(self: &Arc<Self>) {
         let raw = Arc::as_ptr(self);
         // SAFETY: `sk` is valid (type invariant); `raw` is only compared.
-        if unsafe { shim::oq_sock_unwrap(self.sk.as_ptr(), raw.cast(), orig(self.v6)) } {
+        if unsafe {
+            shim::oq_sock_unwrap(self.sk.as_ptr(), raw.cast(), ours(self.v6), orig(self.v6))
+        } {
             // SAFETY: the user data held a reference from `Arc::into_raw`.
             drop(unsafe { Arc::from_raw(raw) });
         }

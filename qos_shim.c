@@ -715,9 +715,11 @@ bool oq_sock_wrap(struct sock *sk, const struct proto_ops *expect,
 
 /*
  * Takes @rec back from @sk if it is still its user data; with @orig, the socket (if
- * still attached) gets the operations @orig back. Returns whether @rec was there.
+ * still attached and still with the operations @ours: IPV6_ADDRFORM may have replaced
+ * them) gets the operations @orig back. Returns whether @rec was there.
  */
-bool oq_sock_unwrap(struct sock *sk, void *rec, const struct proto_ops *orig)
+bool oq_sock_unwrap(struct sock *sk, void *rec, const struct proto_ops *ours,
+		    const struct proto_ops *orig)
 {
 	bool found;
 
@@ -725,7 +727,7 @@ bool oq_sock_unwrap(struct sock *sk, void *rec, const struct proto_ops *orig)
 	found = __locked_read_sk_user_data_with_flags(sk, SK_USER_DATA_NOCOPY) == rec;
 	if (found) {
 		rcu_assign_sk_user_data(sk, NULL);
-		if (orig && sk->sk_socket)
+		if (orig && sk->sk_socket && READ_ONCE(sk->sk_socket->ops) == ours)
 			WRITE_ONCE(sk->sk_socket->ops, orig);
 	}
 	write_unlock_bh(&sk->sk_callback_lock);

@@ -114,7 +114,8 @@ void oq_sock_put(struct sock *sk);
 void oq_sock_hold(struct sock *sk);
 bool oq_sock_wrap(struct sock *sk, const struct proto_ops *expect,
 		  const struct proto_ops *ops, void *rec);
-bool oq_sock_unwrap(struct sock *sk, void *rec, const struct proto_ops *orig);
+bool oq_sock_unwrap(struct sock *sk, void *rec, const struct proto_ops *ours,
+		    const struct proto_ops *orig);
 void oq_sk_read_lock(struct sock *sk);
 void oq_sk_read_unlock(struct sock *sk);
 void *oq_sock_record(struct socket *sock, const struct proto_ops *ops);
