@@ -28,7 +28,7 @@ pub mod cmd {
     pub const COND_NEW: u8 = 4;
     /// Delete the condition at 1-based position `COND_INDEX` of rule `PORT`.
     pub const COND_DEL: u8 = 5;
-    /// Delete every rule of the namespace.
+    /// Delete every rule of the namespace (meters stay).
     pub const FLUSH: u8 = 6;
     /// Replace the condition at `COND_INDEX` of rule `PORT` atomically (e.g. change a
     /// weight at run time): `PORT`, `COND_INDEX`, `OUT_PORT` and a matcher.
