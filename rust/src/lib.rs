@@ -12,4 +12,6 @@ pub mod abi;
 pub mod addr;
 pub mod chain;
 pub mod content;
+pub mod ftp;
 pub mod nla;
+pub mod quota;
