@@ -24,9 +24,15 @@ mod chain;
 #[path = "rust/src/content.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod content;
+#[path = "rust/src/ftp.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod ftp;
 #[path = "rust/src/nla.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod nla;
+#[path = "rust/src/quota.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod quota;
 
 mod qos_actuators;
 mod qos_classifier;
@@ -40,7 +46,7 @@ module! {
     type: OpenQos,
     name: "openqos",
     authors: ["openqos developers"],
-    description: "Kernel support for open QoS-aware computing: connection classification",
+    description: "Kernel support for open QoS-aware computing: classification, sensors, actuators",
     license: "GPL",
 }
 

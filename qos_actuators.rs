@@ -2,8 +2,640 @@
 
 //! Actuators: socket groups with timer-replenished quotas.
 //!
-//! Not implemented in this version. The paper's three actuators (accept ratio across
-//! ports, accept rate of a port, aggregate output bandwidth of the connections accepted
-//! from a group of ports) build on the per-port state the classifier keeps; they are
-//! tracked as their own work item. Nothing in the module refers to this file yet, and no
-//! command of the netlink family pretends to configure them.
+//! A [`Group`] is a set of metered listening ports whose connections share a quota
+//! (the paper's socket groups). Accept-ratio and accept-rate groups govern `accept()`
+//! on the ports' listeners; output groups govern the bytes that every connection
+//! accepted from the ports sends (`write`, `send`, `sendfile`, `splice`). The wrapped
+//! socket operations of the sensors (`qos_sensor.rs`) ask the group before they let a
+//! call through: with quota the call proceeds, without it a blocking caller sleeps on
+//! its socket and a non-blocking one gets `EAGAIN` and no readiness from `poll`. Each
+//! group has one timer (a delayed work item), armed only while someone is held back,
+//! which wakes them when the quota has come back. Quotas are computed from the clock
+//! when they are used, under the group's lock, so they are exact across CPUs whatever
+//! the timer's resolution.
+//!
+//! The logic is safe Rust over the shared `quota` module; the only unsafe code here is
+//! the timer (initializing, arming, cancelling the work item, finding the group from
+//! it).
+
+use crate::{
+    abi::{group_flags, group_stat, group_type, limits},
+    qos_classifier::{reject, Rejection},
+    qos_sensor::{Counter, Meter},
+    quota::{self, Credit, Ratio, TokenBucket},
+};
+use kernel::{
+    bindings, c_str,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, Mutex,
+    },
+    types::Opaque,
+};
+
+// The bindings contain zero-sized placeholder structs (`its_array`), as in the kernel's own
+// `bindings` crate, which allows the same lint.
+#[allow(improper_ctypes)]
+mod shim {
+    use kernel::bindings;
+
+    unsafe extern "C" {
+        pub(super) fn oq_now_ns() -> u64;
+        pub(super) fn oq_init_delayed_work(
+            dw: *mut bindings::delayed_work,
+            f: unsafe extern "C" fn(*mut bindings::work_struct),
+        );
+        pub(super) fn oq_work_at(dw: *mut bindings::delayed_work, ms: u32);
+    }
+}
+
+/// The clock quotas are computed from.
+fn now_ns() -> u64 {
+    // SAFETY: reads the monotonic clock; callable in any context.
+    unsafe { shim::oq_now_ns() }
+}
+
+/// How long a held-back member of an accept-ratio group sleeps at most before it looks
+/// at the others again (they may have drained their queues without accepting more).
+const RATIO_RECHECK_NS: u64 = 20_000_000;
+
+/// What a group decided about a caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Go ahead; for output groups, with this many bytes of quota taken.
+    Go(u64),
+    /// Out of quota: look again in at most this many nanoseconds (or when woken).
+    Wait(u64),
+    /// Not governed (the group was deleted, or the port left it): use the protocol.
+    Free,
+}
+
+/// A port of a group.
+struct Member {
+    meter: Arc<Meter>,
+    /// Connections accepted, or bytes sent, through the group from this port.
+    hits: u64,
+}
+
+/// What a group's lock protects.
+struct State {
+    /// Deleted: it governs nothing any more and its timer is not armed again.
+    dead: bool,
+    /// Configured rate (connections or bytes per second; 0 for ratio groups).
+    rate: u64,
+    /// Configured burst; `None`: the default for the rate.
+    burst: Option<u64>,
+    /// The quota of rate and output groups.
+    bucket: TokenBucket,
+    /// Member ports, in the order they were attached.
+    members: KVec<Member>,
+    /// The credits of a ratio group, one per member (same order).
+    credits: KVec<Credit>,
+    /// Tasks sleeping on the quota.
+    sleeping: u64,
+    /// A poller was told "not ready": the timer must wake it.
+    polled: bool,
+    /// The timer is queued.
+    armed: bool,
+}
+
+impl State {
+    fn member(&self, meter: &Meter) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|m| core::ptr::eq(&*m.meter, meter))
+    }
+}
+
+/// A socket group.
+///
+/// # Invariants
+///
+/// `work` is initialized (by [`Group::new`]) before the group is shared. It is only
+/// queued under the lock of `state` while `dead` is false; [`Group::shutdown`] sets
+/// `dead` and then cancels it synchronously, and every group a namespace holds is shut
+/// down before the namespace drops it, so the work item is idle when the group's memory
+/// goes.
+#[pin_data]
+pub(crate) struct Group {
+    /// The group's number in its namespace.
+    pub(crate) id: u32,
+    /// One of [`group_type`].
+    pub(crate) kind: u8,
+    /// Bits of [`group_flags`].
+    flags: Atomic<u32>,
+    admitted: Counter,
+    held: Counter,
+    ftp_joined: Counter,
+    timer_runs: Counter,
+    #[pin]
+    state: Mutex<State>,
+    work: Opaque<bindings::delayed_work>,
+}
+
+// SAFETY: the work item is only used through the workqueue API, which locks; everything
+// else is atomics and a mutex.
+unsafe impl Send for Group {}
+// SAFETY: as above.
+unsafe impl Sync for Group {}
+
+/// A snapshot of a group for `GROUP_GET`.
+pub(crate) struct GroupReading {
+    /// Configured rate.
+    pub(crate) rate: u64,
+    /// Burst in force.
+    pub(crate) burst: u64,
+    /// Bits of [`group_flags`].
+    pub(crate) flags: u32,
+    /// `(port, weight, hits)` of every member.
+    pub(crate) members: KVec<(u16, u32, u64)>,
+    /// `(attribute, value)` for every [`group_stat`] attribute.
+    pub(crate) stats: [(u16, u64); group_stat::MAX as usize],
+}
+
+/// The burst of a bucket of `rate` per second when none is given.
+fn default_burst(kind: u8, rate: u64) -> u64 {
+    let min = if kind == group_type::OUTPUT {
+        limits::MIN_OUTPUT_BURST
+    } else {
+        1
+    };
+    quota::default_burst(rate, min)
+}
+
+impl Group {
+    /// A new group, governing nothing until ports are attached.
+    pub(crate) fn new(
+        id: u32,
+        kind: u8,
+        rate: Option<u64>,
+        burst: Option<u64>,
+        flags: u32,
+    ) -> Result<Arc<Self>, Rejection> {
+        let rate = match (kind, rate) {
+            (group_type::RATIO, None) => 0,
+            (group_type::RATIO, Some(_)) => {
+                return Err(reject(
+                    EINVAL,
+                    c_str!("accept-ratio groups take weights per port, not a rate"),
+                    Some(crate::abi::attr::RATE),
+                ))
+            }
+            (group_type::RATE | group_type::OUTPUT, Some(r)) => r,
+            (group_type::RATE | group_type::OUTPUT, None) => {
+                return Err(reject(
+                    EINVAL,
+                    c_str!("accept-rate and output groups need a rate"),
+                    Some(crate::abi::attr::RATE),
+                ))
+            }
+            _ => {
+                return Err(reject(
+                    EINVAL,
+                    c_str!("unknown group type"),
+                    Some(crate::abi::attr::GROUP_TYPE),
+                ))
+            }
+        };
+        if kind == group_type::RATIO && burst.is_some() {
+            return Err(reject(
+                EINVAL,
+                c_str!("accept-ratio groups have no burst"),
+                Some(crate::abi::attr::BURST),
+            ));
+        }
+        let b = burst.unwrap_or_else(|| default_burst(kind, rate));
+        let g = Arc::pin_init(
+            pin_init!(Self {
+                id,
+                kind,
+                flags: Atomic::new(flags),
+                admitted: Counter::new(),
+                held: Counter::new(),
+                ftp_joined: Counter::new(),
+                timer_runs: Counter::new(),
+                state <- kernel::new_mutex!(State {
+                    dead: false,
+                    rate,
+                    burst,
+                    bucket: TokenBucket::new(rate, b, now_ns()),
+                    members: KVec::new(),
+                    credits: KVec::new(),
+                    sleeping: 0,
+                    polled: false,
+                    armed: false,
+                }),
+                work: Opaque::uninit(),
+            }),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: the work item is not shared yet; the group's memory does not move
+        // (it is in an `Arc`) and outlives every use of the work item (type invariant).
+        unsafe { shim::oq_init_delayed_work(g.work.get(), group_work) };
+        // INVARIANT: `work` initialized just above, before the group is shared.
+        Ok(g)
+    }
+
+    /// Whether the group governs output (else `accept()`).
+    pub(crate) fn is_output(&self) -> bool {
+        self.kind == group_type::OUTPUT
+    }
+
+    /// Whether the servers' FTP passive replies are watched.
+    pub(crate) fn ftp(&self) -> bool {
+        self.flags.load(Relaxed) & group_flags::FTP != 0
+    }
+
+    /// Counts an FTP data listener that joined through this group's port.
+    pub(crate) fn ftp_joined(&self) {
+        self.ftp_joined.inc();
+    }
+
+    /// Attaches `meter`'s port with `weight` (ratio groups).
+    pub(crate) fn add_port(&self, meter: Arc<Meter>, weight: u32) -> Result<(), Rejection> {
+        let mut s = self.state.lock();
+        if s.members.len() >= limits::MAX_GROUP_PORTS {
+            return Err(reject(
+                ENOSPC,
+                c_str!("too many ports in this group (16)"),
+                Some(crate::abi::attr::PORT),
+            ));
+        }
+        s.members.reserve(1, GFP_KERNEL)?;
+        s.credits.reserve(1, GFP_KERNEL)?;
+        s.members.push(Member { meter, hits: 0 }, GFP_KERNEL)?;
+        s.credits.push(
+            Credit {
+                weight,
+                left: weight,
+            },
+            GFP_KERNEL,
+        )?;
+        Ok(())
+    }
+
+    /// Detaches `port`; returns its meter. Whoever it held back looks again.
+    pub(crate) fn del_port(&self, port: u16) -> Option<Arc<Meter>> {
+        let m = {
+            let mut s = self.state.lock();
+            let i = s.members.iter().position(|m| m.meter.port == port)?;
+            drop(s.credits.remove(i));
+            s.members.remove(i).ok()?.meter
+        };
+        self.wake_meter(&m);
+        Some(m)
+    }
+
+    /// The member ports.
+    pub(crate) fn ports(&self) -> KVec<u16> {
+        let s = self.state.lock();
+        let mut v = KVec::new();
+        for m in s.members.iter() {
+            if v.push(m.meter.port, GFP_KERNEL).is_err() {
+                break;
+            }
+        }
+        v
+    }
+
+    /// Changes rate, burst and flags live. Tokens earned so far are kept (up to the new
+    /// burst); held-back callers look again at once.
+    pub(crate) fn set(
+        &self,
+        rate: Option<u64>,
+        burst: Option<u64>,
+        flags: Option<u32>,
+    ) -> Result<(), Rejection> {
+        if self.kind == group_type::RATIO && (rate.is_some() || burst.is_some()) {
+            return Err(reject(
+                EINVAL,
+                c_str!("accept-ratio groups take weights per port, not a rate or burst"),
+                Some(if rate.is_some() {
+                    crate::abi::attr::RATE
+                } else {
+                    crate::abi::attr::BURST
+                }),
+            ));
+        }
+        {
+            let mut s = self.state.lock();
+            if let Some(r) = rate {
+                s.rate = r;
+            }
+            if burst.is_some() {
+                s.burst = burst;
+            }
+            let b = s.burst.unwrap_or_else(|| default_burst(self.kind, s.rate));
+            let r = s.rate;
+            s.bucket.set(r, b, now_ns());
+        }
+        if let Some(f) = flags {
+            self.flags.store(f, Relaxed);
+        }
+        self.wake_all();
+        Ok(())
+    }
+
+    /// Changes the weight of member `port` (ratio groups).
+    pub(crate) fn set_weight(&self, port: u16, weight: u32) -> Result<(), Rejection> {
+        if self.kind != group_type::RATIO {
+            return Err(reject(
+                EINVAL,
+                c_str!("only accept-ratio groups have weights"),
+                Some(crate::abi::attr::WEIGHT),
+            ));
+        }
+        {
+            let mut s = self.state.lock();
+            let i = s
+                .members
+                .iter()
+                .position(|m| m.meter.port == port)
+                .ok_or(reject(
+                    ENOENT,
+                    c_str!("this port is not in the group"),
+                    Some(crate::abi::attr::PORT),
+                ))?;
+            s.credits[i] = Credit {
+                weight,
+                left: weight.min(s.credits[i].left),
+            };
+        }
+        self.wake_all();
+        Ok(())
+    }
+
+    /// Stops governing: every caller held back resumes on the protocol's operations,
+    /// and the timer is cancelled. Returns the members' meters, which the caller
+    /// detaches from the group.
+    pub(crate) fn shutdown(&self) -> KVec<Arc<Meter>> {
+        let members = {
+            let mut s = self.state.lock();
+            s.dead = true;
+            drop(core::mem::take(&mut s.credits));
+            core::mem::take(&mut s.members)
+        };
+        // SAFETY: initialized in `new` (type invariant); `dead` is set, so nothing queues
+        // it again, and we are in process context (a netlink request, namespace exit or
+        // module unload), where cancelling may sleep.
+        unsafe { bindings::cancel_delayed_work_sync(self.work.get()) };
+        let mut meters = KVec::new();
+        for m in members {
+            self.wake_meter(&m.meter);
+            // Without memory the meter is only not detached by the caller; it stays
+            // harmless, as the group is dead.
+            let _ = meters.push(m.meter, GFP_KERNEL);
+        }
+        meters
+    }
+
+    // --- accept ------------------------------------------------------------------
+
+    /// Takes the quota for one `accept()` on `meter`'s port.
+    pub(crate) fn accept_take(&self, meter: &Meter) -> Verdict {
+        let mut s = self.state.lock();
+        let Some(me) = (!s.dead).then(|| s.member(meter)).flatten() else {
+            return Verdict::Free;
+        };
+        let now = now_ns();
+        match self.kind {
+            group_type::RATE => {
+                if s.bucket.take_one(now) {
+                    Verdict::Go(1)
+                } else {
+                    Verdict::Wait(s.bucket.wait_ns(1, now))
+                }
+            }
+            group_type::RATIO => {
+                let st = &mut *s;
+                let members = &st.members;
+                match quota::ratio_admit(&mut st.credits, me, |j| members[j].meter.busy()) {
+                    Ratio::Go { .. } => Verdict::Go(1),
+                    Ratio::Wait => Verdict::Wait(RATIO_RECHECK_NS),
+                }
+            }
+            _ => Verdict::Free,
+        }
+    }
+
+    /// Ends an `accept()` that took the quota: `ok` if it returned a connection, else
+    /// the quota goes back.
+    pub(crate) fn accept_done(&self, meter: &Meter, ok: bool) {
+        let wake = {
+            let mut s = self.state.lock();
+            let Some(me) = s.member(meter) else {
+                return;
+            };
+            if ok {
+                s.members[me].hits += 1;
+                self.admitted.inc();
+            } else if self.kind == group_type::RATE {
+                s.bucket.give_back(1);
+            } else {
+                let c = &mut s.credits[me];
+                c.left = (c.left + 1).min(c.weight);
+            }
+            // Credits moved: a held-back member may now go (ratio groups).
+            ok && self.kind == group_type::RATIO && (s.sleeping > 0 || s.polled)
+        };
+        if wake {
+            self.wake_all();
+        }
+    }
+
+    /// `None` if an `accept()` on `meter`'s port would get the quota now (or is not
+    /// governed), else how long until it should look again.
+    pub(crate) fn accept_nap(&self, meter: &Meter) -> Option<u64> {
+        let mut s = self.state.lock();
+        let me = (!s.dead).then(|| s.member(meter)).flatten()?;
+        match self.kind {
+            group_type::RATE => {
+                let w = s.bucket.wait_ns(1, now_ns());
+                (w > 0).then_some(w)
+            }
+            group_type::RATIO => {
+                let members = &s.members;
+                (!quota::ratio_would_admit(&s.credits, me, |j| members[j].meter.busy()))
+                    .then_some(RATIO_RECHECK_NS)
+            }
+            _ => None,
+        }
+    }
+
+    // --- output ------------------------------------------------------------------
+
+    /// Takes up to `want` bytes of output quota.
+    pub(crate) fn send_take(&self, want: u64) -> Verdict {
+        let mut s = self.state.lock();
+        if s.dead {
+            return Verdict::Free;
+        }
+        let now = now_ns();
+        match s.bucket.take_up_to(want, now) {
+            0 => {
+                // Wake for a useful amount (as `send_nap`), not for every byte.
+                let need = want.min((s.bucket.burst() / 4).max(1));
+                Verdict::Wait(s.bucket.wait_ns(need, now))
+            }
+            n => Verdict::Go(n),
+        }
+    }
+
+    /// Ends a send that took `took` bytes of quota and sent `sent` of them from
+    /// `meter`'s port; the rest goes back.
+    pub(crate) fn send_done(&self, meter: &Meter, took: u64, sent: u64) {
+        let mut s = self.state.lock();
+        if took > sent {
+            s.bucket.give_back(took - sent);
+        }
+        self.admitted.add(sent);
+        if let Some(me) = s.member(meter) {
+            s.members[me].hits += sent;
+        }
+    }
+
+    /// `None` if a send would get a useful amount of quota now (a quarter of the burst,
+    /// so that a woken sender does not go on in tiny pieces) or is not governed, else
+    /// how long until it would.
+    pub(crate) fn send_nap(&self) -> Option<u64> {
+        let mut s = self.state.lock();
+        if s.dead {
+            return None;
+        }
+        let need = (s.bucket.burst() / 4).max(1);
+        match s.bucket.wait_ns(need, now_ns()) {
+            0 => None,
+            w => Some(w),
+        }
+    }
+
+    // --- held-back callers and the timer -------------------------------------------
+
+    /// Counts a caller held back for `nap` nanoseconds and arms the timer, which wakes
+    /// it (and every other one) when the quota is back. `poller`: it will not sleep
+    /// here but wait in `poll`/`epoll`.
+    pub(crate) fn hold(&self, nap: u64, poller: bool) {
+        self.held.inc();
+        self.arm(nap, poller);
+    }
+
+    /// Arms the timer for a poller told "not ready" (not counted as held: `poll` may be
+    /// asked many times).
+    pub(crate) fn arm(&self, nap: u64, poller: bool) {
+        let mut s = self.state.lock();
+        if s.dead {
+            return;
+        }
+        s.polled |= poller;
+        if !s.armed {
+            s.armed = true;
+            let ms = u32::try_from(nap.div_ceil(1_000_000)).unwrap_or(u32::MAX);
+            // SAFETY: initialized in `new`; queued under the lock while not dead (type
+            // invariant).
+            unsafe { shim::oq_work_at(self.work.get(), ms.clamp(1, 1000)) };
+        }
+    }
+
+    /// Marks a task sleeping on the quota until the guard goes.
+    pub(crate) fn sleeper(&self) -> Sleeper<'_> {
+        self.state.lock().sleeping += 1;
+        Sleeper(self)
+    }
+
+    /// Wakes everyone the group may hold back: its listeners (accept groups) or its
+    /// throttled connections (output groups).
+    fn wake_all(&self) {
+        let meters = {
+            let s = self.state.lock();
+            let mut v = KVec::new();
+            for m in s.members.iter() {
+                if v.push(m.meter.clone(), GFP_KERNEL).is_err() {
+                    break;
+                }
+            }
+            v
+        };
+        for m in meters.iter() {
+            self.wake_meter(m);
+        }
+    }
+
+    fn wake_meter(&self, m: &Meter) {
+        m.wake(self.is_output());
+    }
+
+    /// The timer: the quota is back, wake whoever waits for it.
+    fn tick(&self) {
+        self.timer_runs.inc();
+        {
+            let mut s = self.state.lock();
+            s.armed = false;
+            s.polled = false;
+            if s.dead {
+                return;
+            }
+        }
+        self.wake_all();
+    }
+
+    /// The current settings and counters.
+    pub(crate) fn read(&self) -> GroupReading {
+        let mut s = self.state.lock();
+        let mut members = KVec::new();
+        for (m, c) in s.members.iter().zip(s.credits.iter()) {
+            if members
+                .push((m.meter.port, c.weight, m.hits), GFP_KERNEL)
+                .is_err()
+            {
+                break;
+            }
+        }
+        let tokens = if self.kind == group_type::RATIO {
+            0
+        } else {
+            s.bucket.available(now_ns())
+        };
+        GroupReading {
+            rate: s.rate,
+            burst: if self.kind == group_type::RATIO {
+                0
+            } else {
+                s.bucket.burst()
+            },
+            flags: self.flags.load(Relaxed),
+            members,
+            stats: [
+                (group_stat::ADMITTED, self.admitted.get()),
+                (group_stat::HELD, self.held.get()),
+                (group_stat::SLEEPING, s.sleeping),
+                (group_stat::TOKENS, tokens),
+                (group_stat::FTP_JOINED, self.ftp_joined.get()),
+                (group_stat::TIMER_RUNS, self.timer_runs.get()),
+            ],
+        }
+    }
+}
+
+/// A task sleeping on a group's quota (counted in `GROUP_STATS`).
+pub(crate) struct Sleeper<'a>(&'a Group);
+
+impl Drop for Sleeper<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().sleeping -= 1;
+    }
+}
+
+/// The work function of a group's timer.
+///
+/// # Safety
+///
+/// Called by the workqueue for the `work` of a live [`Group`].
+unsafe extern "C" fn group_work(work: *mut bindings::work_struct) {
+    // `work` is the first member of the `delayed_work` in the group's `work` field.
+    let off = core::mem::offset_of!(Group, work);
+    // SAFETY: the work item is idle when a group's memory goes (type invariant of
+    // `Group`), so the group that holds `work` is alive while this runs.
+    let g = unsafe { &*work.cast::<u8>().sub(off).cast::<Group>() };
+    g.tick();
+}

@@ -16,6 +16,7 @@ use crate::{
     addr::{Client, Prefix},
     chain::{self, ChainError},
     content::{Dfa, Scan, Tables, TablesError},
+    qos_actuators::Group,
     qos_sensor::{self, Counter, Meter, RuleStats, Tracked},
     qos_sock::{
         ChildOutcome, DrainCx, Drained, Family, Forwarder, LockedChild, ModuleListener, MoveError,
@@ -672,6 +673,14 @@ pub(crate) struct NetRules {
     pub(crate) rules: KVec<Rule>,
     /// Meters, sorted by port.
     pub(crate) meters: KVec<Arc<Meter>>,
+    /// Socket groups, sorted by number.
+    pub(crate) groups: KVec<Arc<Group>>,
+}
+
+impl NetRules {
+    fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.meters.is_empty() && self.groups.is_empty()
+    }
 }
 
 global_lock! {
@@ -700,6 +709,7 @@ fn rules_mut<'a>(nets: &'a mut Nets, net: NetRef) -> Result<&'a mut KVec<Rule>, 
                     key: net.key(),
                     rules: KVec::new(),
                     meters: KVec::new(),
+                    groups: KVec::new(),
                 },
                 GFP_KERNEL,
             )?;
@@ -934,17 +944,27 @@ pub(crate) fn cond_del(
     Ok(())
 }
 
-/// Forgets `net`: deletes its rules and meters (the namespace is going away).
+/// Forgets `net`: deletes its groups, rules and meters (the namespace is going away).
 pub(crate) fn flush(nets: &mut Nets, net: NetRef) {
     if let Some(i) = nets.iter().position(|n| n.key == net.key()) {
         let n = nets.remove(i);
         if let Ok(n) = n {
+            for g in n.groups.iter() {
+                group_shutdown(g);
+            }
             for m in n.meters.iter() {
                 drop(m.shutdown());
             }
         }
     }
     shrink(nets);
+}
+
+/// Shuts `g` down and takes its ports out of it.
+fn group_shutdown(g: &Group) {
+    for m in g.shutdown() {
+        m.leave(g);
+    }
 }
 
 /// Gives the table's buffer back when no namespace has state: statics are never
@@ -961,7 +981,7 @@ pub(crate) fn flush_rules(nets: &mut Nets, net: NetRef) {
         return;
     };
     drop(core::mem::take(&mut nets[i].rules));
-    if nets[i].meters.is_empty() {
+    if nets[i].is_empty() {
         drop(nets.remove(i));
     }
     shrink(nets);
@@ -1071,9 +1091,16 @@ pub(crate) fn meter_del(nets: &mut Nets, net: NetRef, port: u16) -> Result<(), R
     };
     let n = find_mut(nets, net).ok_or_else(none)?;
     let i = meter_slot(&n.meters, port).map_err(|_| none())?;
+    if n.meters[i].grouped() {
+        return Err(reject(
+            EBUSY,
+            c_str!("this port is in a socket group: detach it first"),
+            Some(abi::attr::PORT),
+        ));
+    }
     let m = n.meters.remove(i).map_err(|_| none())?;
     drop(m.shutdown());
-    if n.meters.is_empty() && n.rules.is_empty() {
+    if n.is_empty() {
         flush(nets, net);
     }
     Ok(())
@@ -1102,9 +1129,15 @@ pub(crate) fn rescan_meters(nets: &Nets) -> bool {
     any
 }
 
-/// Shuts every meter of every namespace down (module unload) and returns their records.
+/// Shuts every group and meter of every namespace down (module unload) and returns the
+/// meters' records.
 pub(crate) fn shutdown_meters(nets: &mut Nets) -> KVec<Arc<Tracked>> {
     let mut all = KVec::new();
+    for n in nets.iter_mut() {
+        for g in core::mem::take(&mut n.groups) {
+            group_shutdown(&g);
+        }
+    }
     for n in nets.iter_mut() {
         for m in core::mem::take(&mut n.meters) {
             for rec in m.shutdown() {
@@ -1115,6 +1148,163 @@ pub(crate) fn shutdown_meters(nets: &mut Nets) -> KVec<Arc<Tracked>> {
         }
     }
     all
+}
+
+fn no_group() -> Rejection {
+    reject(
+        ENOENT,
+        c_str!("no such socket group"),
+        Some(abi::attr::GROUP_ID),
+    )
+}
+
+/// The group `id` of `net`.
+fn group_find(nets: &Nets, net: NetRef, id: u32) -> Result<Arc<Group>, Rejection> {
+    find(nets, net)
+        .and_then(|n| n.groups.iter().find(|g| g.id == id))
+        .cloned()
+        .ok_or_else(no_group)
+}
+
+/// Creates a socket group (`GROUP_NEW`).
+pub(crate) fn group_new(
+    nets: &mut Nets,
+    net: NetRef,
+    id: u32,
+    kind: u8,
+    rate: Option<u64>,
+    burst: Option<u64>,
+    flags: u32,
+) -> Result<(), Rejection> {
+    if group_find(nets, net, id).is_ok() {
+        return Err(reject(
+            EEXIST,
+            c_str!("this socket group exists"),
+            Some(abi::attr::GROUP_ID),
+        ));
+    }
+    if find(nets, net).is_some_and(|n| n.groups.len() >= limits::MAX_GROUPS) {
+        return Err(reject(
+            ENOSPC,
+            c_str!("too many socket groups in this namespace (64)"),
+            Some(abi::attr::GROUP_ID),
+        ));
+    }
+    let g = Group::new(id, kind, rate, burst, flags)?;
+    rules_mut(nets, net)?;
+    let n = find_mut(nets, net).ok_or(ENOMEM)?;
+    let at = n.groups.partition_point(|g| g.id < id);
+    n.groups.push(g, GFP_KERNEL)?;
+    n.groups[at..].rotate_right(1);
+    Ok(())
+}
+
+/// Deletes a socket group (`GROUP_DEL`): its ports leave it and every caller it held
+/// back resumes.
+pub(crate) fn group_del(nets: &mut Nets, net: NetRef, id: u32) -> Result<(), Rejection> {
+    let n = find_mut(nets, net).ok_or_else(no_group)?;
+    let i = n
+        .groups
+        .iter()
+        .position(|g| g.id == id)
+        .ok_or_else(no_group)?;
+    let g = n.groups.remove(i).map_err(|_| no_group())?;
+    group_shutdown(&g);
+    if n.is_empty() {
+        flush(nets, net);
+    }
+    Ok(())
+}
+
+/// Changes a group live (`GROUP_SET`).
+pub(crate) fn group_set(
+    nets: &mut Nets,
+    net: NetRef,
+    id: u32,
+    rate: Option<u64>,
+    burst: Option<u64>,
+    flags: Option<u32>,
+    weight: Option<(u16, u32)>,
+) -> Result<(), Rejection> {
+    let g = group_find(nets, net, id)?;
+    if let Some((port, w)) = weight {
+        g.set_weight(port, w)?;
+    }
+    if rate.is_some() || burst.is_some() || flags.is_some() {
+        g.set(rate, burst, flags)?;
+    }
+    Ok(())
+}
+
+/// Attaches `port` to group `id` (`GROUP_PORT_ADD`), metering it if needed.
+pub(crate) fn group_port_add(
+    nets: &mut Nets,
+    net: NetRef,
+    id: u32,
+    port: u16,
+    weight: Option<u32>,
+) -> Result<(), Rejection> {
+    let g = group_find(nets, net, id)?;
+    if weight.is_some() && g.kind != abi::group_type::RATIO {
+        return Err(reject(
+            EINVAL,
+            c_str!("only accept-ratio groups have weights"),
+            Some(abi::attr::WEIGHT),
+        ));
+    }
+    if rules(nets, net).iter().any(|r| r.port == port) {
+        return Err(reject(
+            EINVAL,
+            c_str!("a rule owns this port: group the ports its connections go to"),
+            Some(abi::attr::PORT),
+        ));
+    }
+    if g.ports().contains(&port) {
+        return Err(reject(
+            EEXIST,
+            c_str!("this port is in the group already"),
+            Some(abi::attr::PORT),
+        ));
+    }
+    meter_add(nets, net, port, abi::meter_flags::GROUPED)?;
+    let n = find(nets, net).ok_or(ENOMEM)?;
+    let m = meter_slot(&n.meters, port)
+        .map(|i| n.meters[i].clone())
+        .map_err(|_| ENOMEM)?;
+    if !m.join(&g) {
+        return Err(reject(
+            EBUSY,
+            c_str!("this port is in another group of this kind"),
+            Some(abi::attr::PORT),
+        ));
+    }
+    if let Err(e) = g.add_port(m.clone(), weight.unwrap_or(1)) {
+        m.leave(&g);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Detaches `port` from group `id` (`GROUP_PORT_DEL`); its meter stays.
+pub(crate) fn group_port_del(
+    nets: &mut Nets,
+    net: NetRef,
+    id: u32,
+    port: u16,
+) -> Result<(), Rejection> {
+    let g = group_find(nets, net, id)?;
+    let m = g.del_port(port).ok_or(reject(
+        ENOENT,
+        c_str!("this port is not in the group"),
+        Some(abi::attr::PORT),
+    ))?;
+    m.leave(&g);
+    Ok(())
+}
+
+/// The groups of `net`, sorted by number.
+pub(crate) fn groups(nets: &Nets, net: NetRef) -> &[Arc<Group>] {
+    find(nets, net).map_or(&[], |n| &n.groups[..])
 }
 
 /// One rule of a rule set (`RULESET_REPLACE`), as parsed from the request.

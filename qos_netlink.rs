@@ -13,6 +13,7 @@ use crate::{
     abi::{self, attr, cmd, hist, limits, replace_flags, stat, Kind},
     addr::Prefix,
     nla::{Attr, Attrs, Table},
+    qos_actuators::Group,
     qos_classifier::{self, reject, Matcher, Rejection, RuleSpec, NETS},
     qos_sensor::Meter,
     qos_sock::NetRef,
@@ -144,6 +145,12 @@ impl GenlFamily {
                 cmd::METER_GET => op.dumpit = Some(dump_meters),
                 cmd::METER_NEW => op.doit = Some(doit::<{ cmd::METER_NEW }>),
                 cmd::METER_DEL => op.doit = Some(doit::<{ cmd::METER_DEL }>),
+                cmd::GROUP_GET => op.dumpit = Some(dump_groups),
+                cmd::GROUP_NEW => op.doit = Some(doit::<{ cmd::GROUP_NEW }>),
+                cmd::GROUP_DEL => op.doit = Some(doit::<{ cmd::GROUP_DEL }>),
+                cmd::GROUP_SET => op.doit = Some(doit::<{ cmd::GROUP_SET }>),
+                cmd::GROUP_PORT_ADD => op.doit = Some(doit::<{ cmd::GROUP_PORT_ADD }>),
+                cmd::GROUP_PORT_DEL => op.doit = Some(doit::<{ cmd::GROUP_PORT_DEL }>),
                 cmd::RULE_NEW => op.doit = Some(doit::<{ cmd::RULE_NEW }>),
                 cmd::RULE_DEL => op.doit = Some(doit::<{ cmd::RULE_DEL }>),
                 cmd::COND_NEW => op.doit = Some(doit::<{ cmd::COND_NEW }>),
@@ -331,8 +338,23 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
         .net()
         .ok_or(reject(EINVAL, c_str!("no network namespace"), None))?;
     let port = t.u16(attr::PORT).unwrap_or(0);
+    let gid = t.u32(attr::GROUP_ID).unwrap_or(0);
     if c == cmd::RULESET_REPLACE {
         return replace(req, net);
+    }
+    if c == cmd::GROUP_NEW
+        && t.u8(attr::GROUP_TYPE) != Some(abi::group_type::RATIO)
+        && !t.has(attr::RATE)
+    {
+        return Err(Failure {
+            rej: reject(
+                EINVAL,
+                c_str!("accept-rate and output groups need a rate"),
+                None,
+            ),
+            at: None,
+            missing: Some(attr::RATE),
+        });
     }
     let mut nets = NETS.lock();
     let r = match c {
@@ -366,6 +388,51 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
         }
         cmd::METER_NEW => qos_classifier::meter_new(&mut nets, net, port),
         cmd::METER_DEL => qos_classifier::meter_del(&mut nets, net, port),
+        cmd::GROUP_NEW => qos_classifier::group_new(
+            &mut nets,
+            net,
+            gid,
+            t.u8(attr::GROUP_TYPE).unwrap_or(0),
+            t.u64(attr::RATE),
+            t.u64(attr::BURST),
+            t.u32(attr::GROUP_FLAGS).unwrap_or(0),
+        ),
+        cmd::GROUP_DEL => qos_classifier::group_del(&mut nets, net, gid),
+        cmd::GROUP_SET => {
+            let weight = match (t.u16(attr::PORT), t.u16(attr::WEIGHT)) {
+                (Some(p), Some(w)) => Ok(Some((p, u32::from(w)))),
+                (None, None) => Ok(None),
+                (Some(_), None) => Err(reject(
+                    EINVAL,
+                    c_str!("a port's weight needs weight"),
+                    Some(attr::PORT),
+                )),
+                (None, Some(_)) => Err(reject(
+                    EINVAL,
+                    c_str!("weight needs the port it is for"),
+                    Some(attr::WEIGHT),
+                )),
+            };
+            weight.and_then(|w| {
+                qos_classifier::group_set(
+                    &mut nets,
+                    net,
+                    gid,
+                    t.u64(attr::RATE),
+                    t.u64(attr::BURST),
+                    t.u32(attr::GROUP_FLAGS),
+                    w,
+                )
+            })
+        }
+        cmd::GROUP_PORT_ADD => qos_classifier::group_port_add(
+            &mut nets,
+            net,
+            gid,
+            port,
+            t.u16(attr::WEIGHT).map(u32::from),
+        ),
+        cmd::GROUP_PORT_DEL => qos_classifier::group_port_del(&mut nets, net, gid, port),
         _ => Err(reject(EOPNOTSUPP, c_str!("unknown command"), None)),
     };
     if r.is_ok() && matches!(c, cmd::RULE_NEW | cmd::COND_NEW | cmd::COND_SET) {
@@ -857,6 +924,92 @@ unsafe extern "C" fn dump_meters(
     // SAFETY: `skb` is valid.
     let len = unsafe { shim::oq_skb_len(skb) };
     if len == 0 && i < meters.len() {
+        return EMSGSIZE.to_errno();
+    }
+    len as c_int
+}
+
+/// Writes one group message.
+fn put_group(m: &Msg, g: &Group) -> Result {
+    let r = g.read();
+    m.put(attr::GROUP_ID, &g.id)?;
+    m.put(attr::GROUP_TYPE, &g.kind)?;
+    if r.rate > 0 {
+        m.put_u64(attr::RATE, r.rate)?;
+        m.put_u64(attr::BURST, r.burst)?;
+    }
+    m.put(attr::GROUP_FLAGS, &r.flags)?;
+    for &(port, weight, hits) in r.members.iter() {
+        m.nest(attr::MEMBER, |m| {
+            m.put(attr::PORT, &port)?;
+            // Weights are at most WEIGHT_TOTAL, within u16.
+            m.put(attr::WEIGHT, &(weight as u16))?;
+            m.put_u64(attr::HITS, hits)
+        })?;
+    }
+    m.nest(attr::GROUP_STATS, |m| {
+        for (ty, v) in r.stats {
+            m.put_u64(ty, v)?;
+        }
+        Ok(())
+    })
+}
+
+/// The `dumpit` handler of `GROUP_GET`: one message per group, resumable through
+/// `cb->args[0]`.
+///
+/// # Safety
+///
+/// Called by the generic netlink core with a valid skb and callback.
+unsafe extern "C" fn dump_groups(
+    skb: *mut bindings::sk_buff,
+    cb: *mut bindings::netlink_callback,
+) -> c_int {
+    // SAFETY: `cb` is valid for the call (function safety requirement).
+    let Some(d) = (unsafe { Dump::new(cb) }) else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: `cb` is valid; the policy validated `GROUP_ID` as a u32.
+    let filter = unsafe {
+        let f = shim::oq_cb_attr(cb, i32::from(attr::GROUP_ID));
+        (!f.is_null()).then(|| {
+            f.cast::<u8>()
+                .add(NLA_HDRLEN)
+                .cast::<u32>()
+                .read_unaligned()
+        })
+    };
+    // SAFETY: `args` points to the callback's six `long`s, ours between calls.
+    let mut i = unsafe { *d.args as usize };
+    let nets = NETS.lock();
+    let groups = qos_classifier::groups(&nets, d.net);
+    if let Some(id) = filter {
+        if !groups.iter().any(|g| g.id == id) {
+            return d.fail(ENOENT, c_str!("no such socket group"));
+        }
+    }
+    while let Some(g) = groups.get(i) {
+        if filter.is_some_and(|id| id != g.id) {
+            i += 1;
+            continue;
+        }
+        let Some(m) = d.msg(skb, cmd::GROUP_GET) else {
+            break;
+        };
+        if put_group(&m, g).is_err() {
+            // SAFETY: `hdr` is the message being built in `skb`.
+            unsafe { shim::oq_genlmsg_cancel(skb, m.hdr) };
+            break;
+        }
+        // SAFETY: as above.
+        unsafe { shim::oq_genlmsg_end(skb, m.hdr) };
+        i += 1;
+    }
+    // SAFETY: as above.
+    unsafe { *d.args = i as core::ffi::c_long };
+    // SAFETY: `skb` is valid.
+    let len = unsafe { shim::oq_skb_len(skb) };
+    if len == 0 && i < groups.len() {
         return EMSGSIZE.to_errno();
     }
     len as c_int

@@ -22,10 +22,12 @@
 
 use crate::{
     abi::{hist, limits, meter_flags, meter_stat},
+    ftp,
+    qos_actuators::{Group, Verdict},
     qos_sock::{MoveError, NetRef},
 };
 use core::{
-    ffi::{c_int, c_uint},
+    ffi::{c_int, c_long, c_uint, c_void},
     ptr::NonNull,
 };
 use kernel::{
@@ -33,7 +35,7 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Full, Relaxed},
-        Arc, Mutex,
+        Arc, Mutex, SpinLock,
     },
     time::Delta,
     types::Opaque,
@@ -92,6 +94,32 @@ mod shim {
         );
         pub(super) fn oq_work_now(dw: *mut bindings::delayed_work);
         pub(super) fn oq_work_at(dw: *mut bindings::delayed_work, ms: u32);
+        pub(super) fn oq_ns_to_jiffies(ns: u64) -> core::ffi::c_long;
+        pub(super) fn oq_sock_timeo(
+            sk: *mut bindings::sock,
+            send: bool,
+            nonblock: bool,
+        ) -> core::ffi::c_long;
+        pub(super) fn oq_accept_queue_empty(sk: *mut bindings::sock) -> bool;
+        pub(super) fn oq_sk_wait(
+            sk: *mut bindings::sock,
+            timeo: *mut core::ffi::c_long,
+            ready: unsafe extern "C" fn(*mut core::ffi::c_void) -> core::ffi::c_long,
+            ctx: *mut core::ffi::c_void,
+        ) -> i32;
+        pub(super) fn oq_sk_wake(sk: *mut bindings::sock, out: bool);
+        pub(super) fn oq_accept_nonblock(arg: *mut bindings::proto_accept_arg, set: bool) -> bool;
+        pub(super) fn oq_msg_dontwait(msg: *const bindings::msghdr) -> bool;
+        pub(super) fn oq_msg_left(msg: *const bindings::msghdr) -> usize;
+        pub(super) fn oq_msg_limit(msg: *mut bindings::msghdr, n: usize) -> usize;
+        pub(super) fn oq_msg_unlimit(msg: *mut bindings::msghdr, cut: usize);
+        pub(super) fn oq_msg_peek(
+            msg: *const bindings::msghdr,
+            buf: *mut core::ffi::c_void,
+            n: usize,
+        ) -> usize;
+        pub(super) fn oq_sk_net(sk: *const bindings::sock) -> *mut bindings::net;
+        pub(super) fn oq_poll_bits(out: bool) -> bindings::__poll_t;
     }
 }
 
@@ -107,6 +135,11 @@ impl Counter {
     /// Adds one.
     pub(crate) fn inc(&self) {
         self.0.add(1, Relaxed);
+    }
+
+    /// Adds `n`.
+    pub(crate) fn add(&self, n: u64) {
+        self.0.add(n, Relaxed);
     }
 
     /// The current value.
@@ -296,7 +329,159 @@ unsafe fn with_record<R>(
     NonNull::new(rec.cast::<Tracked>()).map(|r| f(unsafe { r.as_ref() }))
 }
 
-/// The wrapped `accept`: the protocol's, then the meter's measurements.
+/// A reference to the record of `sock`, if it has one and still has the wrapped
+/// operations of family `v6`.
+///
+/// # Safety
+///
+/// `sock` must be a valid socket.
+unsafe fn record(sock: *mut bindings::socket, v6: bool) -> Option<Arc<Tracked>> {
+    // SAFETY: `sock` is valid (caller). The record is alive while it is the user data
+    // (we hold the callback lock inside `with_record`), and it came from
+    // `Arc::into_raw`, so a new reference can be made from it.
+    unsafe {
+        with_record(sock, v6, |r| {
+            Arc::from(kernel::sync::ArcBorrow::from_raw(core::ptr::from_ref(r)))
+        })
+    }
+}
+
+/// Sleeps on `sk` until `ready` returns 0 (it returns how many nanoseconds to sleep at
+/// most before it is asked again, `u64::MAX` for "until woken"), a signal, or `timeo`
+/// runs out. Returns 0, `-EAGAIN` or the signal's errno.
+///
+/// # Safety
+///
+/// `sk` must be the sock of a socket in a system call of the current task.
+unsafe fn sk_wait<F: FnMut() -> u64>(
+    sk: NonNull<bindings::sock>,
+    timeo: &mut c_long,
+    mut ready: F,
+) -> c_int {
+    /// # Safety
+    ///
+    /// `ctx` must point to an `F`, alive and not otherwise used for the call.
+    unsafe extern "C" fn tramp<F: FnMut() -> u64>(ctx: *mut c_void) -> c_long {
+        // SAFETY: `ctx` is the `F` passed to `oq_sk_wait` below, alive for its call.
+        let f = unsafe { &mut *ctx.cast::<F>() };
+        match f() {
+            0 => 0,
+            u64::MAX => c_long::MAX,
+            // SAFETY: a pure conversion.
+            ns => unsafe { shim::oq_ns_to_jiffies(ns) },
+        }
+    }
+    // SAFETY: `sk` is valid and has a wait queue (caller); `ready` outlives the call.
+    unsafe {
+        shim::oq_sk_wait(
+            sk.as_ptr(),
+            timeo,
+            tramp::<F>,
+            core::ptr::from_mut(&mut ready).cast(),
+        )
+    }
+}
+
+/// What a wrapper found on a socket: its record and the group governing the call.
+struct Governed {
+    rec: Arc<Tracked>,
+    group: Option<Arc<Group>>,
+}
+
+/// The record of `sock` and its group of kind `output` (accept groups do not govern
+/// FTP data listeners).
+///
+/// # Safety
+///
+/// `sock` must be a valid socket.
+unsafe fn governed(sock: *mut bindings::socket, v6: bool, output: bool) -> Option<Governed> {
+    // SAFETY: `sock` is valid (caller).
+    let rec = unsafe { record(sock, v6) }?;
+    let group = if output || !rec.data {
+        rec.meter.group(output)
+    } else {
+        None
+    };
+    Some(Governed { rec, group })
+}
+
+/// `accept()` on a listener of an accept group: waits for the group's quota, then takes
+/// a connection with the protocol's `accept` (non-blocking, so that no quota is held
+/// while the queue is empty).
+///
+/// # Safety
+///
+/// As for `proto_ops::accept`; `f` is the protocol's.
+unsafe fn governed_accept(
+    g: &Group,
+    rec: &Tracked,
+    f: unsafe extern "C" fn(
+        *mut bindings::socket,
+        *mut bindings::socket,
+        *mut bindings::proto_accept_arg,
+    ) -> c_int,
+    sock: *mut bindings::socket,
+    newsock: *mut bindings::socket,
+    arg: *mut bindings::proto_accept_arg,
+) -> c_int {
+    let sk = rec.sk;
+    // SAFETY: `arg` is valid for the call; reading the caller's O_NONBLOCK.
+    let nonblock = unsafe { shim::oq_accept_nonblock(arg, true) };
+    // SAFETY: `sk` is the listener of the call.
+    let mut timeo = unsafe { shim::oq_sock_timeo(sk.as_ptr(), false, nonblock) };
+    let err = loop {
+        match g.accept_take(&rec.meter) {
+            Verdict::Go(_) => {
+                // SAFETY: the caller's guarantees, with O_NONBLOCK set in `arg`.
+                let err = unsafe { f(sock, newsock, arg) };
+                g.accept_done(&rec.meter, err == 0);
+                if err != EAGAIN.to_errno() || nonblock {
+                    break err;
+                }
+            }
+            Verdict::Free => {
+                // SAFETY: restoring the caller's flags in `arg`, valid for the call.
+                unsafe { shim::oq_accept_nonblock(arg, nonblock) };
+                // SAFETY: the caller's guarantees, with its own flags.
+                break unsafe { f(sock, newsock, arg) };
+            }
+            Verdict::Wait(nap) => {
+                // SAFETY: `sk` is valid.
+                let empty = unsafe { shim::oq_accept_queue_empty(sk.as_ptr()) };
+                if nonblock {
+                    if !empty {
+                        rec.throttled.store(true, Relaxed);
+                        g.hold(nap, true);
+                    }
+                    break EAGAIN.to_errno();
+                }
+                if !empty {
+                    g.hold(nap, false);
+                }
+            }
+        }
+        // Sleep until a connection is there and the quota allows it.
+        let _s = g.sleeper();
+        let ready = || {
+            // SAFETY: `sk` is valid during the call.
+            if unsafe { shim::oq_accept_queue_empty(sk.as_ptr()) } {
+                return u64::MAX;
+            }
+            g.accept_nap(&rec.meter).unwrap_or(0)
+        };
+        // SAFETY: `sk` is the listener of this call.
+        let err = unsafe { sk_wait(sk, &mut timeo, ready) };
+        if err != 0 {
+            break err;
+        }
+    };
+    // SAFETY: restoring the caller's flags.
+    unsafe { shim::oq_accept_nonblock(arg, nonblock) };
+    err
+}
+
+/// The wrapped `accept`: the group's quota if the port is in an accept group, the
+/// protocol's, then the meter's measurements.
 ///
 /// # Safety
 ///
@@ -311,15 +496,23 @@ unsafe extern "C" fn accept<const V6: bool>(
     let Some(f) = (unsafe { (*orig(V6)).accept }) else {
         return EOPNOTSUPP.to_errno();
     };
-    // SAFETY: our caller's guarantees are those of the protocol's `accept`.
-    let err = unsafe { f(sock, newsock, arg) };
+    // SAFETY: `sock` is valid for the call.
+    let gov = unsafe { governed(sock, V6, false) };
+    let err = match gov
+        .as_ref()
+        .and_then(|g| g.group.as_ref().map(|grp| (grp, &g.rec)))
+    {
+        // SAFETY: our caller's guarantees are those of the protocol's `accept`.
+        Some((grp, rec)) => unsafe { governed_accept(grp, rec, f, sock, newsock, arg) },
+        // SAFETY: as above.
+        None => unsafe { f(sock, newsock, arg) },
+    };
     if err != 0 {
         return err;
     }
-    // SAFETY: `sock` is valid for the call.
-    let meter = unsafe { with_record(sock, V6, |r| r.meter.clone()) };
+    let from = gov.map(|g| (g.rec.meter.clone(), g.rec.data));
     // SAFETY: `newsock` is the new socket, not yet visible to anyone else, with a sock.
-    unsafe { Meter::adopt(meter, newsock, V6) };
+    unsafe { Meter::adopt(from, newsock, V6) };
     0
 }
 
@@ -353,6 +546,96 @@ unsafe extern "C" fn release<const V6: bool>(sock: *mut bindings::socket) -> c_i
     }
 }
 
+/// `sendmsg` on a connection of an output group: sends what the group's quota allows,
+/// in pieces, sleeping for more (blocking sockets) or stopping short (non-blocking).
+///
+/// # Safety
+///
+/// As for `proto_ops::sendmsg`; `f` is the protocol's.
+unsafe fn governed_send(
+    g: &Group,
+    rec: &Tracked,
+    f: unsafe extern "C" fn(*mut bindings::socket, *mut bindings::msghdr, usize) -> c_int,
+    sock: *mut bindings::socket,
+    msg: *mut bindings::msghdr,
+) -> c_int {
+    // SAFETY: `msg` is valid for the call.
+    let nonblock = unsafe { shim::oq_msg_dontwait(msg) };
+    // SAFETY: `rec.sk` is the socket of the call.
+    let mut timeo = unsafe { shim::oq_sock_timeo(rec.sk.as_ptr(), true, nonblock) };
+    let mut sent: c_int = 0;
+    loop {
+        // SAFETY: `msg` is valid for the call.
+        let left = unsafe { shim::oq_msg_left(msg) };
+        if left == 0 && sent > 0 {
+            return sent;
+        }
+        let want = (left as u64).min(SEND_CHUNK);
+        match g.send_take(want.max(1)) {
+            Verdict::Free => {
+                // SAFETY: the caller's guarantees.
+                let n = unsafe { f(sock, msg, left) };
+                return if n < 0 && sent > 0 { sent } else { sent + n };
+            }
+            Verdict::Go(n) => {
+                let n = n as usize;
+                // SAFETY: `msg` is valid; the cut is restored right after the call.
+                let cut = unsafe { shim::oq_msg_limit(msg, n) };
+                // SAFETY: the caller's guarantees, for fewer bytes.
+                let r = unsafe { f(sock, msg, n.min(left)) };
+                // SAFETY: as above.
+                unsafe { shim::oq_msg_unlimit(msg, cut) };
+                let done = u64::try_from(r).unwrap_or(0);
+                g.send_done(&rec.meter, n as u64, done);
+                if r < 0 {
+                    return if sent > 0 { sent } else { r };
+                }
+                sent += r;
+                if (r as usize) < n || left == 0 {
+                    return sent;
+                }
+            }
+            Verdict::Wait(nap) => {
+                if nonblock {
+                    rec.throttled.store(true, Relaxed);
+                    g.hold(nap, true);
+                    return if sent > 0 { sent } else { EAGAIN.to_errno() };
+                }
+                g.hold(nap, false);
+                rec.throttled.store(true, Relaxed);
+                let _s = g.sleeper();
+                // SAFETY: `rec.sk` is the socket of this call.
+                let err = unsafe { sk_wait(rec.sk, &mut timeo, || g.send_nap().unwrap_or(0)) };
+                if err != 0 {
+                    return if sent > 0 { sent } else { err };
+                }
+            }
+        }
+    }
+}
+
+/// Bytes an output group lets through per call of the protocol's `sendmsg`: small
+/// enough that one call cannot run far ahead of the others.
+const SEND_CHUNK: u64 = 64 * 1024;
+
+/// Looks at the start of a server's write on an FTP control connection: a passive-mode
+/// reply makes the announced data port join the connection's groups.
+///
+/// # Safety
+///
+/// `msg` must be the valid message of a `sendmsg` call in process context.
+unsafe fn watch_ftp(rec: &Tracked, msg: *const bindings::msghdr) {
+    let mut buf = [0u8; ftp::PEEK];
+    // SAFETY: `msg` is valid; `buf` has room for `PEEK` bytes.
+    let n = unsafe { shim::oq_msg_peek(msg, buf.as_mut_ptr().cast(), buf.len()) };
+    if let Some(port) = ftp::reply_port(&buf[..n.min(buf.len())]) {
+        // SAFETY: `rec.sk` is valid; its namespace lives at least as long as it.
+        if let Some(net) = unsafe { NetRef::new(shim::oq_sk_net(rec.sk.as_ptr())) } {
+            rec.meter.ftp_join(net, port);
+        }
+    }
+}
+
 /// The wrapped `sendmsg` (also reached by `sendfile` and `splice` to a socket).
 ///
 /// # Safety
@@ -368,13 +651,69 @@ unsafe extern "C" fn sendmsg<const V6: bool>(
     let Some(f) = (unsafe { (*orig(V6)).sendmsg }) else {
         return EOPNOTSUPP.to_errno();
     };
-    // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`.
-    let n = unsafe { f(sock, msg, len) };
+    // SAFETY: `sock` is valid for the call.
+    let Some(gov) = (unsafe { governed(sock, V6, true) }) else {
+        // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`.
+        return unsafe { f(sock, msg, len) };
+    };
+    let rec = &gov.rec;
+    if !rec.listener && !rec.data && rec.meter.watches_ftp() {
+        // SAFETY: `msg` is valid; sendmsg runs in process context.
+        unsafe { watch_ftp(rec, msg) };
+    }
+    let n = match &gov.group {
+        // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`.
+        Some(g) if len > 0 => unsafe { governed_send(g, rec, f, sock, msg) },
+        // SAFETY: as above.
+        _ => unsafe { f(sock, msg, len) },
+    };
     if let Ok(n @ 1..) = u64::try_from(n) {
-        // SAFETY: `sock` is valid for the call.
-        unsafe { with_record(sock, V6, |r| r.tx.add(n)) };
+        rec.tx.add(n);
     }
     n
+}
+
+/// The wrapped `poll`: a listener out of accept quota is not readable, a connection
+/// out of output quota not writable, until the group's timer wakes them.
+///
+/// # Safety
+///
+/// Called by the socket layer with its usual guarantees for `proto_ops::poll`.
+unsafe extern "C" fn poll<const V6: bool>(
+    file: *mut bindings::file,
+    sock: *mut bindings::socket,
+    wait: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    let _in = Inflight::enter();
+    // SAFETY: `orig` is a protocol table, valid forever.
+    let Some(f) = (unsafe { (*orig(V6)).poll }) else {
+        return 0;
+    };
+    // SAFETY: our caller's guarantees are those of the protocol's `poll`.
+    let mut mask = unsafe { f(file, sock, wait) };
+    // SAFETY: `sock` is valid for the call.
+    let Some(gov) = (unsafe { record(sock, V6) }) else {
+        return mask;
+    };
+    let output = !gov.listener;
+    // SAFETY: a constant of the kernel's headers.
+    let bits = unsafe { shim::oq_poll_bits(output) };
+    if mask & bits == 0 || (gov.listener && gov.data) {
+        return mask;
+    }
+    if let Some(g) = gov.meter.group(output) {
+        let nap = if output {
+            g.send_nap()
+        } else {
+            g.accept_nap(&gov.meter)
+        };
+        if let Some(nap) = nap {
+            mask &= !bits;
+            gov.throttled.store(true, Relaxed);
+            g.arm(nap, true);
+        }
+    }
+    mask
 }
 
 /// The wrapped `recvmsg`.
@@ -443,6 +782,12 @@ pub(crate) struct Tracked {
     meter: Arc<Meter>,
     v6: bool,
     listener: bool,
+    /// An FTP data listener that joined its control port's groups, or a data connection
+    /// accepted from one: it counts against the groups' output quota and in the bytes,
+    /// but not as a connection of the port.
+    data: bool,
+    /// A group held it back: its timer wakes the socket.
+    throttled: Atomic<bool>,
     /// Position in the meter's list; changed under the meter's lock.
     slot: Atomic<usize>,
     /// Bytes the server read from this connection.
@@ -466,6 +811,7 @@ impl Tracked {
         sk: NonNull<bindings::sock>,
         meter: Arc<Meter>,
         listener: bool,
+        data: bool,
     ) -> Result<Arc<Self>> {
         // SAFETY: `sk` is valid (caller).
         let v6 = unsafe { shim::oq_sk_family(sk.as_ptr()) } == bindings::AF_INET6 as u16;
@@ -475,6 +821,8 @@ impl Tracked {
                 meter,
                 v6,
                 listener,
+                data,
+                throttled: Atomic::new(false),
                 slot: Atomic::new(usize::MAX),
                 rx: Sum::new(),
                 tx: Sum::new(),
@@ -521,6 +869,12 @@ impl Tracked {
         unsafe { shim::oq_kick_waiters(self.sk.as_ptr()) };
     }
 
+    /// Wakes the tasks sleeping or polling on the socket (its group's quota is back).
+    fn wake(&self, out: bool) {
+        // SAFETY: `sk` is valid (type invariant).
+        unsafe { shim::oq_sk_wake(self.sk.as_ptr(), out) };
+    }
+
     /// Connections in the accept queue (listeners).
     fn backlog(&self) -> u64 {
         // SAFETY: `sk` is valid (type invariant).
@@ -541,8 +895,10 @@ struct MeterInner {
     dead: bool,
     /// Wrapped sockets, each at the position its `slot` says.
     tracked: KVec<Arc<Tracked>>,
-    /// How many of them are listeners.
+    /// How many of them are listeners of the port.
     listeners: usize,
+    /// How many of them are FTP data listeners.
+    data_listeners: usize,
     /// Bytes of connections closed since.
     rx_closed: u64,
     /// Bytes of connections closed since.
@@ -559,7 +915,9 @@ impl MeterInner {
         self.tracked.swap(i, last);
         self.tracked[i].slot.store(i, Relaxed);
         drop(self.tracked.pop());
-        if rec.listener {
+        if rec.listener && rec.data {
+            self.data_listeners -= 1;
+        } else if rec.listener {
             self.listeners -= 1;
         } else {
             self.rx_closed += rec.rx.get();
@@ -580,6 +938,9 @@ pub(crate) struct Meter {
     hist: [Counter; hist::BUCKETS],
     #[pin]
     inner: Mutex<MeterInner>,
+    /// The socket groups of the port: governing accept, and governing output.
+    #[pin]
+    groups: SpinLock<[Option<Arc<Group>>; 2]>,
 }
 
 /// A snapshot of a meter's readings.
@@ -609,9 +970,11 @@ impl Meter {
                     dead: false,
                     tracked: KVec::new(),
                     listeners: 0,
+                    data_listeners: 0,
                     rx_closed: 0,
                     tx_closed: 0,
                 }),
+                groups <- kernel::new_spinlock!([None, None]),
             }),
             GFP_KERNEL,
         )
@@ -625,6 +988,102 @@ impl Meter {
     /// Adds bits of [`meter_flags`].
     pub(crate) fn add_flags(&self, flags: u32) {
         self.flags.store(self.flags() | flags, Relaxed);
+    }
+
+    /// Removes bits of [`meter_flags`].
+    pub(crate) fn clear_flags(&self, flags: u32) {
+        self.flags.store(self.flags() & !flags, Relaxed);
+    }
+
+    /// The group governing the port's output (`output`) or its `accept()`.
+    pub(crate) fn group(&self, output: bool) -> Option<Arc<Group>> {
+        self.groups.lock()[usize::from(output)].clone()
+    }
+
+    /// Puts the port in `g` (its kind decides the slot); fails if the slot is taken.
+    pub(crate) fn join(&self, g: &Arc<Group>) -> bool {
+        let mut slots = self.groups.lock();
+        let slot = &mut slots[usize::from(g.is_output())];
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(g.clone());
+        drop(slots);
+        self.add_flags(meter_flags::GROUPED);
+        true
+    }
+
+    /// Takes the port out of `g`.
+    pub(crate) fn leave(&self, g: &Group) {
+        let mut slots = self.groups.lock();
+        let slot = &mut slots[usize::from(g.is_output())];
+        if slot.as_deref().is_some_and(|s| core::ptr::eq(s, g)) {
+            *slot = None;
+        }
+        let grouped = slots.iter().any(Option::is_some);
+        drop(slots);
+        if !grouped {
+            self.clear_flags(meter_flags::GROUPED);
+        }
+    }
+
+    /// Whether the port is in a group.
+    pub(crate) fn grouped(&self) -> bool {
+        self.groups.lock().iter().any(Option::is_some)
+    }
+
+    /// Whether a group of the port watches FTP passive replies.
+    fn watches_ftp(&self) -> bool {
+        self.groups.lock().iter().flatten().any(|g| g.ftp())
+    }
+
+    /// Whether connections wait in the port's accept queues.
+    pub(crate) fn busy(&self) -> bool {
+        let inner = self.inner.lock();
+        inner
+            .tracked
+            .iter()
+            .any(|r| r.listener && !r.data && r.backlog() > 0)
+    }
+
+    /// Wakes the callers a group may hold back on this port: its listeners, or
+    /// (`output`) its connections that were throttled.
+    pub(crate) fn wake(&self, output: bool) {
+        let inner = self.inner.lock();
+        for rec in inner.tracked.iter() {
+            if output != rec.listener && (rec.throttled.xchg(false, Relaxed) || !output) {
+                rec.wake(output);
+            }
+        }
+    }
+
+    /// An FTP server announced data port `port` on a control connection of this port:
+    /// its listeners join this port's groups (their connections are counted here, as
+    /// data).
+    fn ftp_join(self: &Arc<Self>, net: NetRef, port: u16) {
+        let mut sks = [core::ptr::null_mut(); 4];
+        // SAFETY: `net` is live; `sks` has room for the number of sockets we pass.
+        let n = unsafe {
+            shim::oq_port_listeners(net.0.as_ptr(), port, sks.as_mut_ptr(), sks.len() as i32)
+        };
+        let mut joined = false;
+        for &sk in sks.iter().take(n.max(0) as usize) {
+            let Some(sk) = NonNull::new(sk) else { continue };
+            // SAFETY: `oq_port_listeners` took a reference on `sk`.
+            if !unsafe { shim::oq_sk_has_user_data(sk.as_ptr()) } {
+                // SAFETY: as above.
+                if let Ok(rec) = unsafe { Tracked::new(sk, self.clone(), true, true) } {
+                    joined |= self.track(&rec);
+                }
+            }
+            // SAFETY: the reference `oq_port_listeners` took.
+            unsafe { shim::oq_sock_put(sk.as_ptr()) };
+        }
+        if joined {
+            for g in self.groups.lock().iter().flatten() {
+                g.ftp_joined();
+            }
+        }
     }
 
     /// Wraps the listeners of the port in `net` that are not wrapped yet, and makes the
@@ -645,7 +1104,7 @@ impl Meter {
             // SAFETY: `oq_port_listeners` took a reference on `sk`.
             if !unsafe { shim::oq_sk_has_user_data(sk.as_ptr()) } {
                 // SAFETY: as above.
-                if let Ok(rec) = unsafe { Tracked::new(sk, self.clone(), true) } {
+                if let Ok(rec) = unsafe { Tracked::new(sk, self.clone(), true, false) } {
                     if self.track(&rec) {
                         rec.kick();
                     }
@@ -660,7 +1119,12 @@ impl Meter {
     /// accepted sockets got ours from their listener.
     fn track(&self, rec: &Arc<Tracked>) -> bool {
         let mut inner = self.inner.lock();
-        if inner.dead || (rec.listener && inner.listeners >= limits::MAX_METER_LISTENERS) {
+        let full = match (rec.listener, rec.data) {
+            (true, false) => inner.listeners >= limits::MAX_METER_LISTENERS,
+            (true, true) => inner.data_listeners >= limits::MAX_FTP_DATA,
+            _ => false,
+        };
+        if inner.dead || full {
             return false;
         }
         let slot = inner.tracked.len();
@@ -677,32 +1141,37 @@ impl Meter {
             drop(inner.tracked.pop());
             return false;
         }
-        if rec.listener {
+        if rec.listener && rec.data {
+            inner.data_listeners += 1;
+        } else if rec.listener {
             inner.listeners += 1;
         }
         true
     }
 
     /// Counts the connection just accepted on `newsock` and tracks it, or, if its
-    /// listener is no longer metered (`meter` is `None`) or the meter was deleted, gives
-    /// it the protocol's operations back.
+    /// listener is no longer metered (`from` is `None`) or the meter was deleted, gives
+    /// it the protocol's operations back. `from`: the listener's meter, and whether the
+    /// listener is an FTP data listener (its connections are not counted as accepted).
     ///
     /// # Safety
     ///
     /// `newsock` must be a socket just accepted, with a sock, not yet installed in a file
     /// (so nothing else uses it), with our operations of family `v6`.
-    unsafe fn adopt(meter: Option<Arc<Meter>>, newsock: *mut bindings::socket, v6: bool) {
+    unsafe fn adopt(from: Option<(Arc<Meter>, bool)>, newsock: *mut bindings::socket, v6: bool) {
         // SAFETY: `newsock` is valid (caller).
         let sk = unsafe { sk_of(newsock) };
-        let tracked = match (meter, sk) {
-            (Some(m), Some(sk)) => {
-                // SAFETY: `sk` is the accepted socket, valid.
-                let ns = unsafe { shim::oq_accept_delay_ns(sk.as_ptr()) };
-                m.accepted.inc();
-                m.delay_ns.add(ns);
-                m.hist[hist::bucket(ns / 1000)].inc();
+        let tracked = match (from, sk) {
+            (Some((m, data)), Some(sk)) => {
+                if !data {
+                    // SAFETY: `sk` is the accepted socket, valid.
+                    let ns = unsafe { shim::oq_accept_delay_ns(sk.as_ptr()) };
+                    m.accepted.inc();
+                    m.delay_ns.add(ns);
+                    m.hist[hist::bucket(ns / 1000)].inc();
+                }
                 // SAFETY: `sk` is valid.
-                match unsafe { Tracked::new(sk, m.clone(), false) } {
+                match unsafe { Tracked::new(sk, m.clone(), false, data) } {
                     Ok(rec) => m.track(&rec),
                     Err(_) => false,
                 }
@@ -731,6 +1200,7 @@ impl Meter {
             let mut inner = self.inner.lock();
             inner.dead = true;
             inner.listeners = 0;
+            inner.data_listeners = 0;
             core::mem::take(&mut inner.tracked)
         };
         for rec in list.iter() {
@@ -747,16 +1217,19 @@ impl Meter {
         let (waiting, open, listeners, rx, tx) = {
             let inner = self.inner.lock();
             let (mut waiting, mut rx, mut tx) = (0, inner.rx_closed, inner.tx_closed);
+            let mut open = 0;
             for rec in inner.tracked.iter() {
                 if rec.listener {
-                    waiting += rec.backlog();
+                    if !rec.data {
+                        waiting += rec.backlog();
+                    }
                 } else {
                     rx += rec.rx.get();
                     tx += rec.tx.get();
+                    open += u64::from(!rec.data);
                 }
             }
-            let open = inner.tracked.len() - inner.listeners;
-            (waiting, open as u64, inner.listeners as u64, rx, tx)
+            (waiting, open, inner.listeners as u64, rx, tx)
         };
         let mut hist = [0u64; hist::BUCKETS];
         for (h, c) in hist.iter_mut().zip(self.hist.iter()) {
@@ -852,12 +1325,14 @@ impl Sensors {
                 ops.sendmsg = Some(sendmsg::<true>);
                 ops.recvmsg = Some(recvmsg::<true>);
                 ops.splice_read = Some(splice_read::<true>);
+                ops.poll = Some(poll::<true>);
             } else {
                 ops.accept = Some(accept::<false>);
                 ops.release = Some(release::<false>);
                 ops.sendmsg = Some(sendmsg::<false>);
                 ops.recvmsg = Some(recvmsg::<false>);
                 ops.splice_read = Some(splice_read::<false>);
+                ops.poll = Some(poll::<false>);
             }
             // SAFETY: nothing points at the table yet (no socket was wrapped: this runs
             // in the module's `init`, before any command can create a meter).

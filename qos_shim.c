@@ -10,6 +10,9 @@
  */
 
 #include <linux/netlink.h>
+#include <linux/poll.h>
+#include <linux/timekeeping.h>
+#include <linux/uio.h>
 #include <linux/workqueue.h>
 #include <net/genetlink.h>
 #include <linux/sched/signal.h>
@@ -843,4 +846,144 @@ unsigned long oq_jiffies(void)
 unsigned long oq_hz(void)
 {
 	return HZ;
+}
+
+/* ---- Actuators ---------------------------------------------------------------- */
+
+u64 oq_now_ns(void)
+{
+	return ktime_get_ns();
+}
+
+long oq_ns_to_jiffies(u64 ns)
+{
+	return max_t(long, nsecs_to_jiffies(ns), 1);
+}
+
+/* The send or receive timeout of @sk (0 for a non-blocking call). */
+long oq_sock_timeo(struct sock *sk, bool send, bool nonblock)
+{
+	return send ? sock_sndtimeo(sk, nonblock) : sock_rcvtimeo(sk, nonblock);
+}
+
+bool oq_accept_queue_empty(struct sock *sk)
+{
+	return reqsk_queue_empty(&inet_csk(sk)->icsk_accept_queue);
+}
+
+/*
+ * Sleeps on @sk's wait queue until @ready(@ctx) returns 0, a signal arrives, or *@timeo
+ * runs out; while not ready, @ready returns how long to sleep at most (jiffies) before
+ * it is asked again. Returns 0 when ready, -EAGAIN at the timeout, or
+ * sock_intr_errno() on a signal (module unload and group deletion kick the task with
+ * TIF_NOTIFY_SIGNAL, see oq_kick_waiters: the call then restarts). The wait entry uses
+ * woken_wake_function, as sk_wait_event does, so no wake-up between the check and the
+ * sleep is lost.
+ */
+int oq_sk_wait(struct sock *sk, long *timeo, long (*ready)(void *ctx), void *ctx)
+{
+	DEFINE_WAIT_FUNC(wait, woken_wake_function);
+	int err = 0;
+	long nap;
+
+	add_wait_queue(sk_sleep(sk), &wait);
+	for (;;) {
+		nap = ready(ctx);
+		if (!nap)
+			break;
+		if (!*timeo) {
+			err = -EAGAIN;
+			break;
+		}
+		if (signal_pending(current)) {
+			err = sock_intr_errno(*timeo);
+			break;
+		}
+		if (*timeo == MAX_SCHEDULE_TIMEOUT) {
+			wait_woken(&wait, TASK_INTERRUPTIBLE, nap);
+		} else {
+			long t = min(nap, *timeo);
+			long left = wait_woken(&wait, TASK_INTERRUPTIBLE, t);
+
+			*timeo -= t - left;
+		}
+	}
+	remove_wait_queue(sk_sleep(sk), &wait);
+	return err;
+}
+
+/*
+ * Wakes every task sleeping or polling on @sk: its quota came back. @out: for writing
+ * (EPOLLOUT), else for accepting (EPOLLIN).
+ */
+void oq_sk_wake(struct sock *sk, bool out)
+{
+	__poll_t key = oq_poll_bits(out);
+	struct socket_wq *wq;
+
+	rcu_read_lock();
+	wq = rcu_dereference(sk->sk_wq);
+	if (skwq_has_sleeper(wq))
+		__wake_up(&wq->wait, TASK_INTERRUPTIBLE, 0, poll_to_key(key));
+	rcu_read_unlock();
+}
+
+/* The readiness bits of accepting (EPOLLIN) or of writing (@out: EPOLLOUT). */
+__poll_t oq_poll_bits(bool out)
+{
+	return out ? EPOLLOUT | EPOLLWRNORM | EPOLLWRBAND : EPOLLIN | EPOLLRDNORM;
+}
+
+/* Sets or clears O_NONBLOCK in @arg; returns whether it was set before. */
+bool oq_accept_nonblock(struct proto_accept_arg *arg, bool set)
+{
+	bool was = arg->flags & O_NONBLOCK;
+
+	if (set)
+		arg->flags |= O_NONBLOCK;
+	else
+		arg->flags &= ~O_NONBLOCK;
+	return was;
+}
+
+bool oq_msg_dontwait(const struct msghdr *msg)
+{
+	return msg->msg_flags & MSG_DONTWAIT;
+}
+
+size_t oq_msg_left(const struct msghdr *msg)
+{
+	return msg_data_left(msg);
+}
+
+/* Limits @msg to @n more bytes; returns how many were cut off (for oq_msg_unlimit). */
+size_t oq_msg_limit(struct msghdr *msg, size_t n)
+{
+	size_t count = iov_iter_count(&msg->msg_iter);
+
+	if (count <= n)
+		return 0;
+	iov_iter_truncate(&msg->msg_iter, n);
+	return count - n;
+}
+
+void oq_msg_unlimit(struct msghdr *msg, size_t cut)
+{
+	iov_iter_reexpand(&msg->msg_iter, iov_iter_count(&msg->msg_iter) + cut);
+}
+
+/*
+ * Copies up to @n bytes from the start of @msg's data into @buf without consuming them
+ * (on a copy of the iterator). Process context: user memory may fault in.
+ */
+size_t oq_msg_peek(const struct msghdr *msg, void *buf, size_t n)
+{
+	struct iov_iter it = msg->msg_iter;
+
+	return copy_from_iter(buf, min(n, iov_iter_count(&it)), &it);
+}
+
+struct net *oq_sk_net(const struct sock *sk)
+{
+	return sock_net(sk);
 }

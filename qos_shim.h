@@ -130,4 +130,22 @@ const struct proto_ops *oq_inet_stream_ops(bool v6);
 unsigned long oq_jiffies(void);
 unsigned long oq_hz(void);
 
+/* Actuators (qos_actuators.rs, through the wrappers of qos_sensor.rs). */
+struct msghdr;
+struct proto_accept_arg;
+u64 oq_now_ns(void);
+long oq_ns_to_jiffies(u64 ns);
+long oq_sock_timeo(struct sock *sk, bool send, bool nonblock);
+bool oq_accept_queue_empty(struct sock *sk);
+int oq_sk_wait(struct sock *sk, long *timeo, long (*ready)(void *ctx), void *ctx);
+void oq_sk_wake(struct sock *sk, bool out);
+bool oq_accept_nonblock(struct proto_accept_arg *arg, bool set);
+bool oq_msg_dontwait(const struct msghdr *msg);
+size_t oq_msg_left(const struct msghdr *msg);
+size_t oq_msg_limit(struct msghdr *msg, size_t n);
+void oq_msg_unlimit(struct msghdr *msg, size_t cut);
+size_t oq_msg_peek(const struct msghdr *msg, void *buf, size_t n);
+struct net *oq_sk_net(const struct sock *sk);
+__poll_t oq_poll_bits(bool out);
+
 #endif /* OPENQOS_SHIM_H */

@@ -8,7 +8,7 @@
 insmod /openqos.ko
 ROUNDS=${OQ_BENCH_ROUNDS:-7}
 COUNT=${OQ_BENCH_COUNT:-2000}
-CONFIGS=${OQ_BENCH_CONFIGS:-"direct m a0 a1 a2 a4 a8 a1000 c0 c1 c2 c4 c8 c64 c512"}
+CONFIGS=${OQ_BENCH_CONFIGS:-"direct m g a0 a1 a2 a4 a8 a1000 c0 c1 c2 c4 c8 c64 c512"}
 serve 8080 srv --mode epoll
 # Every client sends a small HTTP header block first (the server skips it), so that all
 # configurations carry the same bytes and content rules have something to look at.
@@ -22,9 +22,18 @@ rate() {
 # Each configuration is one rule set, restored atomically in one request. Rules meter
 # their outgoing port; the meter goes again, so that rows measure the classifier alone.
 # m: no rule, the server's port metered (the sensors' cost).
+# g: no rule, the server's port in an accept-rate and an output group whose limits are
+# never reached (the actuators' cost: every accept and send asks a group).
 setup() {
 	if [ "$1" = m ]; then
 		netmeter -A 8080
+		return
+	fi
+	if [ "$1" = g ]; then
+		skex -N 1 -t rate -r 1000000000
+		skex -a 1 -p 8080
+		skex -N 2 -t output -r 10000000000
+		skex -a 2 -p 8080
 		return
 	fi
 	n=${1#?}
@@ -41,7 +50,7 @@ setup() {
 	netmeter -D 8080
 }
 # The port of configuration $1.
-port_of() { if [ "$1" = m ]; then echo 8080; else echo 80; fi; }
+port_of() { case "$1" in m | g) echo 8080 ;; *) echo 80 ;; esac; }
 # Each configuration is measured right after a direct run, and its figure is the
 # median over the rounds of these paired ratios: slow drift of the emulated machine
 # cancels out of each pair.
@@ -49,6 +58,8 @@ for r in $(seq 1 "$ROUNDS"); do
 	for c in $CONFIGS; do
 		[ "$c" = direct ] && continue
 		tcpchains -F
+		skex -X 1 2>/dev/null || true
+		skex -X 2 2>/dev/null || true
 		netmeter -D 8080 2>/dev/null || true
 		d=$(rate 8080)
 		setup "$c"
@@ -68,12 +79,15 @@ for c in $CONFIGS; do
 	[ "$c" = direct ] && continue
 	case "$c" in
 	m) name="direct to the server, its port metered" ;;
+	g) name="direct to the server, its port in a rate and an output group (limits never reached)" ;;
 	a*) name="rule, ${c#a} address conditions" ;;
 	c*) name="rule, ${c#c} content conditions" ;;
 	esac
 	echo "BENCH | $name | $(median "/tmp/bench-$c") | $(median "/tmp/bench-ratio-$c") | $(range "/tmp/bench-ratio-$c") |"
 done
 tcpchains -F
+skex -X 1 2>/dev/null || true
+skex -X 2 2>/dev/null || true
 netmeter -D 8080 2>/dev/null || true
 # The sensors' cost per connection, without the load generator's threads: one process
 # connects, accepts, exchanges 64 bytes each way and closes, in blocks alternating

@@ -37,5 +37,29 @@ echo "   # netmeter -p 8081 -i 1 -c 2     (watch: per-interval rates, while clie
 (for i in $(seq 1 30); do curl -s --interface 128.143.1.10 http://127.0.0.1/ >/dev/null; done) &
 netmeter -p 8081 -i 1 -c 2 | sed 's/^/   /'
 wait
+echo "== actuators: the basic class (8080) gets 50 KiB/s of output in all (skex)"
+head -c 262144 /dev/urandom >/srv/www8080/file.bin
+cp /srv/www8080/file.bin /srv/www8081/file.bin
+for cmd in "skex -N 1 -t output -r 50K" "skex -a 1 -p 8080"; do
+	echo "   # $cmd"; $cmd
+done
+for src in 10.0.0.10 128.143.1.10; do
+	echo "   client $src downloads 256 KiB: $(curl -s --interface $src -o /dev/null \
+		-w '%{speed_download} bytes/s' http://127.0.0.1/file.bin)"
+done
+echo "   # skex -L"
+skex -L | sed 's/^/   /'
+echo "== and at most 5 accepts/s for the basic class (12 clients at once)"
+for cmd in "skex -N 2 -t rate -r 5 -b 1" "skex -a 2 -p 8080"; do
+	echo "   # $cmd"; $cmd
+done
+t0=$(awk '{ print $1 }' /proc/uptime)
+for i in $(seq 1 12); do curl -s --interface 10.0.0.10 http://127.0.0.1/ >/dev/null & done
+wait
+t1=$(awk '{ print $1 }' /proc/uptime)
+echo "   12 basic clients served in $(awk -v a=$t0 -v b=$t1 'BEGIN { printf "%.1f", b - a }') s"
+netmeter -p 8080 | sed 's/^/   /'
+skex -X 1
+skex -X 2
 tcpchains -F
 rmmod openqos

@@ -17,7 +17,7 @@ check() {
 	*) fail "$what: got '$got', want 'errno=$e attr=$a msg=...'" ;;
 	esac
 }
-EINVAL=22 ERANGE=34 EOPNOTSUPP=95
+ENOENT=2 EINVAL=22 ERANGE=34 EOPNOTSUPP=95
 check "missing port" $EINVAL port -- --cmd 1 --attr 2:u8:1 --attr 3:u16:80
 check "missing default port" $EINVAL default-port -- --cmd 1 --attr 1:u16:80 --attr 2:u8:1
 check "port 0" $ERANGE port -- --cmd 1 --attr 1:u16:0 --attr 2:u8:1 --attr 3:u16:80
@@ -49,6 +49,20 @@ check "mask4 without addr4" $EINVAL mask4 -- --cmd 4 --attr 1:u16:4500 --attr 10
 check "v4 and v6 matcher" $EINVAL addr6 -- --cmd 4 --attr 1:u16:4500 --attr 10:u16:4502 --attr 6:u32:10 --attr 7:u32:255 --attr 8:hex:20010db8000000000000000000000000 --attr 9:u8:32
 got=$(nl --cmd 4 --attr 1:u16:4500 --attr 10:u16:4502)
 case "$got" in "errno=$EINVAL attr=- msg=a condition needs"*) refused=$((refused + 1)) ;; *) fail "no matcher: $got" ;; esac
+# Socket groups (12 group-new, 15 group-set, 16 group-port-add; 24 group-id, 25 group-type,
+# 26 rate, 27 burst, 28 group-flags, 29 member).
+check "group id 0" $ERANGE group-id -- --cmd 12 --attr 24:u32:0 --attr 25:u8:2 --attr 26:u64:10
+check "group type 4" $ERANGE group-type -- --cmd 12 --attr 24:u32:1 --attr 25:u8:4 --attr 26:u64:10
+check "rate as u32" $EINVAL rate -- --cmd 12 --attr 24:u32:1 --attr 25:u8:2 --attr 26:u32:10
+check "rate 0" $ERANGE rate -- --cmd 12 --attr 24:u32:1 --attr 25:u8:2 --attr 26:u64:0
+check "rate over 10^10" $ERANGE rate -- --cmd 12 --attr 24:u32:1 --attr 25:u8:3 --attr 26:u64:10000000001
+check "unknown group flag" $ERANGE group-flags -- --cmd 12 --attr 24:u32:1 --attr 25:u8:3 --attr 26:u64:10 --attr 28:u32:2
+check "rate group without rate" $EINVAL rate -- --cmd 12 --attr 24:u32:1 --attr 25:u8:2
+check "ratio group with burst" $EINVAL burst -- --cmd 12 --attr 24:u32:1 --attr 25:u8:1 --attr 27:u64:5
+check "member in a request" $EINVAL member -- --cmd 12 --attr 24:u32:1 --attr 25:u8:1 --attr 29:u8:1
+check "port of a missing group" $ENOENT group-id -- --cmd 16 --attr 24:u32:7 --attr 1:u16:9000
+check "weight without port" $EINVAL weight -- --cmd 15 --attr 24:u32:7 --attr 15:u16:3
+expect_eq "no group half-created" "$(skex -L | grep -c '^group')" 0
 # A well-formed raw request still works, and nothing refused above was half-created.
 expect_eq "valid raw condition" "$(nl --cmd 4 --attr 1:u16:4500 --attr 10:u16:4502 --attr 6:u32:10 --attr 7:u32:255)" ok
 expect_eq "rules" "$(tcpchains -L | grep -c '^rule')" 1

@@ -15,8 +15,8 @@ pub const FAMILY_VERSION: u8 = 1;
 /// Commands of the family.
 ///
 /// Mutating commands (`*_NEW`, `*_DEL`, `*_SET`, `FLUSH`, `RULESET_REPLACE`) require
-/// `CAP_NET_ADMIN` in the network namespace's user namespace; `RULE_GET` and `METER_GET`
-/// are open to everyone but only ever show the caller's own network namespace.
+/// `CAP_NET_ADMIN` in the network namespace's user namespace; `RULE_GET`, `METER_GET` and
+/// `GROUP_GET` are open to everyone but only ever show the caller's own network namespace.
 pub mod cmd {
     /// Create a rule: `PORT`, `RULE_TYPE`, `DEFAULT_PORT`, optional `RULE_FLAGS`.
     pub const RULE_NEW: u8 = 1;
@@ -46,8 +46,23 @@ pub mod cmd {
     pub const METER_DEL: u8 = 10;
     /// Get one meter (`PORT`) or dump every meter of the namespace (no attribute).
     pub const METER_GET: u8 = 11;
+    /// Create a socket group: `GROUP_ID`, `GROUP_TYPE`; `RATE` (and optionally `BURST`)
+    /// for accept-rate and output groups; optional `GROUP_FLAGS`.
+    pub const GROUP_NEW: u8 = 12;
+    /// Delete a socket group (its ports leave it, held-back callers resume): `GROUP_ID`.
+    pub const GROUP_DEL: u8 = 13;
+    /// Get one group (`GROUP_ID`) or dump every group of the namespace (no attribute).
+    pub const GROUP_GET: u8 = 14;
+    /// Change a group live: `GROUP_ID` and any of `RATE`, `BURST`, `GROUP_FLAGS`; or
+    /// `PORT` with `WEIGHT` to change a member's weight in an accept-ratio group.
+    pub const GROUP_SET: u8 = 15;
+    /// Attach a listening port to a group (the port gets a meter if it had none):
+    /// `GROUP_ID`, `PORT`, optional `WEIGHT` (accept-ratio groups, default 1).
+    pub const GROUP_PORT_ADD: u8 = 16;
+    /// Detach a port from a group: `GROUP_ID`, `PORT`.
+    pub const GROUP_PORT_DEL: u8 = 17;
     /// Highest command number.
-    pub const MAX: u8 = 11;
+    pub const MAX: u8 = 17;
     /// Name of each command (as in `Documentation/netlink/openqos.yaml`), by number.
     pub const NAMES: [(u8, &str); MAX as usize] = [
         (RULE_NEW, "rule-new"),
@@ -61,6 +76,12 @@ pub mod cmd {
         (METER_NEW, "meter-new"),
         (METER_DEL, "meter-del"),
         (METER_GET, "meter-get"),
+        (GROUP_NEW, "group-new"),
+        (GROUP_DEL, "group-del"),
+        (GROUP_GET, "group-get"),
+        (GROUP_SET, "group-set"),
+        (GROUP_PORT_ADD, "group-port-add"),
+        (GROUP_PORT_DEL, "group-port-del"),
     ];
 }
 
@@ -154,8 +175,79 @@ pub mod attr {
     /// Why a port is metered, in a `METER_GET` reply: u32, bits of
     /// [`super::meter_flags`].
     pub const METER_FLAGS: u16 = 23;
+    /// Socket group number, u32 in `1..=MAX_GROUP_ID`.
+    pub const GROUP_ID: u16 = 24;
+    /// Socket group type, u8, one of [`super::group_type`].
+    pub const GROUP_TYPE: u16 = 25;
+    /// Accept-rate groups: connections per second; output groups: bytes per second. u64.
+    pub const RATE: u16 = 26;
+    /// Most tokens the group's bucket holds (connections, or bytes), u64. Default: a
+    /// tenth of a second's worth (at least 1 connection, or 4 KiB).
+    pub const BURST: u16 = 27;
+    /// Group flags, u32, bits of [`super::group_flags`].
+    pub const GROUP_FLAGS: u16 = 28;
+    /// A member port of a group in a `GROUP_GET` reply (nested: `PORT`, `WEIGHT`, `HITS`
+    /// = connections accepted or bytes sent through the group from this port).
+    pub const MEMBER: u16 = 29;
+    /// Group statistics in a `GROUP_GET` reply (nested, [`super::group_stat`]).
+    pub const GROUP_STATS: u16 = 30;
     /// Highest attribute number.
-    pub const MAX: u16 = 23;
+    pub const MAX: u16 = 30;
+}
+
+/// Socket group types.
+pub mod group_type {
+    /// Accept ratio: the member ports accept connections in the ratio of their weights
+    /// while they compete; an idle port never holds the others back.
+    pub const RATIO: u8 = 1;
+    /// Accept rate: the member ports together accept at most `RATE` connections per
+    /// second, with bursts of up to `BURST`.
+    pub const RATE: u8 = 2;
+    /// Output: every connection accepted from the member ports together sends at most
+    /// `RATE` bytes per second, with bursts of up to `BURST`.
+    pub const OUTPUT: u8 = 3;
+    /// Highest type.
+    pub const MAX: u8 = OUTPUT;
+    /// Name of each type, by number.
+    pub const NAMES: [(u8, &str); MAX as usize] =
+        [(RATIO, "ratio"), (RATE, "rate"), (OUTPUT, "output")];
+}
+
+/// Bits of `GROUP_FLAGS`.
+pub mod group_flags {
+    /// FTP: the servers' replies on the member ports' connections are watched for
+    /// `227` (PASV) and `229` (EPSV); the data port they announce joins the group and
+    /// its data connections count against it.
+    pub const FTP: u32 = 1 << 0;
+    /// Every flag this module version knows.
+    pub const ALL: u32 = FTP;
+}
+
+/// Attributes inside `GROUP_STATS`, all u64.
+pub mod group_stat {
+    /// Connections accepted (ratio, rate) or bytes sent (output) through the group.
+    pub const ADMITTED: u16 = 1;
+    /// Times a caller was held back (slept, or got `EAGAIN`) because the quota was out.
+    pub const HELD: u16 = 2;
+    /// Tasks sleeping on the group's quota now.
+    pub const SLEEPING: u16 = 3;
+    /// Whole tokens in the bucket now (rate, output).
+    pub const TOKENS: u16 = 4;
+    /// FTP data listeners that joined the group since it exists.
+    pub const FTP_JOINED: u16 = 5;
+    /// Times the group's timer ran.
+    pub const TIMER_RUNS: u16 = 6;
+    /// Highest group statistics attribute.
+    pub const MAX: u16 = 6;
+    /// Name of each attribute (as in `Documentation/netlink/openqos.yaml`).
+    pub const NAMES: [(u16, &str); MAX as usize] = [
+        (ADMITTED, "admitted"),
+        (HELD, "held"),
+        (SLEEPING, "sleeping"),
+        (TOKENS, "tokens"),
+        (FTP_JOINED, "ftp-joined"),
+        (TIMER_RUNS, "timer-runs"),
+    ];
 }
 
 /// Attributes inside `STATS`, all u64 counters.
@@ -235,6 +327,8 @@ pub mod meter_flags {
     pub const AUTO: u32 = 1 << 0;
     /// Metered on request (`METER_NEW`).
     pub const REQUESTED: u32 = 1 << 1;
+    /// A member of a socket group.
+    pub const GROUPED: u32 = 1 << 2;
 }
 
 /// The delay histogram: logarithmic buckets of microseconds, four per power of two.
@@ -344,6 +438,19 @@ pub mod limits {
     pub const MAX_METERS: usize = 1024;
     /// Listening sockets of one port a meter looks after (`SO_REUSEPORT` groups).
     pub const MAX_METER_LISTENERS: usize = 64;
+    /// Socket groups per network namespace.
+    pub const MAX_GROUPS: usize = 64;
+    /// Highest socket group number.
+    pub const MAX_GROUP_ID: u32 = 65_535;
+    /// Ports per socket group.
+    pub const MAX_GROUP_PORTS: usize = 16;
+    /// FTP data listeners one metered port has joined to its groups at a time (each
+    /// leaves when its server closes it).
+    pub const MAX_FTP_DATA: usize = 256;
+    /// Largest `RATE` and `BURST`.
+    pub const MAX_RATE: u64 = crate::quota::MAX_RATE;
+    /// Smallest default burst of an output group, bytes.
+    pub const MIN_OUTPUT_BURST: u64 = 4096;
 }
 
 /// The kind of an attribute's payload.
@@ -459,6 +566,31 @@ pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
     other(attr::METER_STATS, "meter-stats", Kind::Reject),
     other(attr::DELAY_HIST, "delay-hist", Kind::Reject),
     other(attr::METER_FLAGS, "meter-flags", Kind::Reject),
+    int(
+        attr::GROUP_ID,
+        "group-id",
+        Kind::U32,
+        1,
+        limits::MAX_GROUP_ID as u64,
+    ),
+    int(
+        attr::GROUP_TYPE,
+        "group-type",
+        Kind::U8,
+        1,
+        group_type::MAX as u64,
+    ),
+    int(attr::RATE, "rate", Kind::U64, 1, limits::MAX_RATE),
+    int(attr::BURST, "burst", Kind::U64, 1, limits::MAX_RATE),
+    int(
+        attr::GROUP_FLAGS,
+        "group-flags",
+        Kind::U32,
+        0,
+        group_flags::ALL as u64,
+    ),
+    other(attr::MEMBER, "member", Kind::Reject),
+    other(attr::GROUP_STATS, "group-stats", Kind::Reject),
 ];
 
 /// Returns the policy of attribute `ty`, if it is one.
@@ -495,6 +627,24 @@ pub const fn command_attrs(cmd: u8) -> (&'static [u16], &'static [u16]) {
         cmd::RULESET_REPLACE => (&[], &[attr::RULE, attr::REPLACE_FLAGS]),
         cmd::METER_NEW | cmd::METER_DEL => (&[attr::PORT], &[]),
         cmd::METER_GET => (&[], &[attr::PORT]),
+        cmd::GROUP_NEW => (
+            &[attr::GROUP_ID, attr::GROUP_TYPE],
+            &[attr::RATE, attr::BURST, attr::GROUP_FLAGS],
+        ),
+        cmd::GROUP_DEL => (&[attr::GROUP_ID], &[]),
+        cmd::GROUP_GET => (&[], &[attr::GROUP_ID]),
+        cmd::GROUP_SET => (
+            &[attr::GROUP_ID],
+            &[
+                attr::RATE,
+                attr::BURST,
+                attr::GROUP_FLAGS,
+                attr::PORT,
+                attr::WEIGHT,
+            ],
+        ),
+        cmd::GROUP_PORT_ADD => (&[attr::GROUP_ID, attr::PORT], &[attr::WEIGHT]),
+        cmd::GROUP_PORT_DEL => (&[attr::GROUP_ID, attr::PORT], &[]),
         _ => (&[], &[]),
     }
 }
@@ -514,7 +664,7 @@ pub const fn nest_attrs(ty: u16) -> (&'static [u16], &'static [u16]) {
 
 /// Returns whether `cmd` changes state (and so needs `CAP_NET_ADMIN`).
 pub const fn is_mutation(cmd: u8) -> bool {
-    !matches!(cmd, cmd::RULE_GET | cmd::METER_GET)
+    !matches!(cmd, cmd::RULE_GET | cmd::METER_GET | cmd::GROUP_GET)
 }
 
 #[cfg(test)]

@@ -50,6 +50,11 @@ impl<'a> Attr<'a> {
         self.array().map(u32::from_ne_bytes)
     }
 
+    /// The payload as a native-endian `u64`.
+    pub fn u64(&self) -> Option<u64> {
+        self.array().map(u64::from_ne_bytes)
+    }
+
     /// The first 16 bytes of the payload (an IPv6 address).
     pub fn bytes16(&self) -> Option<[u8; 16]> {
         self.array()
@@ -133,6 +138,11 @@ impl<'a, const N: usize> Table<'a, N> {
     /// The `u32` attribute of type `ty`, if present and long enough.
     pub fn u32(&self, ty: u16) -> Option<u32> {
         self.get(ty)?.u32()
+    }
+
+    /// The `u64` attribute of type `ty`, if present and long enough.
+    pub fn u64(&self, ty: u16) -> Option<u64> {
+        self.get(ty)?.u64()
     }
 
     /// Whether an attribute of type `ty` is present.

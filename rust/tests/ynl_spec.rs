@@ -5,7 +5,7 @@
 //! attributes, attribute types, range checks, request attributes, permissions and
 //! limits.
 
-use openqos_abi::abi::{self, attr, cmd, hist, limits, meter_stat, stat, Kind};
+use openqos_abi::abi::{self, attr, cmd, group_stat, hist, limits, meter_stat, stat, Kind};
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 
@@ -141,6 +141,11 @@ fn meter_stats_match() {
 }
 
 #[test]
+fn group_stats_match() {
+    check_u64_set("group-stats", &group_stat::NAMES);
+}
+
+#[test]
 fn operations_match_the_commands() {
     let s = spec();
     let ops = list(&s["operations"], "list");
@@ -200,6 +205,10 @@ fn limits_match() {
         limits::MAX_METER_LISTENERS as u64
     );
     assert_eq!(value("hist-buckets"), hist::BUCKETS as u64);
+    assert_eq!(value("max-groups"), limits::MAX_GROUPS as u64);
+    assert_eq!(value("max-group-id"), u64::from(limits::MAX_GROUP_ID));
+    assert_eq!(value("max-group-ports"), limits::MAX_GROUP_PORTS as u64);
+    assert_eq!(value("max-ftp-data"), limits::MAX_FTP_DATA as u64);
     let entries = |name: &str| -> Vec<String> {
         let d = defs.iter().find(|d| str_of(d, "name") == name).unwrap();
         list(d, "entries")
@@ -216,4 +225,12 @@ fn limits_match() {
         entries("replace-flags").len() as u32,
         abi::replace_flags::ALL.count_ones()
     );
+    let types: Vec<(u8, &str)> = abi::group_type::NAMES.to_vec();
+    let want: Vec<String> = types.iter().map(|(_, n)| (*n).to_owned()).collect();
+    assert_eq!(entries("group-type"), want);
+    assert_eq!(
+        entries("group-flags").len() as u32,
+        abi::group_flags::ALL.count_ones()
+    );
+    assert_eq!(entries("meter-flags").len(), 3);
 }

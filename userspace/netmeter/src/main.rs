@@ -93,12 +93,15 @@ fn ms(us: Option<u64>) -> String {
     us.map_or("-".into(), |u| format!("{:.1}", u as f64 / 1000.0))
 }
 
-fn flags(m: &Meter) -> &'static str {
-    match (m.auto, m.requested) {
-        (true, true) => "rule,req",
-        (true, false) => "rule",
-        (false, true) => "req",
-        (false, false) => "-",
+fn flags(m: &Meter) -> String {
+    let why: Vec<&str> = [(m.auto, "rule"), (m.requested, "req"), (m.grouped, "group")]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+    if why.is_empty() {
+        "-".into()
+    } else {
+        why.join(",")
     }
 }
 

@@ -3,7 +3,7 @@
 //! Client library for the openqos kernel module.
 //!
 //! A typed API over the `openqos` generic netlink family: rules, conditions and their
-//! counters. The attribute numbers, limits and value ranges come from `openqos-abi`, the
+//! counters, meters, socket groups. The attribute numbers, limits and value ranges come from `openqos-abi`, the
 //! same source the kernel module compiles, and every value is checked against that policy
 //! before it is sent, so a tool never sends what the kernel would refuse for its range.
 
@@ -22,7 +22,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub use openqos_abi as abi;
 use openqos_abi::abi::{
-    attr, cmd, limits, meter_flags, meter_stat, replace_flags, rule_flags, rule_type, stat,
+    attr, cmd, group_flags, group_stat, group_type, limits, meter_flags, meter_stat, replace_flags,
+    rule_flags, rule_type, stat,
 };
 
 /// Errors of the client library.
@@ -232,6 +233,8 @@ pub struct Meter {
     pub auto: bool,
     /// Metered on request ([`Client::create_meter`]).
     pub requested: bool,
+    /// A member of a socket group.
+    pub grouped: bool,
     /// Connections in the accept queues of the port's listeners now.
     pub waiting: u64,
     /// Connections the servers accepted from the port since it is metered.
@@ -261,6 +264,112 @@ impl Meter {
     pub fn mean_delay_us(&self) -> Option<u64> {
         (self.accepted > 0).then(|| self.delay_ns / self.accepted / 1000)
     }
+}
+
+/// The type of a socket group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupType {
+    /// Accept ratio across the member ports, by weight.
+    Ratio,
+    /// Connections per second the member ports accept together.
+    Rate,
+    /// Bytes per second all connections accepted from the member ports send together.
+    Output,
+}
+
+impl GroupType {
+    /// The ABI value.
+    pub fn to_abi(self) -> u8 {
+        match self {
+            GroupType::Ratio => group_type::RATIO,
+            GroupType::Rate => group_type::RATE,
+            GroupType::Output => group_type::OUTPUT,
+        }
+    }
+
+    /// From the ABI value.
+    pub fn from_abi(v: u8) -> Result<Self> {
+        match v {
+            group_type::RATIO => Ok(GroupType::Ratio),
+            group_type::RATE => Ok(GroupType::Rate),
+            group_type::OUTPUT => Ok(GroupType::Output),
+            _ => Err(Error::Decode(format!("unknown group type {v}"))),
+        }
+    }
+
+    /// Its name (`ratio`, `rate`, `output`).
+    pub fn name(self) -> &'static str {
+        group_type::NAMES[usize::from(self.to_abi()) - 1].1
+    }
+}
+
+impl std::str::FromStr for GroupType {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "ratio" => Ok(GroupType::Ratio),
+            "rate" => Ok(GroupType::Rate),
+            "output" => Ok(GroupType::Output),
+            _ => Err(format!("unknown group type {s:?} (ratio, rate, output)")),
+        }
+    }
+}
+
+/// A member port of a socket group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GroupMember {
+    /// The listening port.
+    pub port: u16,
+    /// Weight (accept-ratio groups).
+    pub weight: u16,
+    /// Connections accepted (ratio, rate) or bytes sent (output) through the group
+    /// from this port.
+    pub admitted: u64,
+}
+
+/// A socket group, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Group {
+    /// Its number.
+    pub id: u32,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: GroupType,
+    /// Connections or bytes per second (rate and output groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+    /// Most tokens the bucket holds (rate and output groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// FTP passive-mode data ports join the group.
+    pub ftp: bool,
+    /// Member ports, in the order attached.
+    pub members: Vec<GroupMember>,
+    /// Connections accepted or bytes sent through the group.
+    pub admitted: u64,
+    /// Times a caller was held back for lack of quota.
+    pub held: u64,
+    /// Tasks sleeping on the quota now.
+    pub sleeping: u64,
+    /// Whole tokens in the bucket now.
+    pub tokens: u64,
+    /// FTP data listeners that joined the group.
+    pub ftp_joined: u64,
+    /// Times the group's timer ran.
+    pub timer_runs: u64,
+}
+
+/// Settings of a socket group to change ([`Client::set_group`]); `None` keeps one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// Connections or bytes per second.
+    pub rate: Option<u64>,
+    /// Bucket size.
+    pub burst: Option<u64>,
+    /// Watch FTP passive replies.
+    pub ftp: Option<bool>,
 }
 
 /// Options of a new rule.
@@ -322,6 +431,7 @@ enum Attr {
     U8(u16, u8),
     U16(u16, u16),
     U32(u16, u32),
+    U64(u16, u64),
     Raw(u16, Vec<u8>),
     /// Sent with `NLA_F_NESTED`, which the kernel's strict validation requires.
     Nested(u16, Vec<Attr>),
@@ -335,6 +445,7 @@ impl Nla for Attr {
             Attr::U8(..) => 1,
             Attr::U16(..) => 2,
             Attr::U32(..) => 4,
+            Attr::U64(..) => 8,
             Attr::Raw(_, v) | Attr::RawNested(_, v) => v.len(),
             Attr::Nested(_, v) => v.as_slice().buffer_len(),
         }
@@ -345,6 +456,7 @@ impl Nla for Attr {
             Attr::U8(k, _)
             | Attr::U16(k, _)
             | Attr::U32(k, _)
+            | Attr::U64(k, _)
             | Attr::Raw(k, _)
             | Attr::RawNested(k, _)
             | Attr::Nested(k, _) => *k,
@@ -360,6 +472,7 @@ impl Nla for Attr {
             Attr::U8(_, v) => buf[0] = *v,
             Attr::U16(_, v) => buf[..2].copy_from_slice(&v.to_ne_bytes()),
             Attr::U32(_, v) => buf[..4].copy_from_slice(&v.to_ne_bytes()),
+            Attr::U64(_, v) => buf[..8].copy_from_slice(&v.to_ne_bytes()),
             Attr::Raw(_, v) | Attr::RawNested(_, v) => buf[..v.len()].copy_from_slice(v),
             Attr::Nested(_, v) => v.as_slice().emit(buf),
         }
@@ -487,6 +600,33 @@ fn check(ty: u16, value: u64) -> Result<()> {
 fn u16_attr(ty: u16, v: u16) -> Result<Attr> {
     check(ty, v.into())?;
     Ok(Attr::U16(ty, v))
+}
+
+fn u32_attr(ty: u16, v: u32) -> Result<Attr> {
+    check(ty, v.into())?;
+    Ok(Attr::U32(ty, v))
+}
+
+fn u64_attr(ty: u16, v: u64) -> Result<Attr> {
+    check(ty, v)?;
+    Ok(Attr::U64(ty, v))
+}
+
+fn group_setting_attrs(s: &GroupSettings) -> Result<Vec<Attr>> {
+    let mut attrs = Vec::new();
+    if let Some(r) = s.rate {
+        attrs.push(u64_attr(attr::RATE, r)?);
+    }
+    if let Some(b) = s.burst {
+        attrs.push(u64_attr(attr::BURST, b)?);
+    }
+    if let Some(f) = s.ftp {
+        attrs.push(Attr::U32(
+            attr::GROUP_FLAGS,
+            if f { group_flags::FTP } else { 0 },
+        ));
+    }
+    Ok(attrs)
 }
 
 /// A connection to the `openqos` family.
@@ -761,6 +901,73 @@ impl Client {
             .map(drop)
     }
 
+    /// Creates socket group `id` of type `kind`; `settings.rate` is required for rate
+    /// and output groups.
+    pub fn create_group(
+        &mut self,
+        id: u32,
+        kind: GroupType,
+        settings: &GroupSettings,
+    ) -> Result<()> {
+        let mut attrs = vec![
+            u32_attr(attr::GROUP_ID, id)?,
+            Attr::U8(attr::GROUP_TYPE, kind.to_abi()),
+        ];
+        attrs.extend(group_setting_attrs(settings)?);
+        self.request(cmd::GROUP_NEW, attrs, false).map(drop)
+    }
+
+    /// Deletes socket group `id`; whoever it held back resumes.
+    pub fn delete_group(&mut self, id: u32) -> Result<()> {
+        self.request(cmd::GROUP_DEL, vec![u32_attr(attr::GROUP_ID, id)?], false)
+            .map(drop)
+    }
+
+    /// Changes the settings of group `id` live.
+    pub fn set_group(&mut self, id: u32, settings: &GroupSettings) -> Result<()> {
+        let mut attrs = vec![u32_attr(attr::GROUP_ID, id)?];
+        attrs.extend(group_setting_attrs(settings)?);
+        self.request(cmd::GROUP_SET, attrs, false).map(drop)
+    }
+
+    /// Changes the weight of `port` in accept-ratio group `id`.
+    pub fn set_group_weight(&mut self, id: u32, port: u16, weight: u16) -> Result<()> {
+        let attrs = vec![
+            u32_attr(attr::GROUP_ID, id)?,
+            u16_attr(attr::PORT, port)?,
+            u16_attr(attr::WEIGHT, weight)?,
+        ];
+        self.request(cmd::GROUP_SET, attrs, false).map(drop)
+    }
+
+    /// Attaches listening port `port` to group `id` (with `weight` in an accept-ratio
+    /// group; default 1).
+    pub fn add_group_port(&mut self, id: u32, port: u16, weight: Option<u16>) -> Result<()> {
+        let mut attrs = vec![u32_attr(attr::GROUP_ID, id)?, u16_attr(attr::PORT, port)?];
+        if let Some(w) = weight {
+            attrs.push(u16_attr(attr::WEIGHT, w)?);
+        }
+        self.request(cmd::GROUP_PORT_ADD, attrs, false).map(drop)
+    }
+
+    /// Detaches `port` from group `id`.
+    pub fn delete_group_port(&mut self, id: u32, port: u16) -> Result<()> {
+        let attrs = vec![u32_attr(attr::GROUP_ID, id)?, u16_attr(attr::PORT, port)?];
+        self.request(cmd::GROUP_PORT_DEL, attrs, false).map(drop)
+    }
+
+    /// Lists the socket groups (one, if given), sorted by number.
+    pub fn groups(&mut self, id: Option<u32>) -> Result<Vec<Group>> {
+        let attrs = match id {
+            Some(i) => vec![u32_attr(attr::GROUP_ID, i)?],
+            None => vec![],
+        };
+        self.request(cmd::GROUP_GET, attrs, true)?
+            .iter()
+            .map(decode_group)
+            .collect()
+    }
+
     /// Reads the meters (of one port, if given), sorted by port.
     pub fn meters(&mut self, port: Option<u16>) -> Result<Vec<Meter>> {
         let attrs = match port {
@@ -907,6 +1114,7 @@ fn decode_meter(m: &OqMsg) -> Result<Meter> {
         port: u16::from_ne_bytes(int(a, attr::PORT)?),
         auto: flags & meter_flags::AUTO != 0,
         requested: flags & meter_flags::REQUESTED != 0,
+        grouped: flags & meter_flags::GROUPED != 0,
         waiting: c(meter_stat::WAITING)?,
         accepted: c(meter_stat::ACCEPTED)?,
         delay_ns: c(meter_stat::DELAY_NS)?,
@@ -915,6 +1123,40 @@ fn decode_meter(m: &OqMsg) -> Result<Meter> {
         open: c(meter_stat::OPEN)?,
         listeners: c(meter_stat::LISTENERS)?,
         hist,
+    })
+}
+
+fn decode_group(m: &OqMsg) -> Result<Group> {
+    let a = &m.attrs;
+    let flags = u32::from_ne_bytes(int(a, attr::GROUP_FLAGS)?);
+    let s = nested(get(a, attr::GROUP_STATS).ok_or(Error::Decode("group without stats".into()))?)?;
+    let c = |t| int::<8>(&s, t).map(u64::from_ne_bytes);
+    let mut members = Vec::new();
+    for x in a
+        .iter()
+        .filter(|x| matches!(x, Attr::Raw(k, _) if k & 0x3fff == attr::MEMBER))
+    {
+        let Attr::Raw(_, v) = x else { continue };
+        let n = nested(v)?;
+        members.push(GroupMember {
+            port: u16::from_ne_bytes(int(&n, attr::PORT)?),
+            weight: u16::from_ne_bytes(int(&n, attr::WEIGHT)?),
+            admitted: u64::from_ne_bytes(int(&n, attr::HITS)?),
+        });
+    }
+    Ok(Group {
+        id: u32::from_ne_bytes(int(a, attr::GROUP_ID)?),
+        kind: GroupType::from_abi(int::<1>(a, attr::GROUP_TYPE)?[0])?,
+        rate: int::<8>(a, attr::RATE).ok().map(u64::from_ne_bytes),
+        burst: int::<8>(a, attr::BURST).ok().map(u64::from_ne_bytes),
+        ftp: flags & group_flags::FTP != 0,
+        members,
+        admitted: c(group_stat::ADMITTED)?,
+        held: c(group_stat::HELD)?,
+        sleeping: c(group_stat::SLEEPING)?,
+        tokens: c(group_stat::TOKENS)?,
+        ftp_joined: c(group_stat::FTP_JOINED)?,
+        timer_runs: c(group_stat::TIMER_RUNS)?,
     })
 }
 

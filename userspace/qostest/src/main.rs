@@ -36,6 +36,8 @@ enum Mode {
     Epoll,
     /// Non-blocking accept driven by poll().
     Poll,
+    /// Non-blocking accept driven by select().
+    Select,
 }
 
 #[derive(Subcommand)]
@@ -228,6 +230,14 @@ struct ServeArgs {
     /// Send them with sendfile(2) from a file instead of write(2).
     #[arg(long)]
     sendfile: bool,
+    /// Close each connection right after accept() (an accept-rate sink: no thread per
+    /// connection).
+    #[arg(long)]
+    drop: bool,
+    /// Listen at once, but start accepting only once this file exists (to fill the
+    /// queue first).
+    #[arg(long, value_name = "PATH")]
+    start_file: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -355,7 +365,12 @@ fn listener(addr: &str, port: u16, backlog: i32) -> Result<TcpListener> {
         fd.as_raw_fd(),
         &SockaddrStorage::from(SocketAddr::new(ip, port)),
     )?;
-    nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(backlog)?)?;
+    // nix caps its Backlog at SOMAXCONN (4096); accept-rate tests queue more (the
+    // kernel caps it at net.core.somaxconn).
+    // SAFETY: `fd` is a valid socket descriptor we own.
+    if unsafe { nix::libc::listen(fd.as_raw_fd(), backlog) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
     Ok(TcpListener::from(fd))
 }
 
@@ -413,6 +428,8 @@ fn serve(args: &ServeArgs) -> Result<()> {
         accept_delay_ms,
         send,
         sendfile,
+        drop,
+        ref start_file,
     } = *args;
     let tag = tag.clone();
     let bulk = Arc::new(Bulk::new(send, sendfile)?);
@@ -427,8 +444,16 @@ fn serve(args: &ServeArgs) -> Result<()> {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
+    if let Some(f) = start_file {
+        while !f.exists() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let tag: Arc<str> = tag.into();
     let spawn = |s: TcpStream| {
+        if drop {
+            return;
+        }
         let (tag, bulk) = (tag.clone(), bulk.clone());
         std::thread::spawn(move || handle(s, &tag, &bulk));
     };
@@ -470,6 +495,15 @@ fn serve(args: &ServeArgs) -> Result<()> {
                     nix::poll::PollFlags::POLLIN,
                 )];
                 nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE)?;
+                drain_accept(&l, &spawn)?;
+            }
+        }
+        Mode::Select => {
+            l.set_nonblocking(true)?;
+            loop {
+                let mut set = nix::sys::select::FdSet::new();
+                set.insert(l.as_fd());
+                nix::sys::select::select(None, Some(&mut set), None, None, None)?;
                 drain_accept(&l, &spawn)?;
             }
         }

@@ -1,0 +1,145 @@
+# Output groups: the paper's Table 1. Two unmodified vsftpd instances (passive mode,
+# sendfile), restricted clients (128.143/16) forwarded to 2021, everyone else to 3021;
+# an output group of 100 KiB/s with FTP watching on 2021. 1, 2 and 4 restricted users
+# download at once, beside an unrestricted one: the restricted class stays at or under
+# its limit (+5 %) and near it, the unrestricted one gets far more, every file arrives
+# intact, and the passive data connections (PASV and EPSV, IPv4 and IPv6) are counted in
+# the class. Then a non-blocking server (lighttpd, epoll + sendfile/writev) in an output
+# group: limited alike, without a busy loop.
+LIMIT=102400
+add_client_addrs 128.143.1.1/32 128.143.1.2/32 128.143.1.3/32 128.143.1.4/32 10.9.9.9/32
+
+within_pct() { # GOT LOW% HIGH% OF
+	awk -v g="$1" -v lo="$2" -v hi="$3" -v w="$4" 'BEGIN { exit !(g * 100 >= w * lo && g * 100 <= w * hi) }'
+}
+cpu_ticks() { awk '{ print $14 + $15 }' /proc/$1/stat; }
+
+vsftpd_on() { # PORT [ipv6]
+	p=$1
+	mkdir -p /srv/ftp$p
+	if [ "$2" = ipv6 ]; then l4=NO; l6=YES; else l4=YES; l6=NO; fi
+	cat >/tmp/vsftpd-$p.conf <<-CONF
+		listen=$l4
+		listen_ipv6=$l6
+		listen_port=$p
+		background=NO
+		anonymous_enable=YES
+		local_enable=NO
+		anon_root=/srv/ftp$p
+		run_as_launching_user=YES
+		seccomp_sandbox=NO
+		isolate=NO
+		isolate_network=NO
+		pasv_enable=YES
+		connect_from_port_20=NO
+		secure_chroot_dir=/var/run/vsftpd/empty
+	CONF
+	bg vsftpd /tmp/vsftpd-$p.conf
+}
+
+SIZE=$(heavy 1048576 524288)
+for p in 2021 3021 2023; do
+	vsftpd_on $p $([ $p = 2023 ] && echo ipv6)
+done
+# One random file; every class serves the same bytes.
+head -c "$SIZE" /dev/urandom >/tmp/big.bin
+for p in 2021 3021 2023; do cp /tmp/big.bin /srv/ftp$p/big.bin; done
+BIG=$(wc -c </tmp/big.bin)
+SUM=$(md5sum </tmp/big.bin | cut -d' ' -f1)
+# A four times larger file for the unrestricted user, so it is busy all along.
+cat /tmp/big.bin /tmp/big.bin /tmp/big.bin /tmp/big.bin >/srv/ftp3021/huge.bin
+sleep 0.5
+
+tcpchains -A a -p 21 -o 3021
+tcpchains -a a -p 21 -i 128.143.0.0 -m 255.255.0.0 -r 2021
+skex -N 1 -t output -r 100K --ftp
+skex -a 1 -p 2021
+skex -L -g 1
+
+# batch N [curl options]: N restricted users download big.bin at once, beside one
+# unrestricted user; prints the restricted class's aggregate rate (bytes/s).
+batch() {
+	n=$1; shift
+	joined0=$(skex -L -j -g 1 | qostest json groups.0.ftp_joined)
+	curl -s --max-time 120 --interface 10.9.9.9 -o /tmp/normal.out \
+		-w '%{size_download} %{speed_download}\n' ftp://127.0.0.1:21/huge.bin >/tmp/normal.stat &
+	u=$!
+	t0=$(now_ms)
+	pids=""
+	for i in $(seq 1 $n); do
+		curl -s --max-time 120 "$@" --interface 128.143.1.$i -o /tmp/r$i.out ftp://127.0.0.1:21/big.bin &
+		pids="$pids $!"
+	done
+	for p in $pids; do wait $p || fail "restricted download failed ($n users)"; done
+	dt=$(($(now_ms) - t0))
+	wait $u || fail "unrestricted download failed"
+	for i in $(seq 1 $n); do
+		expect_eq "restricted file $i intact" "$(md5sum </tmp/r$i.out | cut -d' ' -f1)" "$SUM"
+	done
+	expect_eq "unrestricted file intact" "$(wc -c </tmp/normal.out)" $((BIG * 4))
+	rate=$((BIG * n * 1000 / dt))
+	normal=$(cut -d' ' -f2 /tmp/normal.stat | cut -d. -f1)
+	joined=$(($(skex -L -j -g 1 | qostest json groups.0.ftp_joined) - joined0))
+	[ "$joined" -ge "$n" ] || fail "$n users: only $joined data listeners joined the group"
+	echo "$n restricted: $rate B/s in $dt ms; unrestricted $normal B/s; $joined data ports joined"
+	within_pct "$rate" 80 105 $LIMIT || fail "$n restricted users: $rate B/s against $LIMIT"
+	[ "$normal" -gt $((LIMIT * 3)) ] || fail "the unrestricted class got only $normal B/s"
+	table="$table $n:$rate/$normal"
+}
+
+table=""
+tx0=$(meter_of 2021 tx_bytes)
+batch 1 --disable-epsv
+batch 2
+batch 4
+# The class's bytes are the data connections' (counted in the group and in the meter).
+tx=$(($(meter_of 2021 tx_bytes) - tx0))
+[ "$tx" -ge $((BIG * 7)) ] || fail "meter of 2021 counted $tx bytes of $((BIG * 7))"
+admitted=$(skex -L -j -g 1 | qostest json groups.0.admitted)
+[ "$admitted" -ge $((BIG * 7)) ] || fail "group admitted $admitted bytes"
+# The unrestricted server's port is not in the group.
+expect_eq "3021 ungrouped" "$(meter_of 3021 grouped)" false
+
+# --- IPv6, EPSV, no rule in between. ---
+skex -N 2 -t output -r 100K --ftp
+skex -a 2 -p 2023
+t0=$(now_ms)
+curl -s -g --max-time 60 -o /tmp/v6.out "ftp://[::1]:2023/big.bin" || fail "IPv6 download"
+dt=$(($(now_ms) - t0))
+expect_eq "IPv6 file intact" "$(md5sum </tmp/v6.out | cut -d' ' -f1)" "$SUM"
+rate6=$((BIG * 1000 / dt))
+within_pct "$rate6" 80 105 $LIMIT || fail "IPv6 EPSV: $rate6 B/s"
+expect_eq "IPv6 data port joined" "$(skex -L -j -g 2 | qostest json groups.0.ftp_joined)" 1
+# Without --ftp the data connections are not governed: the download is fast.
+skex -s 2 --no-ftp
+t0=$(now_ms)
+curl -s -g --max-time 60 -o /tmp/v6.out "ftp://[::1]:2023/big.bin"
+dt=$(($(now_ms) - t0))
+[ $((BIG * 1000 / dt)) -gt $((LIMIT * 2)) ] || fail "--no-ftp still limited the data connection"
+skex -X 2
+
+# --- A non-blocking server: lighttpd (epoll; sendfile or writev). ---
+lighttpd_instances 8081
+cp /tmp/big.bin /srv/www8081/big.bin
+srv=$(pidof lighttpd | awk '{ print $1 }')
+skex -N 3 -t output -r 100K
+skex -a 3 -p 8081
+c0=$(cpu_ticks $srv)
+t0=$(now_ms)
+curl -s --max-time 60 -o /tmp/web.out http://127.0.0.1:8081/big.bin || fail "http download"
+dt=$(($(now_ms) - t0))
+cpu=$(($(cpu_ticks $srv) - c0))
+expect_eq "http file intact" "$(md5sum </tmp/web.out | cut -d' ' -f1)" "$SUM"
+rateh=$((BIG * 1000 / dt))
+within_pct "$rateh" 80 105 $LIMIT || fail "lighttpd: $rateh B/s"
+[ "$cpu" -le $((dt / 40 + 20)) ] || fail "lighttpd burned $cpu ticks in $dt ms while throttled"
+# A live change takes effect at once.
+skex -s 3 -r 300K
+t0=$(now_ms)
+curl -s --max-time 60 -o /tmp/web.out http://127.0.0.1:8081/big.bin
+dt=$(($(now_ms) - t0))
+rateh2=$((BIG * 1000 / dt))
+within_pct "$rateh2" 80 105 307200 || fail "lighttpd after -r 300K: $rateh2 B/s"
+skex -X 3
+skex -X 1
+echo "Table 1 (users:restricted/unrestricted B/s):$table; IPv6 EPSV $rate6; lighttpd $rateh then $rateh2 (cpu $cpu)"

@@ -1,0 +1,67 @@
+# Socket groups with servers held back by them: a server asleep in accept() on an
+# accept-rate quota and one asleep in send() on an output quota. Deleting the group
+# wakes them and they go on unlimited; so does rmmod, which must not wait for the
+# quota; transfers stay intact; a namespace that goes away takes its groups along.
+serve 8501 acc
+serve 8502 bulk --send 3000000
+skex -N 1 -t rate -r 1 -b 1
+skex -a 1 -p 8501
+skex -N 2 -t output -r 20K
+skex -a 2 -p 8502
+qostest load --to 127.0.0.1:8501 --count 5 --concurrency 5 --timeout 60 --expect acc >/tmp/acc.out &
+a=$!
+qostest load --to 127.0.0.1:8502 --count 1 --size 10 --recv 3000000 --timeout 120 --expect bulk >/tmp/bulk.out &
+b=$!
+sleep 2
+expect_eq "asleep in accept" "$(skex -L -j -g 1 | qostest json groups.0.sleeping)" 1
+expect_eq "asleep in send" "$(skex -L -j -g 2 | qostest json groups.0.sleeping)" 1
+t0=$(now_ms)
+rmmod openqos || fail "rmmod with callers asleep on quotas"
+wait $a || fail "accepts after unload: $(cat /tmp/acc.out)"
+wait $b || fail "transfer across unload: $(cat /tmp/bulk.out)"
+dt=$(($(now_ms) - t0))
+grep -q "ok=1 " /tmp/bulk.out || fail "transfer: $(cat /tmp/bulk.out)"
+grep -q "ok=5 " /tmp/acc.out || fail "accepts: $(cat /tmp/acc.out)"
+# 3 MB at 20 KiB/s would take minutes: unloading lifted the limit.
+[ "$dt" -lt 30000 ] || fail "unload and the rest took $dt ms"
+insmod /openqos.ko
+
+# Group deletion with a server asleep in send(): it finishes unlimited, intact.
+skex -N 3 -t output -r 20K
+skex -a 3 -p 8502
+qostest load --to 127.0.0.1:8502 --count 1 --size 10 --recv 3000000 --timeout 120 --expect bulk >/tmp/bulk.out &
+b=$!
+sleep 2
+tx=$(meter_of 8502 tx_bytes)
+[ "$tx" -le 100000 ] || fail "20 KiB/s let $tx bytes through in 2 s"
+t0=$(now_ms)
+skex -X 3
+wait $b || fail "transfer after deletion: $(cat /tmp/bulk.out)"
+dt=$(($(now_ms) - t0))
+grep -q "ok=1 " /tmp/bulk.out || fail "transfer: $(cat /tmp/bulk.out)"
+[ "$dt" -lt 20000 ] || fail "the rest after deletion took $dt ms"
+# Detaching a port lifts its limit too; the meter stays.
+skex -N 4 -t output -r 20K
+skex -a 4 -p 8502
+qostest load --to 127.0.0.1:8502 --count 1 --size 10 --recv 3000000 --timeout 120 --expect bulk >/tmp/bulk.out &
+b=$!
+sleep 1
+skex -d 4 -p 8502
+wait $b || fail "transfer after detach: $(cat /tmp/bulk.out)"
+expect_eq "meter after detach" "$(meter_of 8502 grouped)" false
+skex -X 4
+
+# A namespace with groups and servers asleep on them goes away.
+cat >/tmp/ns.sh <<-'NS'
+	. /qemu-tests/lib.sh
+	serve 8601 nsacc
+	skex -N 9 -t rate -r 1 -b 1
+	skex -a 9 -p 8601
+	qostest load --to 127.0.0.1:8601 --count 4 --concurrency 4 --timeout 5 >/dev/null 2>&1 &
+	sleep 2
+	skex -L
+NS
+unshare -n sh /tmp/ns.sh >/tmp/ns.out 2>&1 || true
+grep -q "group 9 type rate" /tmp/ns.out || fail "namespace group: $(cat /tmp/ns.out)"
+skex -L | grep -q "group 9" && fail "another namespace's group is visible here"
+echo "rmmod, group deletion and detach wake callers asleep in accept and send; netns exit"

@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! skex: the actuators of openqos.
+//!
+//! Socket groups give classes of connections different service: an accept-ratio group
+//! shares `accept()` across its listening ports by weight, an accept-rate group caps the
+//! connections its ports accept per second, an output group caps the bytes per second
+//! that every connection accepted from its ports sends together. Settings change live.
+//! Listing needs no privilege and shows the caller's network namespace only; every
+//! change needs CAP_NET_ADMIN.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use openqos::{Client, Group, GroupSettings, GroupType};
+use std::io::Write;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skex",
+    version,
+    about = "Configure the openqos socket groups (accept ratio, accept rate, output bandwidth)",
+    after_help = "Examples:\n  \
+        skex -N 1 -t output -r 100K --ftp     # restricted FTP class: 100 KiB/s in all\n  \
+        skex -a 1 -p 2021                     # ... for connections accepted on 2021\n  \
+        skex -N 2 -t rate -r 50               # at most 50 accepts per second\n  \
+        skex -N 3 -t ratio                    # share accepts 1:3 between two ports\n  \
+        skex -a 3 -p 8080 -w 1; skex -a 3 -p 8081 -w 3\n  \
+        skex -s 1 -r 200K                     # change a limit live\n  \
+        skex -L -j                            # everything, as JSON\n\
+        See skex(8)."
+)]
+struct Args {
+    /// Create group ID (with -t; -r for rate and output groups).
+    #[arg(short = 'N', long = "new", value_name = "ID", group = "verb")]
+    new: Option<u32>,
+    /// Delete group ID (its ports leave it; callers held back resume).
+    #[arg(short = 'X', long = "delete", value_name = "ID", group = "verb")]
+    delete: Option<u32>,
+    /// Attach port -p to group ID (-w: its weight in a ratio group).
+    #[arg(short = 'a', long = "attach", value_name = "ID", group = "verb")]
+    attach: Option<u32>,
+    /// Detach port -p from group ID.
+    #[arg(short = 'd', long = "detach", value_name = "ID", group = "verb")]
+    detach: Option<u32>,
+    /// Change group ID live: -r, -b, --ftp/--no-ftp, or -p with -w.
+    #[arg(short = 's', long = "set", value_name = "ID", group = "verb")]
+    set: Option<u32>,
+    /// List the groups (all, or -g ID), with quota use and held-back callers.
+    #[arg(short = 'L', long = "list", group = "verb")]
+    list: bool,
+    /// With -L: this group only.
+    #[arg(short = 'g', long = "group", value_name = "ID", requires = "list")]
+    group: Option<u32>,
+    /// Group type: ratio, rate or output.
+    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    kind: Option<GroupType>,
+    /// Rate: connections/s (rate groups) or bytes/s (output groups; suffixes K, M, G =
+    /// 1024, 1024^2, 1024^3).
+    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_amount)]
+    rate: Option<u64>,
+    /// Burst: most connections (rate) or bytes (output) at once; suffixes as for -r.
+    #[arg(short = 'b', long = "burst", value_name = "BURST", value_parser = parse_amount)]
+    burst: Option<u64>,
+    /// Listening port to attach, detach or weigh.
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    port: Option<u16>,
+    /// Weight of the port in an accept-ratio group (1..10000).
+    #[arg(short = 'w', long = "weight", value_name = "WEIGHT")]
+    weight: Option<u16>,
+    /// FTP: data ports announced in PASV/EPSV replies join the group.
+    #[arg(long = "ftp", conflicts_with = "no_ftp")]
+    ftp: bool,
+    /// Stop watching FTP replies.
+    #[arg(long = "no-ftp")]
+    no_ftp: bool,
+    /// Print JSON (with -L).
+    #[arg(short = 'j', long = "json")]
+    json: bool,
+}
+
+/// `100`, `100K`, `1.5M`: a count, with binary suffixes.
+fn parse_amount(s: &str) -> std::result::Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number (suffixes: K, M, G)"))?;
+    let total = v * mult as f64;
+    if !(1.0..=1e10).contains(&total) || total.fract() != 0.0 && mult == 1 {
+        return Err(format!("{s:?} must be a whole number from 1 to 10^10"));
+    }
+    Ok(total.round() as u64)
+}
+
+fn settings(args: &Args) -> GroupSettings {
+    GroupSettings {
+        rate: args.rate,
+        burst: args.burst,
+        ftp: match (args.ftp, args.no_ftp) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+    }
+}
+
+fn need_port(args: &Args, verb: &str) -> Result<u16> {
+    args.port
+        .with_context(|| format!("{verb} needs the listening port (-p PORT)"))
+}
+
+fn amount(kind: GroupType, v: u64) -> String {
+    match kind {
+        GroupType::Output => format!("{v} B/s"),
+        _ => format!("{v}/s"),
+    }
+}
+
+fn print_groups(out: &mut impl Write, groups: &[Group]) -> Result<()> {
+    for g in groups {
+        write!(out, "group {} type {}", g.id, g.kind.name())?;
+        if let (Some(r), Some(b)) = (g.rate, g.burst) {
+            write!(
+                out,
+                " rate {} burst {} tokens {}",
+                amount(g.kind, r),
+                b,
+                g.tokens
+            )?;
+        }
+        if g.ftp {
+            write!(out, " ftp")?;
+        }
+        writeln!(
+            out,
+            ": admitted {} held {} sleeping {} timer-runs {}{}",
+            g.admitted,
+            g.held,
+            g.sleeping,
+            g.timer_runs,
+            if g.ftp {
+                format!(" ftp-joined {}", g.ftp_joined)
+            } else {
+                String::new()
+            }
+        )?;
+        for m in &g.members {
+            write!(out, "    port {:>5}", m.port)?;
+            if g.kind == GroupType::Ratio {
+                write!(out, "  weight {:>5}", m.weight)?;
+            }
+            writeln!(
+                out,
+                "  {} {}",
+                if g.kind == GroupType::Output {
+                    "bytes"
+                } else {
+                    "accepted"
+                },
+                m.admitted
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn run(args: &Args) -> Result<()> {
+    let mut c = Client::connect().context("cannot talk to the openqos module")?;
+    if let Some(id) = args.new {
+        let kind = args
+            .kind
+            .context("a new group needs its type (-t ratio|rate|output)")?;
+        if kind != GroupType::Ratio && args.rate.is_none() {
+            bail!("a {} group needs its rate (-r)", kind.name());
+        }
+        return c
+            .create_group(id, kind, &settings(args))
+            .with_context(|| format!("cannot create group {id}"));
+    }
+    if let Some(id) = args.delete {
+        return c
+            .delete_group(id)
+            .with_context(|| format!("cannot delete group {id}"));
+    }
+    if let Some(id) = args.attach {
+        let port = need_port(args, "-a")?;
+        return c
+            .add_group_port(id, port, args.weight)
+            .with_context(|| format!("cannot attach port {port} to group {id}"));
+    }
+    if let Some(id) = args.detach {
+        let port = need_port(args, "-d")?;
+        return c
+            .delete_group_port(id, port)
+            .with_context(|| format!("cannot detach port {port} from group {id}"));
+    }
+    if let Some(id) = args.set {
+        let s = settings(args);
+        match (args.port, args.weight) {
+            (Some(p), Some(w)) => c
+                .set_group_weight(id, p, w)
+                .with_context(|| format!("cannot weigh port {p} in group {id}"))?,
+            (None, None) => {}
+            _ => bail!("-s changes a port's weight with both -p and -w"),
+        }
+        if s != GroupSettings::default() {
+            c.set_group(id, &s)
+                .with_context(|| format!("cannot change group {id}"))?;
+        } else if args.port.is_none() {
+            bail!("-s needs something to change (-r, -b, --ftp, --no-ftp, or -p with -w)");
+        }
+        return Ok(());
+    }
+    let groups = c.groups(args.group)?;
+    let out = &mut std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "groups": groups }))?;
+        writeln!(out)?;
+    } else {
+        print_groups(out, &groups)?;
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(&args) {
+        eprintln!("skex: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openqos::GroupMember;
+
+    #[test]
+    fn amounts_take_binary_suffixes() {
+        assert_eq!(parse_amount("100"), Ok(100));
+        assert_eq!(parse_amount("100K"), Ok(102_400));
+        assert_eq!(parse_amount("1.5M"), Ok(1_572_864));
+        assert_eq!(parse_amount("2g"), Ok(2 << 30));
+        assert!(parse_amount("0").is_err());
+        assert!(parse_amount("1.5").is_err());
+        assert!(parse_amount("lots").is_err());
+        assert!(parse_amount("99G").is_err());
+    }
+
+    #[test]
+    fn the_papers_ftp_example_parses() {
+        let a = Args::try_parse_from(["skex", "-N", "1", "-t", "output", "-r", "100K", "--ftp"])
+            .unwrap();
+        assert_eq!(a.new, Some(1));
+        assert_eq!(a.kind, Some(GroupType::Output));
+        assert_eq!(settings(&a).rate, Some(102_400));
+        assert_eq!(settings(&a).ftp, Some(true));
+        // Two verbs at once are refused.
+        assert!(Args::try_parse_from(["skex", "-N", "1", "-X", "1"]).is_err());
+    }
+
+    #[test]
+    fn listing_shows_members() {
+        let g = Group {
+            id: 3,
+            kind: GroupType::Ratio,
+            rate: None,
+            burst: None,
+            ftp: false,
+            members: vec![
+                GroupMember {
+                    port: 8080,
+                    weight: 1,
+                    admitted: 10,
+                },
+                GroupMember {
+                    port: 8081,
+                    weight: 3,
+                    admitted: 30,
+                },
+            ],
+            admitted: 40,
+            held: 5,
+            sleeping: 1,
+            tokens: 0,
+            ftp_joined: 0,
+            timer_runs: 2,
+        };
+        let mut out = Vec::new();
+        print_groups(&mut out, &[g]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("group 3 type ratio: admitted 40 held 5"));
+        assert!(text.contains("port  8081  weight     3  accepted 30"));
+    }
+}
