@@ -465,21 +465,25 @@ impl Group {
 
     // --- output ------------------------------------------------------------------
 
-    /// Takes up to `want` bytes of output quota.
+    /// Takes up to `want` bytes of output quota, but no less than a useful piece
+    /// ([`Self::piece`], or all of `want` if smaller): a sender that took every byte as
+    /// it trickled in would never sleep, and would send in pieces of a few bytes.
     pub(crate) fn send_take(&self, want: u64) -> Verdict {
         let mut s = self.state.lock();
         if s.dead {
             return Verdict::Free;
         }
         let now = now_ns();
-        match s.bucket.take_up_to(want, now) {
-            0 => {
-                // Wake for a useful amount (as `send_nap`), not for every byte.
-                let need = want.min((s.bucket.burst() / 4).max(1));
-                Verdict::Wait(s.bucket.wait_ns(need, now))
-            }
-            n => Verdict::Go(n),
+        let need = want.min(Self::piece(&s.bucket));
+        match s.bucket.wait_ns(need, now) {
+            0 => Verdict::Go(s.bucket.take_up_to(want, now)),
+            w => Verdict::Wait(w),
         }
+    }
+
+    /// The smallest piece a sender waits for: a quarter of the burst.
+    fn piece(bucket: &TokenBucket) -> u64 {
+        (bucket.burst() / 4).max(1)
     }
 
     /// Ends a send that took `took` bytes of quota and sent `sent` of them from
@@ -495,15 +499,14 @@ impl Group {
         }
     }
 
-    /// `None` if a send would get a useful amount of quota now (a quarter of the burst,
-    /// so that a woken sender does not go on in tiny pieces) or is not governed, else
-    /// how long until it would.
+    /// `None` if a send would get a useful piece of quota now (see [`Self::send_take`])
+    /// or is not governed, else how long until it would.
     pub(crate) fn send_nap(&self) -> Option<u64> {
         let mut s = self.state.lock();
         if s.dead {
             return None;
         }
-        let need = (s.bucket.burst() / 4).max(1);
+        let need = Self::piece(&s.bucket);
         match s.bucket.wait_ns(need, now_ns()) {
             0 => None,
             w => Some(w),

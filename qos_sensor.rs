@@ -548,6 +548,7 @@ unsafe extern "C" fn release<const V6: bool>(sock: *mut bindings::socket) -> c_i
 
 /// `sendmsg` on a connection of an output group: sends what the group's quota allows,
 /// in pieces, sleeping for more (blocking sockets) or stopping short (non-blocking).
+/// Counts the bytes sent in the connection's record.
 ///
 /// # Safety
 ///
@@ -575,6 +576,7 @@ unsafe fn governed_send(
             Verdict::Free => {
                 // SAFETY: the caller's guarantees.
                 let n = unsafe { f(sock, msg, left) };
+                rec.tx.add(u64::try_from(n).unwrap_or(0));
                 return if n < 0 && sent > 0 { sent } else { sent + n };
             }
             Verdict::Go(n) => {
@@ -587,6 +589,9 @@ unsafe fn governed_send(
                 unsafe { shim::oq_msg_unlimit(msg, cut) };
                 let done = u64::try_from(r).unwrap_or(0);
                 g.send_done(&rec.meter, n as u64, done);
+                // Counted piece by piece: a long governed send shows in the meter as it
+                // goes.
+                rec.tx.add(done);
                 if r < 0 {
                     return if sent > 0 { sent } else { r };
                 }
@@ -661,16 +666,19 @@ unsafe extern "C" fn sendmsg<const V6: bool>(
         // SAFETY: `msg` is valid; sendmsg runs in process context.
         unsafe { watch_ftp(rec, msg) };
     }
-    let n = match &gov.group {
-        // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`.
+    match &gov.group {
+        // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`. It
+        // counts the bytes it sends.
         Some(g) if len > 0 => unsafe { governed_send(g, rec, f, sock, msg) },
-        // SAFETY: as above.
-        _ => unsafe { f(sock, msg, len) },
-    };
-    if let Ok(n @ 1..) = u64::try_from(n) {
-        rec.tx.add(n);
+        _ => {
+            // SAFETY: as above.
+            let n = unsafe { f(sock, msg, len) };
+            if let Ok(n @ 1..) = u64::try_from(n) {
+                rec.tx.add(n);
+            }
+            n
+        }
     }
-    n
 }
 
 /// The wrapped `poll`: a listener out of accept quota is not readable, a connection
