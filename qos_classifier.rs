@@ -1259,10 +1259,33 @@ pub(crate) fn group_port_add(
             Some(abi::attr::PORT),
         ));
     }
-    if g.ports().contains(&port) {
+    let ports = g.ports();
+    if ports.contains(&port) {
         return Err(reject(
             EEXIST,
             c_str!("this port is in the group already"),
+            Some(abi::attr::PORT),
+        ));
+    }
+    if ports.len() >= limits::MAX_GROUP_PORTS {
+        return Err(reject(
+            ENOSPC,
+            c_str!("too many ports in this group (16)"),
+            Some(abi::attr::PORT),
+        ));
+    }
+    let existing = find(nets, net).and_then(|n| {
+        meter_slot(&n.meters, port)
+            .ok()
+            .map(|i| n.meters[i].clone())
+    });
+    if existing
+        .as_ref()
+        .is_some_and(|m| m.group(g.is_output()).is_some())
+    {
+        return Err(reject(
+            EBUSY,
+            c_str!("this port is in another group of this kind"),
             Some(abi::attr::PORT),
         ));
     }
@@ -1271,7 +1294,15 @@ pub(crate) fn group_port_add(
     let m = meter_slot(&n.meters, port)
         .map(|i| n.meters[i].clone())
         .map_err(|_| ENOMEM)?;
+    // Nothing is left half-done: a meter made for this port goes again on failure.
+    let undo = |nets: &mut Nets, m: &Meter| {
+        m.leave(&g);
+        if existing.is_none() {
+            let _ = meter_del(nets, net, port);
+        }
+    };
     if !m.join(&g) {
+        undo(nets, &m);
         return Err(reject(
             EBUSY,
             c_str!("this port is in another group of this kind"),
@@ -1279,7 +1310,7 @@ pub(crate) fn group_port_add(
         ));
     }
     if let Err(e) = g.add_port(m.clone(), weight.unwrap_or(1)) {
-        m.leave(&g);
+        undo(nets, &m);
         return Err(e);
     }
     Ok(())

@@ -879,6 +879,55 @@ fn put_meter(m: &Msg, meter: &Meter) -> Result {
     m.put_bytes(attr::DELAY_HIST, &bytes)
 }
 
+impl Dump {
+    /// Dumps `items`, one message of command `c` each, resumable through `cb->args[0]`:
+    /// all, or with a `filter` those whose `key` it gives (and `ENOENT` with the filter's
+    /// message when none has it).
+    fn each<T, K: PartialEq>(
+        &self,
+        skb: *mut bindings::sk_buff,
+        c: u8,
+        items: &[T],
+        key: impl Fn(&T) -> K,
+        filter: Option<(K, &'static CStr)>,
+        put: impl Fn(&Msg, &T) -> Result,
+    ) -> c_int {
+        let filter = match filter {
+            Some((f, missing)) if !items.iter().any(|x| key(x) == f) => {
+                return self.fail(ENOENT, missing);
+            }
+            f => f.map(|(f, _)| f),
+        };
+        // SAFETY: `args` points to the callback's six `long`s, ours between calls.
+        let mut i = unsafe { *self.args as usize };
+        while let Some(x) = items.get(i) {
+            if filter.as_ref().is_some_and(|f| key(x) != *f) {
+                i += 1;
+                continue;
+            }
+            let Some(m) = self.msg(skb, c) else {
+                break;
+            };
+            if put(&m, x).is_err() {
+                // SAFETY: `hdr` is the message being built in `skb`.
+                unsafe { shim::oq_genlmsg_cancel(skb, m.hdr) };
+                break;
+            }
+            // SAFETY: as above.
+            unsafe { shim::oq_genlmsg_end(skb, m.hdr) };
+            i += 1;
+        }
+        // SAFETY: as above.
+        unsafe { *self.args = i as core::ffi::c_long };
+        // SAFETY: `skb` is valid.
+        let len = unsafe { shim::oq_skb_len(skb) };
+        if len == 0 && i < items.len() {
+            return EMSGSIZE.to_errno();
+        }
+        len as c_int
+    }
+}
+
 /// The `dumpit` handler of `METER_GET`: one message per meter, resumable through
 /// `cb->args[0]`.
 ///
@@ -893,40 +942,15 @@ unsafe extern "C" fn dump_meters(
     let Some(d) = (unsafe { Dump::new(cb) }) else {
         return EINVAL.to_errno();
     };
-    // SAFETY: `args` points to the callback's six `long`s, ours between calls.
-    let mut i = unsafe { *d.args as usize };
     let nets = NETS.lock();
-    let meters = qos_classifier::meters(&nets, d.net);
-    if let Some(p) = d.filter {
-        if !meters.iter().any(|m| m.port == p) {
-            return d.fail(ENOENT, c_str!("this port is not metered"));
-        }
-    }
-    while let Some(meter) = meters.get(i) {
-        if d.filter.is_some_and(|p| p != meter.port) {
-            i += 1;
-            continue;
-        }
-        let Some(m) = d.msg(skb, cmd::METER_GET) else {
-            break;
-        };
-        if put_meter(&m, meter).is_err() {
-            // SAFETY: `hdr` is the message being built in `skb`.
-            unsafe { shim::oq_genlmsg_cancel(skb, m.hdr) };
-            break;
-        }
-        // SAFETY: as above.
-        unsafe { shim::oq_genlmsg_end(skb, m.hdr) };
-        i += 1;
-    }
-    // SAFETY: as above.
-    unsafe { *d.args = i as core::ffi::c_long };
-    // SAFETY: `skb` is valid.
-    let len = unsafe { shim::oq_skb_len(skb) };
-    if len == 0 && i < meters.len() {
-        return EMSGSIZE.to_errno();
-    }
-    len as c_int
+    d.each(
+        skb,
+        cmd::METER_GET,
+        qos_classifier::meters(&nets, d.net),
+        |m| m.port,
+        d.filter.map(|p| (p, c_str!("this port is not metered"))),
+        |m, meter| put_meter(m, meter),
+    )
 }
 
 /// Writes one group message.
@@ -979,38 +1003,13 @@ unsafe extern "C" fn dump_groups(
                 .read_unaligned()
         })
     };
-    // SAFETY: `args` points to the callback's six `long`s, ours between calls.
-    let mut i = unsafe { *d.args as usize };
     let nets = NETS.lock();
-    let groups = qos_classifier::groups(&nets, d.net);
-    if let Some(id) = filter {
-        if !groups.iter().any(|g| g.id == id) {
-            return d.fail(ENOENT, c_str!("no such socket group"));
-        }
-    }
-    while let Some(g) = groups.get(i) {
-        if filter.is_some_and(|id| id != g.id) {
-            i += 1;
-            continue;
-        }
-        let Some(m) = d.msg(skb, cmd::GROUP_GET) else {
-            break;
-        };
-        if put_group(&m, g).is_err() {
-            // SAFETY: `hdr` is the message being built in `skb`.
-            unsafe { shim::oq_genlmsg_cancel(skb, m.hdr) };
-            break;
-        }
-        // SAFETY: as above.
-        unsafe { shim::oq_genlmsg_end(skb, m.hdr) };
-        i += 1;
-    }
-    // SAFETY: as above.
-    unsafe { *d.args = i as core::ffi::c_long };
-    // SAFETY: `skb` is valid.
-    let len = unsafe { shim::oq_skb_len(skb) };
-    if len == 0 && i < groups.len() {
-        return EMSGSIZE.to_errno();
-    }
-    len as c_int
+    d.each(
+        skb,
+        cmd::GROUP_GET,
+        qos_classifier::groups(&nets, d.net),
+        |g| g.id,
+        filter.map(|id| (id, c_str!("no such socket group"))),
+        |m, g| put_group(m, g),
+    )
 }

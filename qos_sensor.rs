@@ -120,6 +120,7 @@ mod shim {
         ) -> usize;
         pub(super) fn oq_sk_net(sk: *const bindings::sock) -> *mut bindings::net;
         pub(super) fn oq_poll_bits(out: bool) -> bindings::__poll_t;
+        pub(super) fn oq_sk_same_owner(a: *const bindings::sock, b: *const bindings::sock) -> bool;
     }
 }
 
@@ -636,7 +637,7 @@ unsafe fn watch_ftp(rec: &Tracked, msg: *const bindings::msghdr) {
     if let Some(port) = ftp::reply_port(&buf[..n.min(buf.len())]) {
         // SAFETY: `rec.sk` is valid; its namespace lives at least as long as it.
         if let Some(net) = unsafe { NetRef::new(shim::oq_sk_net(rec.sk.as_ptr())) } {
-            rec.meter.ftp_join(net, port);
+            rec.meter.ftp_join(net, port, rec.sk);
         }
     }
 }
@@ -1065,10 +1066,11 @@ impl Meter {
         }
     }
 
-    /// An FTP server announced data port `port` on a control connection of this port:
-    /// its listeners join this port's groups (their connections are counted here, as
-    /// data).
-    fn ftp_join(self: &Arc<Self>, net: NetRef, port: u16) {
+    /// An FTP server announced data port `port` on its control connection `ctl`: the
+    /// port's listeners of the same owner (a server cannot pull another user's listener
+    /// into its group) that are not metered yet join this port's groups (their
+    /// connections are counted here, as data).
+    fn ftp_join(self: &Arc<Self>, net: NetRef, port: u16, ctl: NonNull<bindings::sock>) {
         let mut sks = [core::ptr::null_mut(); 4];
         // SAFETY: `net` is live; `sks` has room for the number of sockets we pass.
         let n = unsafe {
@@ -1077,8 +1079,13 @@ impl Meter {
         let mut joined = false;
         for &sk in sks.iter().take(n.max(0) as usize) {
             let Some(sk) = NonNull::new(sk) else { continue };
-            // SAFETY: `oq_port_listeners` took a reference on `sk`.
-            if !unsafe { shim::oq_sk_has_user_data(sk.as_ptr()) } {
+            // SAFETY: `oq_port_listeners` took a reference on `sk`; `ctl` is the sock of a
+            // socket in a system call.
+            let free = unsafe {
+                !shim::oq_sk_has_user_data(sk.as_ptr())
+                    && shim::oq_sk_same_owner(sk.as_ptr(), ctl.as_ptr())
+            };
+            if free {
                 // SAFETY: as above.
                 if let Ok(rec) = unsafe { Tracked::new(sk, self.clone(), true, true) } {
                     joined |= self.track(&rec);

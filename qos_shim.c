@@ -987,3 +987,9 @@ struct net *oq_sk_net(const struct sock *sk)
 {
 	return sock_net(sk);
 }
+
+/* Whether @a and @b belong to the same user (their sk_uid). */
+bool oq_sk_same_owner(const struct sock *a, const struct sock *b)
+{
+	return uid_eq(sk_uid(a), sk_uid(b));
+}

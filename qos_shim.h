@@ -147,5 +147,6 @@ void oq_msg_unlimit(struct msghdr *msg, size_t cut);
 size_t oq_msg_peek(const struct msghdr *msg, void *buf, size_t n);
 struct net *oq_sk_net(const struct sock *sk);
 __poll_t oq_poll_bits(bool out);
+bool oq_sk_same_owner(const struct sock *a, const struct sock *b);
 
 #endif /* OPENQOS_SHIM_H */

@@ -97,3 +97,35 @@ wait_meter() {
 	done
 	fail "meter $1 $2: got $(meter_of "$1" "$2"), want $3"
 }
+
+# vsftpd_on PORT [ipv6]: an unmodified vsftpd serving /srv/ftpPORT anonymously (passive
+# mode), on 0.0.0.0:PORT, or with ipv6 on a dual-stack [::]:PORT.
+vsftpd_on() {
+	mkdir -p /srv/ftp$1
+	if [ "$2" = ipv6 ]; then l4=NO; l6=YES; else l4=YES; l6=NO; fi
+	cat >/tmp/vsftpd-$1.conf <<-CONF
+		listen=$l4
+		listen_ipv6=$l6
+		listen_port=$1
+		background=NO
+		anonymous_enable=YES
+		local_enable=NO
+		anon_root=/srv/ftp$1
+		run_as_launching_user=YES
+		seccomp_sandbox=NO
+		isolate=NO
+		isolate_network=NO
+		pasv_enable=YES
+		connect_from_port_20=NO
+		secure_chroot_dir=/var/run/vsftpd/empty
+	CONF
+	bg vsftpd /tmp/vsftpd-$1.conf
+}
+
+# within_pct GOT LOW HIGH OF: LOW% * OF <= GOT <= HIGH% * OF.
+within_pct() {
+	awk -v g="$1" -v lo="$2" -v hi="$3" -v w="$4" 'BEGIN { exit !(g * 100 >= w * lo && g * 100 <= w * hi) }'
+}
+
+# cpu_ticks PID: user + system time of a process, in clock ticks (1/100 s).
+cpu_ticks() { awk '{ print $14 + $15 }' /proc/$1/stat; }

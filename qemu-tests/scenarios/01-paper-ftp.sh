@@ -2,24 +2,8 @@
 # FTP clients from 128.143/16 and 128.141/16 go to 2021, everyone else to 1021.
 add_client_addrs 128.143.1.1/32 128.141.7.7/32 10.9.9.9/32
 for p in 1021 2021; do
-	mkdir -p /srv/ftp$p && echo "served-by-$p" >/srv/ftp$p/who.txt
-	cat >/tmp/vsftpd-$p.conf <<-CONF
-		listen=YES
-		listen_ipv6=NO
-		listen_port=$p
-		background=NO
-		anonymous_enable=YES
-		local_enable=NO
-		anon_root=/srv/ftp$p
-		run_as_launching_user=YES
-		seccomp_sandbox=NO
-		isolate=NO
-		isolate_network=NO
-		pasv_enable=YES
-		connect_from_port_20=NO
-		secure_chroot_dir=/var/run/vsftpd/empty
-	CONF
-	bg vsftpd /tmp/vsftpd-$p.conf
+	vsftpd_on $p
+	echo "served-by-$p" >/srv/ftp$p/who.txt
 done
 sleep 0.5
 tcpchains -A a -p 21 -o 1021

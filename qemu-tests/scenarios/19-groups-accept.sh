@@ -8,14 +8,6 @@
 echo 65535 >/proc/sys/net/core/somaxconn
 ulimit -n 65536
 
-# within GOT WANT PCT: GOT is within PCT percent of WANT.
-within() {
-	awk -v g="$1" -v w="$2" -v p="$3" 'BEGIN { d = g - w; if (d < 0) d = -d; exit !(d * 100 <= w * p) }'
-}
-
-# cpu_ticks PID: user + system time of a process, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' /proc/$1/stat; }
-
 # fill PORT N: N connections queued on PORT (by a background holder, pid in $holder).
 fill() {
 	qostest hold --to 127.0.0.1:$1 --count $2 --seconds 300 >/dev/null &
@@ -48,7 +40,7 @@ rate_case() {
 	cpu=$(($(cpu_ticks $srv) - t0))
 	waiting=$(meter_of $port waiting)
 	[ "$waiting" -gt 0 ] || fail "rate $R: the queue ran empty (not saturated)"
-	within "$got" "$R" 5 || fail "rate $R ($mode): measured $got/s"
+	within_pct "$got" 95 105 "$R" || fail "rate $R ($mode): measured $got/s"
 	held=$(($(skex -L -j -g $port | qostest json groups.0.held) - held0))
 	[ "$held" -gt 0 ] || fail "rate $R: nothing was held back"
 	echo "rate $R/s ($mode): measured $got/s, server cpu ${cpu} ticks in 10 s, held $held"
@@ -101,7 +93,7 @@ for i in $(seq 1 1200); do
 done
 lo=$(awk '$1 == 8411 { print $3 }' /tmp/snap)
 [ "$lo" -gt 0 ] || fail "the low-weight port accepted nothing"
-within $((hi * 100 / lo)) 300 5 || fail "ratio $hi:$lo, want 3:1"
+within_pct $((hi * 100 / lo)) 95 105 300 || fail "ratio $hi:$lo, want 3:1"
 echo "ratio 1:3: accepted $lo and $hi ($(awk -v a=$hi -v b=$lo 'BEGIN { printf "%.3f", a / b }'))"
 # Work-conserving: once the high-weight port has nothing left, the other takes all.
 for i in $(seq 1 1200); do

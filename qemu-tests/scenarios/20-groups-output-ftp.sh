@@ -9,39 +9,12 @@
 LIMIT=102400
 add_client_addrs 128.143.1.1/32 128.143.1.2/32 128.143.1.3/32 128.143.1.4/32 10.9.9.9/32
 
-within_pct() { # GOT LOW% HIGH% OF
-	awk -v g="$1" -v lo="$2" -v hi="$3" -v w="$4" 'BEGIN { exit !(g * 100 >= w * lo && g * 100 <= w * hi) }'
-}
-cpu_ticks() { awk '{ print $14 + $15 }' /proc/$1/stat; }
 # xfer_ms OUT URL [curl options]: downloads URL to OUT; prints the milliseconds from its
 # first byte to its last (FTP logins and the fork of a vsftpd session are not data).
 xfer_ms() {
 	out=$1 url=$2; shift 2
 	curl -s -g --max-time 60 "$@" -o "$out" -w '%{time_starttransfer} %{time_total}' "$url" |
 		awk '{ printf "%d\n", ($2 - $1) * 1000 + 1 }'
-}
-
-vsftpd_on() { # PORT [ipv6]
-	p=$1
-	mkdir -p /srv/ftp$p
-	if [ "$2" = ipv6 ]; then l4=NO; l6=YES; else l4=YES; l6=NO; fi
-	cat >/tmp/vsftpd-$p.conf <<-CONF
-		listen=$l4
-		listen_ipv6=$l6
-		listen_port=$p
-		background=NO
-		anonymous_enable=YES
-		local_enable=NO
-		anon_root=/srv/ftp$p
-		run_as_launching_user=YES
-		seccomp_sandbox=NO
-		isolate=NO
-		isolate_network=NO
-		pasv_enable=YES
-		connect_from_port_20=NO
-		secure_chroot_dir=/var/run/vsftpd/empty
-	CONF
-	bg vsftpd /tmp/vsftpd-$p.conf
 }
 
 SIZE=$(heavy 2097152 1048576)
