@@ -56,6 +56,16 @@ fn now_ns() -> u64 {
     unsafe { shim::oq_now_ns() }
 }
 
+/// Groups in force in all namespaces: while there are none, the wrapped `poll` of the
+/// sensors skips looking for one.
+static LIVE: Atomic<u64> = Atomic::new(0);
+
+/// Whether any group is in force (a hint: a group being created or deleted may be
+/// missed by a concurrent caller, which then sees it on its next call).
+pub(crate) fn any() -> bool {
+    LIVE.load(Relaxed) != 0
+}
+
 /// How long a held-back member of an accept-ratio group sleeps at most before it looks
 /// at the others again (they may have drained their queues without accepting more).
 const RATIO_RECHECK_NS: u64 = 20_000_000;
@@ -237,6 +247,11 @@ impl Group {
         Ok(g)
     }
 
+    /// Counts the group as in force (its namespace holds it now, and will shut it down).
+    pub(crate) fn publish(&self) {
+        LIVE.add(1, Relaxed);
+    }
+
     /// Whether the group governs output (else `accept()`).
     pub(crate) fn is_output(&self) -> bool {
         self.kind == group_type::OUTPUT
@@ -372,6 +387,9 @@ impl Group {
     pub(crate) fn shutdown(&self) -> KVec<Arc<Meter>> {
         let members = {
             let mut s = self.state.lock();
+            if !s.dead {
+                LIVE.fetch_sub(1, Relaxed);
+            }
             s.dead = true;
             drop(core::mem::take(&mut s.credits));
             core::mem::take(&mut s.members)

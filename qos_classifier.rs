@@ -1194,8 +1194,9 @@ pub(crate) fn group_new(
     rules_mut(nets, net)?;
     let n = find_mut(nets, net).ok_or(ENOMEM)?;
     let at = n.groups.partition_point(|g| g.id < id);
-    n.groups.push(g, GFP_KERNEL)?;
+    n.groups.push(g.clone(), GFP_KERNEL)?;
     n.groups[at..].rotate_right(1);
+    g.publish();
     Ok(())
 }
 

@@ -23,7 +23,7 @@
 use crate::{
     abi::{hist, limits, meter_flags, meter_stat},
     ftp,
-    qos_actuators::{Group, Verdict},
+    qos_actuators::{self, Group, Verdict},
     qos_sock::{MoveError, NetRef},
 };
 use core::{
@@ -700,6 +700,9 @@ unsafe extern "C" fn poll<const V6: bool>(
     };
     // SAFETY: our caller's guarantees are those of the protocol's `poll`.
     let mut mask = unsafe { f(file, sock, wait) };
+    if !qos_actuators::any() {
+        return mask;
+    }
     // SAFETY: `sock` is valid for the call.
     let Some(gov) = (unsafe { record(sock, V6) }) else {
         return mask;
