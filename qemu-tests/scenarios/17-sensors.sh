@@ -60,9 +60,9 @@ serve 8206 b --mode poll
 tcpchains -A a -p 84 -o 8205
 tcpchains -a a -p 84 -i 127.0.0.2 -m 255.255.255.255 -r 8206
 N=$(heavy 2000 300)
-qostest load --to 127.0.0.1:84 --count "$N" --concurrency 64 --expect a >/tmp/a.out &
+qostest load --to 127.0.0.1:84 --count "$N" --concurrency 64 --timeout 60 --expect a >/tmp/a.out &
 l=$!
-qostest load --to 127.0.0.1:84 --from 127.0.0.2 --count "$N" --concurrency 64 --expect b >/tmp/b.out
+qostest load --to 127.0.0.1:84 --from 127.0.0.2 --count "$N" --concurrency 64 --timeout 60 --expect b >/tmp/b.out
 wait $l
 expect_eq "a accepted" "$(meter_of 8205 accepted)" "$(tag_count "$(cat /tmp/a.out)" a)"
 expect_eq "b accepted" "$(meter_of 8206 accepted)" "$N"
