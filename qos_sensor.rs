@@ -657,6 +657,17 @@ unsafe extern "C" fn sendmsg<const V6: bool>(
     let Some(f) = (unsafe { (*orig(V6)).sendmsg }) else {
         return EOPNOTSUPP.to_errno();
     };
+    if !qos_actuators::any() {
+        // No group anywhere: nothing governs the send nor watches FTP replies, so only
+        // the bytes are counted (without taking a reference on the record).
+        // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`.
+        let n = unsafe { f(sock, msg, len) };
+        if let Ok(n @ 1..) = u64::try_from(n) {
+            // SAFETY: `sock` is valid for the call.
+            unsafe { with_record(sock, V6, |r| r.tx.add(n)) };
+        }
+        return n;
+    }
     // SAFETY: `sock` is valid for the call.
     let Some(gov) = (unsafe { governed(sock, V6, true) }) else {
         // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`.

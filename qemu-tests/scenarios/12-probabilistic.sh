@@ -6,7 +6,7 @@ serve 8081 thirty
 serve 8082 other
 tcpchains -A d -p 80 -o 8080
 tcpchains -a d -p 80 -r 8081 -c 3000
-out=$(qostest load --to 127.0.0.1:80 --count "$N" --concurrency 32 --size 16 --expect default,thirty)
+out=$(qostest load --to 127.0.0.1:80 --count "$N" --concurrency 32 --size 16 --expect default,thirty --timeout 60)
 k=$(tag_count "$out" thirty)
 d=$(tag_count "$out" default)
 expect_eq "all served" $((k + d)) "$N"
@@ -26,7 +26,7 @@ tcpchains -a d -p 80 -r 8082 -c 7000
 # one of the three servers and counted exactly once.
 M=$(heavy 2000 400)
 before=$(stat_of 80 forwarded)
-bg sh -c "qostest load --to 127.0.0.1:80 --count $M --concurrency 16 --size 16 \
+bg sh -c "qostest load --to 127.0.0.1:80 --count $M --concurrency 16 --size 16 --timeout 60 \
 	--expect default,thirty,other >/tmp/prob-load.out 2>&1; echo \$? >/tmp/prob-load.rc"
 for i in $(seq 1 100); do
 	tcpchains -a d -p 80 -r 8081 -c $((i * 30)) -R 1

@@ -9,7 +9,7 @@ tcpchains -a a -p 80 -i 127.0.0.2 -m 255.255.255.255 -r 81
 tcpchains -A d -p 81 -o 8081
 tcpchains -a d -p 81 -r 8082 -c 5000
 N=$(heavy 1000 200)
-out=$(qostest load --to 127.0.0.1:80 --from 127.0.0.2 --count "$N" --concurrency 16 --expect gold,gold-b)
+out=$(qostest load --to 127.0.0.1:80 --from 127.0.0.2 --count "$N" --concurrency 16 --expect gold,gold-b --timeout 60)
 a=$(tag_count "$out" gold)
 b=$(tag_count "$out" gold-b)
 expect_eq "gold served" $((a + b)) "$N"
