@@ -46,7 +46,7 @@ mod shim {
             dw: *mut bindings::delayed_work,
             f: unsafe extern "C" fn(*mut bindings::work_struct),
         );
-        pub(super) fn oq_work_at(dw: *mut bindings::delayed_work, ms: u32);
+        pub(super) fn oq_work_in(dw: *mut bindings::delayed_work, ms: u32);
     }
 }
 
@@ -108,6 +108,8 @@ struct State {
     polled: bool,
     /// The timer is queued.
     armed: bool,
+    /// When the queued timer runs ([`now_ns`] time), while `armed`.
+    due: u64,
 }
 
 impl State {
@@ -235,6 +237,7 @@ impl Group {
                     sleeping: 0,
                     polled: false,
                     armed: false,
+                    due: 0,
                 }),
                 work: Opaque::uninit(),
             }),
@@ -549,12 +552,18 @@ impl Group {
             return;
         }
         s.polled |= poller;
-        if !s.armed {
+        let ms = u32::try_from(nap.div_ceil(1_000_000))
+            .unwrap_or(u32::MAX)
+            .clamp(1, 1000);
+        let due = now_ns().saturating_add(u64::from(ms) * 1_000_000);
+        // A timer queued for later (a slower rate, before a change) is brought forward:
+        // otherwise it would hold pollers back for the old nap.
+        if !s.armed || due < s.due {
             s.armed = true;
-            let ms = u32::try_from(nap.div_ceil(1_000_000)).unwrap_or(u32::MAX);
+            s.due = due;
             // SAFETY: initialized in `new`; queued under the lock while not dead (type
             // invariant).
-            unsafe { shim::oq_work_at(self.work.get(), ms.clamp(1, 1000)) };
+            unsafe { shim::oq_work_in(self.work.get(), ms) };
         }
     }
 

@@ -99,12 +99,15 @@ impl Automaton {
             _ => None,
         });
         let alloc = |n| KVVec::from_elem(0u16, n, GFP_KERNEL);
-        let tables = Tables::build(Iterator::chain(strings, TERMINATORS), nocase, alloc).map_err(
-            |e| match e {
-                TablesError::Alloc(e) => e.into(),
-                TablesError::Build(_) => too_many_pattern_bytes(),
-            },
-        )?;
+        let tables = Tables::build(
+            Iterator::chain(strings, TERMINATORS.iter().copied()),
+            nocase,
+            alloc,
+        )
+        .map_err(|e| match e {
+            TablesError::Alloc(e) => e.into(),
+            TablesError::Build(_) => too_many_pattern_bytes(),
+        })?;
         Ok(Self {
             tables,
             conds: conds.len(),

@@ -873,8 +873,10 @@ fn put_meter(m: &Msg, meter: &Meter) -> Result {
         Ok(())
     })?;
     let mut bytes = [0u8; hist::BUCKETS * 8];
-    for (b, c) in bytes.chunks_exact_mut(8).zip(r.hist.iter()) {
-        b.copy_from_slice(&c.to_ne_bytes());
+    // Byte by byte: a zip over `chunks_exact_mut` leaves objtool an unreachable panic
+    // path it reports as falling through.
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = r.hist.get(i / 8).map_or(0, |c| c.to_ne_bytes()[i % 8]);
     }
     m.put_bytes(attr::DELAY_HIST, &bytes)
 }

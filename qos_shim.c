@@ -541,6 +541,12 @@ void oq_work_at(struct delayed_work *dw, u32 ms)
 	queue_delayed_work(system_percpu_wq, dw, msecs_to_jiffies(ms) + 1);
 }
 
+/* Runs @dw in @ms milliseconds, moving it if it is already queued. */
+void oq_work_in(struct delayed_work *dw, u32 ms)
+{
+	mod_delayed_work(system_percpu_wq, dw, msecs_to_jiffies(ms) + 1);
+}
+
 void oq_sock_no_linger(struct socket *sock)
 {
 	sock_no_linger(sock->sk);

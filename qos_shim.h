@@ -87,6 +87,7 @@ struct delayed_work;
 void oq_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
 void oq_work_now(struct delayed_work *dw);
 void oq_work_at(struct delayed_work *dw, u32 ms);
+void oq_work_in(struct delayed_work *dw, u32 ms);
 struct nlattr *oq_nla_nest_start(struct sk_buff *skb, int type);
 void oq_nla_nest_end(struct sk_buff *skb, struct nlattr *start);
 
