@@ -1,8 +1,10 @@
-# 20 cycles: load the module, configure, run traffic, unload while connections are in
+# suite: exclusive (unloads and reloads the module)
+# 20 cycles (8 on the debug kernel, 100 with --full): load the module, configure, run traffic, unload while connections are in
 # flight. Clients may see resets during unload, never a hang; the kernel must not splat.
 add_client_addrs 10.9.0.1/32
 serve 7702 srv --mode epoll
-for i in $(seq 1 20); do
+C=$(heavy 20 8 100)
+for i in $(seq 1 "$C"); do
 	lsmod | grep -q openqos || insmod /openqos.ko
 	tcpchains -A a -p 7700 -o 7702
 	tcpchains -a a -p 7700 -i 10.9.0.0/16 -r 7702
@@ -15,4 +17,4 @@ for i in $(seq 1 20); do
 done
 insmod /openqos.ko
 qostest load --to 127.0.0.1:7702 --count 10 --expect srv >/dev/null
-echo "20 unload cycles under load"
+echo "$C unload cycles under load"

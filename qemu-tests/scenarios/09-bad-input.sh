@@ -1,3 +1,4 @@
+# suite: exclusive (unloads and reloads the module)
 # Bad input gets a clear message and a distinct exit code; nothing is half-created.
 run() { set +e; "$@" 2>/tmp/err; rc=$?; set -e; cat /tmp/err; }
 run tcpchains -A a -p 0 -o 1021;          expect_eq "port 0" $rc 2

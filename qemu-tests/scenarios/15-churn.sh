@@ -1,4 +1,4 @@
-# 10,000 condition changes (add, replace, delete) on one rule while clients go through
+# 10,000 (100,000 with --full) condition changes (add, replace, delete) on one rule while clients go through
 # two untouched rules, an address rule and a content rule: every one of those
 # connections reaches its expected server.
 serve 9081 addr
@@ -9,12 +9,13 @@ tcpchains -a a -p 80 -i 127.0.0.0/8 -r 9081
 tcpchains -A c -p 81 -o 9089
 tcpchains -a c -p 81 -s www.foo.com -r 9082
 tcpchains -A a -p 82 -o 9089
-N=$(heavy 2000 300)
+N=$(heavy 2000 300 20000)
+K=$(heavy 10000 10000 100000)
 bg sh -c "qostest load --to 127.0.0.1:80 --count $N --concurrency 8 --size 64 --expect addr \
 	>/tmp/a.out 2>&1; echo \$? >/tmp/a.rc"
 bg sh -c "qostest load --to 127.0.0.1:81 --count $N --concurrency 8 --size 64 --expect host \
 	--header 'GET / HTTP/1.1\\r\\nHost: www.foo.com\\r\\n\\r\\n' >/tmp/c.out 2>&1; echo \$? >/tmp/c.rc"
-qostest churn --port 82 --to 9089 --count 10000
+qostest churn --port 82 --to 9089 --count "$K"
 for i in $(seq 1 1200); do [ -e /tmp/a.rc ] && [ -e /tmp/c.rc ] && break; sleep 0.5; done
 cat /tmp/a.out /tmp/c.out
 expect_eq "address rule under churn" "$(cat /tmp/a.rc)" 0
@@ -22,4 +23,4 @@ expect_eq "content rule under churn" "$(cat /tmp/c.rc)" 0
 expect_eq "address hits" "$(cond_hits 80 1)" "$N"
 expect_eq "content hits" "$(cond_hits 81 1)" "$N"
 expect_eq "churned rule" "$(tcpchains -L -p 82 | grep -c ' -> ')" 1
-echo "10000 changes on one rule; 2 x $N connections through untouched rules all correct"
+echo "$K changes on one rule; 2 x $N connections through untouched rules all correct"

@@ -1,3 +1,4 @@
+# suite: solo (measures rates, bandwidths or delays: no other load beside it)
 # Sensors (netmeter): queueing delay against a server with a known accept delay, bytes
 # in both directions against exact transfer sizes (write and sendfile), counters exact
 # under 64 concurrent clients and across rule deletion, JSON against the table, watch

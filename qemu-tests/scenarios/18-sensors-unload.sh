@@ -1,3 +1,4 @@
+# suite: exclusive (unloads and reloads the module)
 # Unloading the module with metered servers blocked in accept(), in recv() and in send()
 # (a slow reader), and deleting a meter likewise: the blocked calls restart on the
 # protocol's own operations, the servers go on serving, transfers stay intact.

@@ -1,3 +1,4 @@
+# suite: solo (measures rates, bandwidths or delays: no other load beside it)
 # Accept-rate and accept-ratio socket groups (skex) against real servers accepting in
 # blocking, epoll, poll and select style: the rate held within +-5 % over 10 s with the queue
 # kept full, no busy loop in non-blocking servers while the quota is out, a 1:3 ratio on
@@ -67,9 +68,14 @@ nonblocking() {
 nonblocking epoll 8402
 nonblocking poll 8403
 nonblocking select 8404
-for R in $(heavy "100 1000" ""); do
-	rate_case blocking "$R" $((8400 + R / 100 + 5))
-done
+if [ -e /sys/kernel/debug/kmemleak ]; then
+	echo "SKIP 19-rate-100/s: the debug kernel under emulation serves ~20 connections/s; runs on the prod kernel"
+	echo "SKIP 19-rate-1000/s: the debug kernel under emulation serves ~20 connections/s; runs on the prod kernel"
+else
+	for R in 100 1000; do
+		rate_case blocking "$R" $((8400 + R / 100 + 5))
+	done
+fi
 
 # --- Ratio 1:3 on two saturated ports (blocking and epoll servers). ---
 rm -f /tmp/go-ratio
