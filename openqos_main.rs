@@ -30,6 +30,9 @@ mod ftp;
 #[path = "rust/src/nla.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod nla;
+#[path = "rust/src/prob.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod prob;
 #[path = "rust/src/quota.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod quota;
@@ -50,7 +53,8 @@ module! {
     license: "GPL",
 }
 
-/// Pernet registration: tears a namespace's rules down when the namespace goes away.
+/// Pernet registration: gives every namespace its state (`init`) and tears it down when
+/// the namespace goes away (`exit`).
 ///
 /// # Invariants
 ///
@@ -64,22 +68,45 @@ unsafe impl Send for Pernet {}
 // SAFETY: as above.
 unsafe impl Sync for Pernet {}
 
+/// Called when a network namespace is created (or for every existing one when the module
+/// loads).
+///
+/// # Safety
+///
+/// Called by the pernet core with a valid namespace being set up, our `net_generic` slot
+/// allocated and zeroed.
+unsafe extern "C" fn net_init(net: *mut bindings::net) -> core::ffi::c_int {
+    // SAFETY: `net` is valid for the duration of the call.
+    let Some(net) = (unsafe { qos_sock::NetRef::new(net) }) else {
+        return EINVAL.to_errno();
+    };
+    match qos_classifier::net_init(net) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
 /// Called when a network namespace is dismantled.
 ///
 /// # Safety
 ///
-/// Called by the pernet core with a valid namespace being dismantled.
+/// Called by the pernet core with a valid namespace being dismantled, after our `init`
+/// succeeded for it.
 unsafe extern "C" fn net_exit(net: *mut bindings::net) {
     // SAFETY: `net` is valid for the duration of the call.
     if let Some(net) = unsafe { qos_sock::NetRef::new(net) } {
-        qos_classifier::flush(&mut qos_classifier::NETS.lock(), net);
+        qos_classifier::net_exit(net);
     }
 }
 
 impl Pernet {
     fn register() -> Result<Self> {
         let mut ops = KBox::new(bindings::pernet_operations::default(), GFP_KERNEL)?;
+        ops.init = Some(net_init);
         ops.exit = Some(net_exit);
+        // One pointer per namespace in its `net_generic` array: its `NetState`.
+        ops.id = qos_classifier::NET_ID.ptr();
+        ops.size = core::mem::size_of::<*const qos_classifier::NetState>();
         // SAFETY: `ops` is boxed and stays registered until `drop`.
         kernel::error::to_result(unsafe { bindings::register_pernet_subsys(&mut *ops) })?;
         // INVARIANT: registered just above.
@@ -107,7 +134,7 @@ impl Drop for OpenQos {
         // back, then tear down every rule (no more moves, so no more rescans), and last
         // wait until no task can be inside a wrapper of the sensors.
         drop(self.genl.take());
-        let graveyard = qos_classifier::shutdown_meters(&mut qos_classifier::NETS.lock());
+        let graveyard = qos_classifier::shutdown_meters();
         drop(self.pernet.take());
         if let Some(s) = self.sensors.take() {
             s.unregister(graveyard);
@@ -118,7 +145,7 @@ impl Drop for OpenQos {
 impl kernel::Module for OpenQos {
     fn init(module: &'static ThisModule) -> Result<Self> {
         // SAFETY: called once, before anything can use the lock.
-        unsafe { qos_classifier::NETS.init() };
+        unsafe { qos_classifier::REGISTRY.init() };
         let sensors = qos_sensor::Sensors::register();
         let mut this = OpenQos {
             genl: None,

@@ -7,15 +7,17 @@
 //! order added, that the connection satisfies, else the rule's default port. The
 //! connection is then moved into the accept queue of whoever listens on that port.
 //!
-//! Configuration is serialized by one mutex ([`NETS`]); the hook never takes it. It reads
-//! the rule's current [`Policy`], an immutable snapshot replaced as a whole on every
-//! change (so a connection sees either the old or the new condition list, never a mix).
+//! Configuration is serialized per namespace (a [`NetState`]'s mutex); the hook never
+//! takes it. It reads the rule's current [`Policy`], an immutable snapshot replaced as a
+//! whole on every change (so a connection sees either the old or the new condition list,
+//! never a mix).
 
 use crate::{
     abi::{self, limits, rule_flags, rule_type},
     addr::{Client, Prefix},
     chain::{self, ChainError},
     content::{Dfa, Scan, Tables, TablesError},
+    prob,
     qos_actuators::Group,
     qos_sensor::{self, Counter, Meter, RuleStats, Tracked},
     qos_sock::{
@@ -29,7 +31,7 @@ use kernel::{
     str::CStr,
     sync::{
         atomic::{Atomic, Relaxed},
-        global_lock, new_spinlock_irq, rcu, Arc, SpinLockIrq,
+        global_lock, new_spinlock_irq, rcu, Arc, Mutex, SpinLockIrq,
     },
 };
 
@@ -279,18 +281,16 @@ impl Policy {
             Matcher::Addr(ref p) => p.matches(client),
             Matcher::Content(_) => false,
             Matcher::Weight(w) => {
-                // One uniform draw in [0, 10000) per connection, compared against the
-                // running sum of weights: condition i wins with probability w_i / 10000.
-                let d = draw.get_or_insert_with(|| {
+                // One uniform draw in [0, 10000) per connection, walked down the weights
+                // (`prob`, proven exact on the host): condition i wins with probability
+                // w_i / 10000.
+                draw.get_or_insert_with(|| {
                     // SAFETY: plain function call; the bound is non-zero.
-                    unsafe { bindings::__get_random_u32_below(limits::WEIGHT_TOTAL as u32) }
-                });
-                if *d < u32::from(w) {
-                    true
-                } else {
-                    *d -= u32::from(w);
-                    false
-                }
+                    prob::Draw::new(unsafe {
+                        bindings::__get_random_u32_below(limits::WEIGHT_TOTAL as u32)
+                    })
+                })
+                .take(w)
             }
         })
     }
@@ -669,57 +669,195 @@ impl Rule {
     }
 }
 
-/// The rules of one network namespace.
+/// The configuration of one network namespace: its rules, meters and groups.
 pub(crate) struct NetRules {
-    key: usize,
     /// Rules in creation order.
     pub(crate) rules: KVec<Rule>,
     /// Meters, sorted by port.
     pub(crate) meters: KVec<Arc<Meter>>,
     /// Socket groups, sorted by number.
     pub(crate) groups: KVec<Arc<Group>>,
+    /// The namespace is being dismantled: everything above was flushed and nothing may
+    /// be added again (a rescan that raced with the exit skips it).
+    dead: bool,
 }
 
-impl NetRules {
-    fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.meters.is_empty() && self.groups.is_empty()
+/// The per-namespace store: one per network namespace, created by the pernet `init`
+/// (charged to the memory cgroup of whoever creates the namespace) and kept in the
+/// namespace's `net_generic` slot until its `exit`.
+///
+/// Each namespace has its own mutex. Commands of one namespace, its namespace exit (which
+/// waits for RCU grace periods while its listeners close) and automaton builds therefore
+/// never hold up another namespace; the only lock shared by all is [`REGISTRY`]'s, held
+/// for a push, a removal or a copy of the list.
+#[pin_data]
+pub(crate) struct NetState {
+    /// The namespace (alive while the state is registered: see [`net_exit`]).
+    net: NetRef,
+    #[pin]
+    rules: Mutex<NetRules>,
+}
+
+// SAFETY: `net` is only an address, dereferenced (by rescans) under `rules`' lock while the
+// state is not `dead`, that is before the namespace's exit; the rest is `Send`.
+unsafe impl Send for NetState {}
+// SAFETY: as above; shared access goes through the mutex.
+unsafe impl Sync for NetState {}
+
+impl NetState {
+    /// Locks the namespace's configuration.
+    pub(crate) fn lock(&self) -> kernel::sync::MutexGuard<'_, NetRules> {
+        self.rules.lock()
     }
 }
 
 global_lock! {
     // SAFETY: initialized in the module's `init` before anything else uses it.
-    pub(crate) unsafe(uninit) static NETS: Mutex<KVec<NetRules>> = KVec::new();
+    pub(crate) unsafe(uninit) static REGISTRY: Mutex<KVec<Arc<NetState>>> = KVec::new();
 }
 
-/// The configuration of every namespace, locked.
-pub(crate) type Nets = kernel::sync::GlobalGuard<NETS>;
+/// The configuration of one namespace, as the functions below take it (a locked
+/// [`NetState`] derefs to it).
+pub(crate) type Nets = NetRules;
 
-fn find(nets: &Nets, net: NetRef) -> Option<&NetRules> {
-    nets.iter().find(|n| n.key == net.key())
+/// The `net_generic` id of the module's per-namespace slot (written by the pernet core at
+/// registration).
+pub(crate) struct NetId(core::cell::UnsafeCell<core::ffi::c_uint>);
+
+// SAFETY: written once by `register_pernet_subsys` before any reader can run, then only
+// read.
+unsafe impl Sync for NetId {}
+
+impl NetId {
+    /// The address the pernet core writes the id to.
+    pub(crate) const fn ptr(&self) -> *mut core::ffi::c_uint {
+        self.0.get()
+    }
 }
 
-fn find_mut(nets: &mut Nets, net: NetRef) -> Option<&mut NetRules> {
-    nets.iter_mut().find(|n| n.key == net.key())
+/// The id of our slot in every namespace's `net_generic` array.
+pub(crate) static NET_ID: NetId = NetId(core::cell::UnsafeCell::new(0));
+
+// The bindings contain zero-sized placeholder structs (`its_array`), as in the kernel's own
+// `bindings` crate, which allows the same lint.
+#[allow(improper_ctypes)]
+mod shim {
+    use kernel::bindings;
+
+    unsafe extern "C" {
+        pub(super) fn oq_net_generic(
+            net: *const bindings::net,
+            id: core::ffi::c_uint,
+        ) -> *mut core::ffi::c_void;
+    }
 }
 
-/// The rules of `net`, creating its (empty) entry if needed.
-fn rules_mut<'a>(nets: &'a mut Nets, net: NetRef) -> Result<&'a mut KVec<Rule>, Rejection> {
-    let i = match nets.iter().position(|n| n.key == net.key()) {
-        Some(i) => i,
-        None => {
-            nets.push(
-                NetRules {
-                    key: net.key(),
-                    rules: KVec::new(),
-                    meters: KVec::new(),
-                    groups: KVec::new(),
-                },
-                GFP_KERNEL,
-            )?;
-            nets.len() - 1
-        }
-    };
-    Ok(&mut nets[i].rules)
+/// The slot of `net` that holds its state (a pointer from `Arc::into_raw`).
+///
+/// # Safety
+///
+/// `net` must be a namespace whose pernet `init` of this module has run.
+unsafe fn slot(net: NetRef) -> *mut *const NetState {
+    // SAFETY: `net` is live (`NetRef`) and has our slot (caller); the id was set at
+    // registration, before any `init`.
+    unsafe { shim::oq_net_generic(net.0.as_ptr(), *NET_ID.ptr()) }.cast()
+}
+
+/// Pernet `init`: creates the state of a new namespace. Returns 0 or a negative errno.
+pub(crate) fn net_init(net: NetRef) -> Result {
+    let st = Arc::pin_init(
+        pin_init!(NetState {
+            net,
+            rules <- kernel::new_mutex!(NetRules {
+                rules: KVec::new(),
+                meters: KVec::new(),
+                groups: KVec::new(),
+                dead: false,
+            }),
+        }),
+        GFP_KERNEL_ACCOUNT,
+    )?;
+    REGISTRY.lock().push(st.clone(), GFP_KERNEL_ACCOUNT)?;
+    // SAFETY: the pernet core calls `init` with our slot allocated (`size`), zeroed, and
+    // not yet read by anyone: `state()` is only called for namespaces past `init`.
+    unsafe { *slot(net) = Arc::into_raw(st) };
+    Ok(())
+}
+
+/// Pernet `exit`: forgets a namespace that is going away. Its groups, meters and rules go
+/// (its listeners close) under its own lock; then the state leaves the registry.
+pub(crate) fn net_exit(net: NetRef) {
+    // SAFETY: `exit` runs only after a successful `init` of ours for `net`.
+    let p = unsafe { slot(net) };
+    // SAFETY: `p` is our slot; it holds the reference made by `net_init`, which we take
+    // back (nothing reads the slot after `exit`: no command can run in a namespace that is
+    // being dismantled, and rescans use the registry).
+    let raw = unsafe { core::ptr::replace(p, core::ptr::null()) };
+    if raw.is_null() {
+        return;
+    }
+    // SAFETY: `raw` came from `Arc::into_raw` in `net_init`.
+    let st = unsafe { Arc::from_raw(raw) };
+    {
+        let mut n = st.lock();
+        flush(&mut n);
+        n.dead = true;
+    }
+    let mut reg = REGISTRY.lock();
+    if let Some(i) = reg.iter().position(|s| Arc::ptr_eq(s, &st)) {
+        let last = reg.len() - 1;
+        reg.swap(i, last);
+        drop(reg.pop());
+    }
+    // Statics are never dropped: give the buffer back when the last namespace goes (at
+    // the latest when the module unloads), or it would outlive the module.
+    if reg.is_empty() {
+        *reg = KVec::new();
+    }
+}
+
+/// The state of `net`, for a command in that namespace.
+pub(crate) fn state(net: NetRef) -> Option<Arc<NetState>> {
+    // SAFETY: every namespace a command can come from has passed our `init` (we register
+    // the pernet operations before the family) and not yet our `exit` (the request's
+    // socket holds the namespace).
+    let raw = unsafe { *slot(net) };
+    if raw.is_null() {
+        return None;
+    }
+    // SAFETY: the slot holds a reference from `Arc::into_raw`, alive until `exit`.
+    Some(unsafe { kernel::sync::ArcBorrow::from_raw(raw) }.into())
+}
+
+/// Every namespace's state: a copy of the registry, so that its lock is not held while
+/// each namespace's own lock is waited for.
+pub(crate) fn all_states() -> Result<KVec<Arc<NetState>>> {
+    let reg = REGISTRY.lock();
+    let mut all = KVec::with_capacity(reg.len(), GFP_KERNEL)?;
+    for s in reg.iter() {
+        all.push(s.clone(), GFP_KERNEL)?;
+    }
+    Ok(all)
+}
+
+fn find(nets: &Nets, _net: NetRef) -> Option<&NetRules> {
+    Some(nets)
+}
+
+fn find_mut(nets: &mut Nets, _net: NetRef) -> Option<&mut NetRules> {
+    Some(nets)
+}
+
+/// The rules of `net`.
+fn rules_mut(nets: &mut Nets, _net: NetRef) -> Result<&mut KVec<Rule>, Rejection> {
+    if nets.dead {
+        return Err(reject(
+            ENODEV,
+            c_str!("the network namespace is being dismantled"),
+            None,
+        ));
+    }
+    Ok(&mut nets.rules)
 }
 
 /// The rules of `net`, if any.
@@ -947,20 +1085,15 @@ pub(crate) fn cond_del(
     Ok(())
 }
 
-/// Forgets `net`: deletes its groups, rules and meters (the namespace is going away).
-pub(crate) fn flush(nets: &mut Nets, net: NetRef) {
-    if let Some(i) = nets.iter().position(|n| n.key == net.key()) {
-        let n = nets.remove(i);
-        if let Ok(n) = n {
-            for g in n.groups.iter() {
-                group_shutdown(g);
-            }
-            for m in n.meters.iter() {
-                drop(m.shutdown());
-            }
-        }
+/// Deletes the groups, meters and rules of a namespace that is going away.
+fn flush(n: &mut NetRules) {
+    for g in core::mem::take(&mut n.groups) {
+        group_shutdown(&g);
     }
-    shrink(nets);
+    for m in core::mem::take(&mut n.meters) {
+        drop(m.shutdown());
+    }
+    drop(core::mem::take(&mut n.rules));
 }
 
 /// Shuts `g` down and takes its ports out of it.
@@ -970,24 +1103,9 @@ fn group_shutdown(g: &Group) {
     }
 }
 
-/// Gives the table's buffer back when no namespace has state: statics are never
-/// dropped, so this is what frees it when the module unloads.
-fn shrink(nets: &mut Nets) {
-    if nets.is_empty() {
-        **nets = KVec::new();
-    }
-}
-
 /// Deletes every rule of `net` (`FLUSH`); its meters stay.
-pub(crate) fn flush_rules(nets: &mut Nets, net: NetRef) {
-    let Some(i) = nets.iter().position(|n| n.key == net.key()) else {
-        return;
-    };
-    drop(core::mem::take(&mut nets[i].rules));
-    if nets[i].is_empty() {
-        drop(nets.remove(i));
-    }
-    shrink(nets);
+pub(crate) fn flush_rules(nets: &mut Nets, _net: NetRef) {
+    drop(core::mem::take(&mut nets.rules));
 }
 
 fn too_many_meters() -> Rejection {
@@ -1042,24 +1160,40 @@ fn meter_add(nets: &mut Nets, net: NetRef, port: u16, flags: u32) -> Result<bool
 /// Meters every outgoing port of `net`'s rules that is not a rule's incoming port. A
 /// port the namespace cannot meter (limit, memory) stays unmetered: forwarding does not
 /// depend on it.
+///
+/// O(E log E) for E condition edges: the rules' incoming ports are sorted and searched by
+/// bisection, and the candidate ports are sorted and deduplicated once.
 pub(crate) fn sync_meters(nets: &mut Nets, net: NetRef) {
     let Some(n) = find(nets, net) else {
         return;
     };
-    let mut want = KVec::new();
+    let Ok(mut incoming) = KVec::with_capacity(n.rules.len(), GFP_KERNEL) else {
+        return;
+    };
     for r in n.rules.iter() {
+        // Cannot fail: the capacity is the number of rules.
+        let _ = incoming.push_within_capacity(r.port);
+    }
+    incoming.sort_unstable();
+    let mut want = KVec::<u16>::new();
+    'rules: for r in n.rules.iter() {
         for port in r.shared.policy().targets() {
             let known = meter_slot(&n.meters, port)
                 .is_ok_and(|i| n.meters[i].flags() & qos_sensor::AUTO != 0);
-            if known || n.rules.iter().any(|r| r.port == port) || want.contains(&port) {
+            if known || incoming.binary_search(&port).is_ok() {
                 continue;
             }
             if want.push(port, GFP_KERNEL).is_err() {
-                break;
+                break 'rules;
             }
         }
     }
-    for &port in want.iter() {
+    want.sort_unstable();
+    for (i, &port) in want.iter().enumerate() {
+        // Sorted: a port already handled is the one just before.
+        if i > 0 && want[i - 1] == port {
+            continue;
+        }
         let _ = meter_add(nets, net, port, qos_sensor::AUTO);
     }
 }
@@ -1103,9 +1237,6 @@ pub(crate) fn meter_del(nets: &mut Nets, net: NetRef, port: u16) -> Result<(), R
     }
     let m = n.meters.remove(i).map_err(|_| none())?;
     drop(m.shutdown());
-    if n.is_empty() {
-        flush(nets, net);
-    }
     Ok(())
 }
 
@@ -1114,34 +1245,40 @@ pub(crate) fn meters(nets: &Nets, net: NetRef) -> &[Arc<Meter>] {
     find(nets, net).map_or(&[], |n| &n.meters[..])
 }
 
-/// Wraps the listeners that appeared on metered ports (the sensors' work item). Returns
-/// whether any meter exists.
-pub(crate) fn rescan_meters(nets: &Nets) -> bool {
+/// Wraps the listeners that appeared on metered ports (the sensors' work item), one
+/// namespace at a time under its own lock. Returns whether any meter exists.
+pub(crate) fn rescan_meters() -> bool {
+    let Ok(all) = all_states() else {
+        // Out of memory: try again at the next period.
+        return true;
+    };
     let mut any = false;
-    for n in nets.iter() {
-        // SAFETY: `key` is the address of a live namespace: its entry goes (pernet exit,
-        // under this lock) before the namespace does.
-        let Some(net) = (unsafe { NetRef::new(n.key as *mut bindings::net) }) else {
+    for st in all.iter() {
+        let n = st.lock();
+        // A namespace past its exit is flushed and its `net` may be gone: skip it.
+        if n.dead {
             continue;
-        };
+        }
         for m in n.meters.iter() {
-            m.rescan(net);
+            m.rescan(st.net);
             any = true;
         }
     }
     any
 }
 
-/// Shuts every group and meter of every namespace down (module unload) and returns the
-/// meters' records.
-pub(crate) fn shutdown_meters(nets: &mut Nets) -> KVec<Arc<Tracked>> {
+/// Shuts every group and meter of every namespace down (module unload, after the family
+/// is gone) and returns the meters' records.
+pub(crate) fn shutdown_meters() -> KVec<Arc<Tracked>> {
     let mut all = KVec::new();
-    for n in nets.iter_mut() {
+    // Module exit: no command runs any more, and namespaces created or dismantled
+    // meanwhile only take the registry's lock, briefly, so holding it here is fine.
+    let reg = REGISTRY.lock();
+    for st in reg.iter() {
+        let mut n = st.lock();
         for g in core::mem::take(&mut n.groups) {
             group_shutdown(&g);
         }
-    }
-    for n in nets.iter_mut() {
         for m in core::mem::take(&mut n.meters) {
             for rec in m.shutdown() {
                 // Without memory, the record goes now: its socket just is not kicked
@@ -1214,9 +1351,6 @@ pub(crate) fn group_del(nets: &mut Nets, net: NetRef, id: u32) -> Result<(), Rej
         .ok_or_else(no_group)?;
     let g = n.groups.remove(i).map_err(|_| no_group())?;
     group_shutdown(&g);
-    if n.is_empty() {
-        flush(nets, net);
-    }
     Ok(())
 }
 

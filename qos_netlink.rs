@@ -14,7 +14,7 @@ use crate::{
     addr::Prefix,
     nla::{Attr, Attrs, Table},
     qos_actuators::Group,
-    qos_classifier::{self, reject, Matcher, Rejection, RuleSpec, NETS},
+    qos_classifier::{self, reject, Matcher, Rejection, RuleSpec},
     qos_sensor::Meter,
     qos_sock::NetRef,
 };
@@ -331,6 +331,15 @@ fn check_attrs<'a>(
     Ok(())
 }
 
+/// The refusal of a command in a namespace whose state is gone (it is being dismantled).
+fn no_state() -> Rejection {
+    reject(
+        ENODEV,
+        c_str!("the network namespace is being dismantled"),
+        None,
+    )
+}
+
 fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
     let t = &req.attrs;
     check_attrs(t, abi::command_attrs(c), None)?;
@@ -356,7 +365,8 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
             missing: Some(attr::RATE),
         });
     }
-    let mut nets = NETS.lock();
+    let st = qos_classifier::state(net).ok_or_else(|| Failure::from(no_state()))?;
+    let mut nets = st.lock();
     let r = match c {
         cmd::RULE_NEW => qos_classifier::rule_new(
             &mut nets,
@@ -467,7 +477,8 @@ fn replace<'a>(req: &Request<'a>, net: NetRef) -> Result<(), Failure<'a>> {
     }
     let check = req.attrs.u32(attr::REPLACE_FLAGS).unwrap_or(0) & replace_flags::CHECK != 0;
     let mut at = usize::MAX;
-    let mut nets = NETS.lock();
+    let st = qos_classifier::state(net).ok_or_else(|| Failure::from(no_state()))?;
+    let mut nets = st.lock();
     qos_classifier::replace(&mut nets, net, set, check, &mut at).map_err(|rej| {
         // Blame the attribute inside the rule at fault, else that rule.
         let at = nests()
@@ -744,7 +755,10 @@ unsafe extern "C" fn dump_rules(
     let (net, args, filter) = (d.net, d.args, d.filter);
     // SAFETY: `args` points to the callback's six `long`s, ours between calls.
     let (mut rule_i, mut cond_i) = unsafe { (*args as usize, *args.add(1) as usize) };
-    let nets = NETS.lock();
+    let Some(st) = qos_classifier::state(net) else {
+        return d.fail(ENODEV, c_str!("the network namespace is being dismantled"));
+    };
+    let nets = st.lock();
     let rules = qos_classifier::rules(&nets, net);
     if let Some(p) = filter {
         if !rules.iter().any(|r| r.port == p) {
@@ -944,7 +958,10 @@ unsafe extern "C" fn dump_meters(
     let Some(d) = (unsafe { Dump::new(cb) }) else {
         return EINVAL.to_errno();
     };
-    let nets = NETS.lock();
+    let Some(st) = qos_classifier::state(d.net) else {
+        return d.fail(ENODEV, c_str!("the network namespace is being dismantled"));
+    };
+    let nets = st.lock();
     d.each(
         skb,
         cmd::METER_GET,
@@ -1005,7 +1022,10 @@ unsafe extern "C" fn dump_groups(
                 .read_unaligned()
         })
     };
-    let nets = NETS.lock();
+    let Some(st) = qos_classifier::state(d.net) else {
+        return d.fail(ENODEV, c_str!("the network namespace is being dismantled"));
+    };
+    let nets = st.lock();
     d.each(
         skb,
         cmd::GROUP_GET,

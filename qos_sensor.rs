@@ -918,6 +918,10 @@ struct MeterInner {
     dead: bool,
     /// Wrapped sockets, each at the position its `slot` says.
     tracked: KVec<Arc<Tracked>>,
+    /// The listeners of the port among them (not FTP data listeners), at most
+    /// `MAX_METER_LISTENERS`: what [`Meter::busy`] looks at on every accept of a ratio
+    /// group, without walking the connections.
+    ports: KVec<Arc<Tracked>>,
     /// How many of them are listeners of the port.
     listeners: usize,
     /// How many of them are FTP data listeners.
@@ -942,6 +946,11 @@ impl MeterInner {
             self.data_listeners -= 1;
         } else if rec.listener {
             self.listeners -= 1;
+            if let Some(j) = self.ports.iter().position(|p| core::ptr::eq(&**p, rec)) {
+                let last = self.ports.len() - 1;
+                self.ports.swap(j, last);
+                drop(self.ports.pop());
+            }
         } else {
             self.rx_closed += rec.rx.get();
             self.tx_closed += rec.tx.get();
@@ -992,6 +1001,7 @@ impl Meter {
                 inner <- kernel::new_mutex!(MeterInner {
                     dead: false,
                     tracked: KVec::new(),
+                    ports: KVec::new(),
                     listeners: 0,
                     data_listeners: 0,
                     rx_closed: 0,
@@ -1062,11 +1072,7 @@ impl Meter {
 
     /// Whether connections wait in the port's accept queues.
     pub(crate) fn busy(&self) -> bool {
-        let inner = self.inner.lock();
-        inner
-            .tracked
-            .iter()
-            .any(|r| r.listener && !r.data && r.backlog() > 0)
+        self.inner.lock().ports.iter().any(|r| r.backlog() > 0)
     }
 
     /// Wakes the callers a group may hold back on this port: its listeners, or
@@ -1156,6 +1162,10 @@ impl Meter {
         if inner.dead || full {
             return false;
         }
+        let port_listener = rec.listener && !rec.data;
+        if port_listener && inner.ports.reserve(1, GFP_KERNEL).is_err() {
+            return false;
+        }
         let slot = inner.tracked.len();
         if inner.tracked.push(rec.clone(), GFP_KERNEL).is_err() {
             return false;
@@ -1174,6 +1184,8 @@ impl Meter {
             inner.data_listeners += 1;
         } else if rec.listener {
             inner.listeners += 1;
+            // Cannot fail: reserved above.
+            let _ = inner.ports.push(rec.clone(), GFP_KERNEL);
         }
         true
     }
@@ -1230,6 +1242,7 @@ impl Meter {
             inner.dead = true;
             inner.listeners = 0;
             inner.data_listeners = 0;
+            inner.ports.clear();
             core::mem::take(&mut inner.tracked)
         };
         for rec in list.iter() {
@@ -1330,7 +1343,7 @@ pub(crate) fn schedule_rescan() {
 ///
 /// Called by the workqueue for [`RESCAN`].
 unsafe extern "C" fn rescan_fn(_work: *mut bindings::work_struct) {
-    if crate::qos_classifier::rescan_meters(&crate::qos_classifier::NETS.lock()) {
+    if crate::qos_classifier::rescan_meters() {
         schedule_rescan();
     }
 }

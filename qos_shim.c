@@ -21,6 +21,7 @@
 #include <net/inet_hashtables.h>
 #include <net/inet6_hashtables.h>
 #include <net/ipv6.h>
+#include <net/netns/generic.h>
 #include <net/request_sock.h>
 #include <net/sock.h>
 #include <net/tcp.h>
@@ -238,7 +239,12 @@ int oq_head_peek(struct sock *child, u32 max,
 {
 	int ret = OQ_PEEK_BUSY;
 
-	might_sleep();
+	/*
+	 * Process context, but not necessarily sleepable (the caller may hold an RCU read
+	 * lock): what matters is that this CPU holds no child's spinlock, which softirq
+	 * callers (the hooks) may.
+	 */
+	WARN_ON_ONCE(in_interrupt());
 	local_bh_disable();
 	bh_lock_sock(child);
 	if (!sock_owned_by_user_nocheck(child))
@@ -464,7 +470,12 @@ void *oq_sk_module_ctx(struct sock *sk, void (*hook)(struct sock *))
  */
 bool oq_child_lock(struct sock *child)
 {
-	might_sleep();
+	/*
+	 * Nothing here sleeps: the drainer calls this inside an RCU read section (it holds
+	 * the target listener it looked up). It must not run in softirq, where the TCP
+	 * receive path may already hold another child's spinlock on this CPU.
+	 */
+	WARN_ON_ONCE(in_interrupt());
 	sock_hold(child);
 	local_bh_disable();
 	bh_lock_sock(child);
@@ -535,10 +546,24 @@ void oq_work_now(struct delayed_work *dw)
 	mod_delayed_work(system_percpu_wq, dw, 0);
 }
 
-/* Runs @dw in @ms milliseconds unless it is already queued (for then or sooner). */
+/*
+ * Runs @dw in @ms milliseconds, or sooner if it is already queued for sooner: a queued
+ * timer for a later deadline is brought forward (queue_delayed_work alone would keep
+ * it, and a head with a shorter timeout than the one queued would wait for the later).
+ */
 void oq_work_at(struct delayed_work *dw, u32 ms)
 {
-	queue_delayed_work(system_percpu_wq, dw, msecs_to_jiffies(ms) + 1);
+	unsigned long delay = msecs_to_jiffies(ms) + 1;
+	unsigned long when = jiffies + delay;
+
+	if (queue_delayed_work(system_percpu_wq, dw, delay))
+		return;
+	/*
+	 * Already queued (or running). The unlocked look at the timer can race with it
+	 * firing; then mod_delayed_work queues one more run, which is harmless.
+	 */
+	if (timer_pending(&dw->timer) && time_after(READ_ONCE(dw->timer.expires), when))
+		mod_delayed_work(system_percpu_wq, dw, delay);
 }
 
 /* Runs @dw in @ms milliseconds, moving it if it is already queued. */
@@ -550,6 +575,12 @@ void oq_work_in(struct delayed_work *dw, u32 ms)
 void oq_sock_no_linger(struct socket *sock)
 {
 	sock_no_linger(sock->sk);
+}
+
+/* The module's slot in @net's per-namespace array (pernet_operations.id/size). */
+void *oq_net_generic(const struct net *net, unsigned int id)
+{
+	return net_generic(net, id);
 }
 
 /* Generic netlink helpers that are static inlines. */

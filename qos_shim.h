@@ -91,6 +91,7 @@ void oq_work_in(struct delayed_work *dw, u32 ms);
 struct nlattr *oq_nla_nest_start(struct sk_buff *skb, int type);
 void oq_nla_nest_end(struct sk_buff *skb, struct nlattr *start);
 
+void *oq_net_generic(const struct net *net, unsigned int id);
 struct net *oq_genl_info_net(const struct genl_info *info);
 const void *oq_genl_info_payload(const struct genl_info *info, u32 *len);
 struct sk_buff *oq_genlmsg_new(size_t payload);

@@ -376,6 +376,10 @@ pub(crate) enum Drained {
     Wait(u32),
 }
 
+/// Drains one call of [`ModuleListener::run`] may make before it hands the rest to the
+/// work item (each drain handles at most `HOOK_BUDGET` connections).
+const RUN_ROUNDS: u32 = 4;
+
 /// A TCP listening socket created and owned by the module.
 ///
 /// # Invariants
@@ -536,11 +540,6 @@ impl NetRef {
     /// `net` must stay alive for as long as the returned value is used.
     pub(crate) unsafe fn new(net: *mut bindings::net) -> Option<Self> {
         NonNull::new(net).map(NetRef)
-    }
-
-    /// An opaque key identifying the namespace (its address).
-    pub(crate) fn key(self) -> usize {
-        self.0.as_ptr() as usize
     }
 }
 
@@ -709,19 +708,35 @@ impl<T: Forwarder> ModuleListener<T> {
     /// Runs the forwarder, serializing drainers: whoever finds the listener busy leaves a
     /// note (`pending`) that the running drainer picks up before it lets go.
     fn kick(&self, process: bool) {
-        self.pending.store(true, Relaxed);
+        // A fully ordered exchange, not a plain store: the note must be visible before
+        // this context looks at `draining` (see `run`).
+        self.pending.xchg(true, Full);
         self.run(process, None, None);
     }
 
     /// Takes the drainer role, runs `first` (if given) and then the forwarder's drain
     /// while work is pending. Returns `false` if `first` could not run because another
     /// context is draining.
+    ///
+    /// Two contexts meet here: a kicker writes `pending` and then reads `draining` (its
+    /// `cmpxchg` fails), a drainer writes `draining` and then reads `pending`. That is the
+    /// store-buffering pattern: with a release store and an acquire load both could read
+    /// the old value, and the last connection of a burst would wait in the queue with
+    /// nobody to move it (no timer runs for address rules). Both writes are therefore
+    /// fully ordered exchanges (`kick`, and the release of the role below), so at least
+    /// one of the two sees the other's write: the kicker takes the role, or the drainer
+    /// goes round again.
+    ///
+    /// The work is bounded per call: at most [`RUN_ROUNDS`] drains (each handles at most
+    /// `HOOK_BUDGET` connections). Past that the rest goes to the work item, so a burst
+    /// cannot keep one softirq invocation (or one work item run) busy indefinitely.
     fn run(
         &self,
         process: bool,
         locked: Option<&LockedChild<'_>>,
         mut first: Option<&mut dyn FnMut(&DrainCx<'_>) -> Drained>,
     ) -> bool {
+        let mut rounds = 0;
         loop {
             if self.draining.cmpxchg(false, true, Full).is_err() {
                 return first.is_none();
@@ -734,11 +749,19 @@ impl<T: Forwarder> ModuleListener<T> {
             let mut outcome = Drained::Empty;
             if let Some(f) = first.take() {
                 outcome = f(&cx);
+                rounds += 1;
             }
             while outcome != Drained::Defer && self.pending.xchg(false, Full) {
+                if rounds >= RUN_ROUNDS {
+                    // Out of budget: leave the note for the work item.
+                    self.pending.xchg(true, Full);
+                    outcome = Drained::Defer;
+                    break;
+                }
                 outcome = self.fwd.drain(self, &cx);
+                rounds += 1;
             }
-            self.draining.store(false, kernel::sync::atomic::Release);
+            self.draining.xchg(false, Full);
             match outcome {
                 Drained::Defer => {
                     self.defer_now();
@@ -747,7 +770,11 @@ impl<T: Forwarder> ModuleListener<T> {
                 Drained::Wait(ms) => self.defer_at(ms),
                 Drained::Empty => {}
             }
-            if !self.pending.load(kernel::sync::atomic::Acquire) {
+            if !self.pending.load(Relaxed) {
+                return true;
+            }
+            if rounds >= RUN_ROUNDS {
+                self.defer_now();
                 return true;
             }
         }

@@ -58,7 +58,7 @@ echo "priority, split strings, first byte alone, case, timeout and lookahead as 
 # Silent clients: $S connections that never send a byte, on a rule with a long timeout.
 # At most 1024 wait for data at once (per listener): past that the oldest go to the
 # default port (counted as pending_full), and honest clients keep being classified.
-S=$(heavy 2000 2000)
+S=$(heavy 2000 1300 10000)
 serve 9180 sink --no-accept
 serve 9181 honest
 tcpchains -A c -p 92 -o 9180 --timeout 60000
@@ -105,3 +105,24 @@ grep -q "exceed 16384" /tmp/err || fail "no size message"
 expect_eq "conditions kept" "$(tcpchains -L -p 95 | grep -c ' -> ')" 64
 expect_eq "rules" "$(tcpchains -L | grep -c '^rule')" 5
 echo "bad content input refused with clear errors"
+
+# A head that needs the work item sooner than it is queued brings it forward. Silent
+# client A arms the listener's timer for its 30 s deadline; the rule set is then
+# replaced with a 1 s timeout (the listener stays), and silent client B's arrival
+# drains: A is due in under 1 s, so the queued 30 s run must move forward (before the
+# fix, queue_delayed_work kept it, and A and B waited 30 s).
+tcpchains -F
+tcpchains -A c -p 96 -o 9180 --timeout 30000
+tcpchains -a c -p 96 -s www.foo.com -r 9181
+bg qostest hold --to 127.0.0.1:96 --count 1 --seconds 60 >/dev/null 2>&1
+sleep 0.3
+tcpchains -S | sed 's/--timeout 30000/--timeout 1000/' >/tmp/short.rules
+grep -q -- "--timeout 1000" /tmp/short.rules || fail "no timeout in the saved set"
+tcpchains --restore /tmp/short.rules
+t0=$(now_ms)
+bg qostest hold --to 127.0.0.1:96 --count 1 --seconds 60 >/dev/null 2>&1
+for i in $(seq 1 100); do [ "$(stat_of 96 timed_out)" = 2 ] && break; sleep 0.1; done
+ms=$(($(now_ms) - t0))
+expect_eq "timed out after the change" "$(stat_of 96 timed_out)" 2
+[ "$ms" -lt 8000 ] || fail "silent clients took $ms ms with a 1 s timeout"
+echo "a shorter deadline brings the queued timer forward ($ms ms for a 1 s timeout)"

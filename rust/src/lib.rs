@@ -14,4 +14,5 @@ pub mod chain;
 pub mod content;
 pub mod ftp;
 pub mod nla;
+pub mod prob;
 pub mod quota;
