@@ -6,7 +6,8 @@ ip addr add 128.143.1.10/32 dev lo
 ip addr add 10.0.0.10/32 dev lo
 for p in 8080 8081; do
 	mkdir -p /srv/www$p && echo "lighttpd instance on port $p" >/srv/www$p/index.html
-	printf 'server.port = %s\nserver.document-root = "/srv/www%s"\nindex-file.names = ( "index.html" )\n' $p $p >/tmp/l$p.conf
+	# upload-dirs: lighttpd's default (/var/tmp) does not exist in the VM, and it says so.
+	printf 'server.port = %s\nserver.document-root = "/srv/www%s"\nindex-file.names = ( "index.html" )\nserver.upload-dirs = ( "/tmp" )\n' $p $p >/tmp/l$p.conf
 	lighttpd -f /tmp/l$p.conf
 done
 sleep 0.5
