@@ -58,7 +58,7 @@ echo "priority, split strings, first byte alone, case, timeout and lookahead as 
 # Silent clients: $S connections that never send a byte, on a rule with a long timeout.
 # At most 1024 wait for data at once (per listener): past that the oldest go to the
 # default port (counted as pending_full), and honest clients keep being classified.
-S=$(heavy 2000 1300 10000)
+S=$(heavy 2000 1100 10000)
 serve 9180 sink --no-accept
 serve 9181 honest
 tcpchains -A c -p 92 -o 9180 --timeout 60000
