@@ -10,7 +10,8 @@ tcpchains -A c -p 81 -o 9089
 tcpchains -a c -p 81 -s www.foo.com -r 9082
 tcpchains -A a -p 82 -o 9089
 N=$(heavy 2000 200 20000)
-K=$(heavy 10000 3000 100000)
+# (add, replace, delete in turn: a count of 3n + 1 leaves one condition)
+K=$(heavy 10000 3001 100000)
 bg sh -c "qostest load --to 127.0.0.1:80 --count $N --concurrency 8 --size 64 --expect addr \
 	>/tmp/a.out 2>&1; echo \$? >/tmp/a.rc"
 bg sh -c "qostest load --to 127.0.0.1:81 --count $N --concurrency 8 --size 64 --expect host \
