@@ -1087,13 +1087,21 @@ pub(crate) fn cond_del(
 
 /// Deletes the groups, meters and rules of a namespace that is going away.
 fn flush(n: &mut NetRules) {
+    shut_down_sensors(n, drop);
+    drop(core::mem::take(&mut n.rules));
+}
+
+/// Shuts a namespace's groups and then its meters down and takes them out; the meters'
+/// records go to `record`.
+fn shut_down_sensors(n: &mut NetRules, mut record: impl FnMut(Arc<Tracked>)) {
     for g in core::mem::take(&mut n.groups) {
         group_shutdown(&g);
     }
     for m in core::mem::take(&mut n.meters) {
-        drop(m.shutdown());
+        for rec in m.shutdown() {
+            record(rec);
+        }
     }
-    drop(core::mem::take(&mut n.rules));
 }
 
 /// Shuts `g` down and takes its ports out of it.
@@ -1275,17 +1283,11 @@ pub(crate) fn shutdown_meters() -> KVec<Arc<Tracked>> {
     // meanwhile only take the registry's lock, briefly, so holding it here is fine.
     let reg = REGISTRY.lock();
     for st in reg.iter() {
-        let mut n = st.lock();
-        for g in core::mem::take(&mut n.groups) {
-            group_shutdown(&g);
-        }
-        for m in core::mem::take(&mut n.meters) {
-            for rec in m.shutdown() {
-                // Without memory, the record goes now: its socket just is not kicked
-                // again if a task re-enters a wrapper through a stale pointer.
-                let _ = all.push(rec, GFP_KERNEL);
-            }
-        }
+        // Without memory, a record goes now: its socket just is not kicked again if a
+        // task re-enters a wrapper through a stale pointer.
+        shut_down_sensors(&mut st.lock(), |rec| {
+            let _ = all.push(rec, GFP_KERNEL);
+        });
     }
     all
 }

@@ -922,8 +922,6 @@ struct MeterInner {
     /// `MAX_METER_LISTENERS`: what [`Meter::busy`] looks at on every accept of a ratio
     /// group, without walking the connections.
     ports: KVec<Arc<Tracked>>,
-    /// How many of them are listeners of the port.
-    listeners: usize,
     /// How many of them are FTP data listeners.
     data_listeners: usize,
     /// Bytes of connections closed since.
@@ -945,7 +943,6 @@ impl MeterInner {
         if rec.listener && rec.data {
             self.data_listeners -= 1;
         } else if rec.listener {
-            self.listeners -= 1;
             if let Some(j) = self.ports.iter().position(|p| core::ptr::eq(&**p, rec)) {
                 let last = self.ports.len() - 1;
                 self.ports.swap(j, last);
@@ -1002,7 +999,6 @@ impl Meter {
                     dead: false,
                     tracked: KVec::new(),
                     ports: KVec::new(),
-                    listeners: 0,
                     data_listeners: 0,
                     rx_closed: 0,
                     tx_closed: 0,
@@ -1155,7 +1151,7 @@ impl Meter {
     fn track(&self, rec: &Arc<Tracked>) -> bool {
         let mut inner = self.inner.lock();
         let full = match (rec.listener, rec.data) {
-            (true, false) => inner.listeners >= limits::MAX_METER_LISTENERS,
+            (true, false) => inner.ports.len() >= limits::MAX_METER_LISTENERS,
             (true, true) => inner.data_listeners >= limits::MAX_FTP_DATA,
             _ => false,
         };
@@ -1183,7 +1179,6 @@ impl Meter {
         if rec.listener && rec.data {
             inner.data_listeners += 1;
         } else if rec.listener {
-            inner.listeners += 1;
             // Cannot fail: reserved above.
             let _ = inner.ports.push(rec.clone(), GFP_KERNEL);
         }
@@ -1240,7 +1235,6 @@ impl Meter {
         let list = {
             let mut inner = self.inner.lock();
             inner.dead = true;
-            inner.listeners = 0;
             inner.data_listeners = 0;
             inner.ports.clear();
             core::mem::take(&mut inner.tracked)
@@ -1271,7 +1265,7 @@ impl Meter {
                     open += u64::from(!rec.data);
                 }
             }
-            (waiting, open, inner.listeners as u64, rx, tx)
+            (waiting, open, inner.ports.len() as u64, rx, tx)
         };
         let mut hist = [0u64; hist::BUCKETS];
         for (h, c) in hist.iter_mut().zip(self.hist.iter()) {
