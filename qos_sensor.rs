@@ -431,7 +431,12 @@ unsafe fn governed_accept(
     // SAFETY: `sk` is the listener of the call.
     let mut timeo = unsafe { shim::oq_sock_timeo(sk.as_ptr(), false, nonblock) };
     let err = loop {
-        match g.accept_take(&rec.meter) {
+        let verdict = if rec.meter.governed_by(g) {
+            g.accept_take(&rec.meter)
+        } else {
+            Verdict::Free
+        };
+        match verdict {
             Verdict::Go(_) => {
                 // SAFETY: the caller's guarantees, with O_NONBLOCK set in `arg`.
                 let err = unsafe { f(sock, newsock, arg) };
@@ -467,6 +472,9 @@ unsafe fn governed_accept(
             // SAFETY: `sk` is valid during the call.
             if unsafe { shim::oq_accept_queue_empty(sk.as_ptr()) } {
                 return u64::MAX;
+            }
+            if !rec.meter.governed_by(g) {
+                return 0;
             }
             g.accept_nap(&rec.meter).unwrap_or(0)
         };
@@ -573,7 +581,12 @@ unsafe fn governed_send(
             return sent;
         }
         let want = (left as u64).min(SEND_CHUNK);
-        match g.send_take(want.max(1)) {
+        let verdict = if rec.meter.governed_by(g) {
+            g.send_take(want.max(1))
+        } else {
+            Verdict::Free
+        };
+        match verdict {
             Verdict::Free => {
                 // SAFETY: the caller's guarantees.
                 let n = unsafe { f(sock, msg, left) };
@@ -611,7 +624,15 @@ unsafe fn governed_send(
                 rec.throttled.store(true, Relaxed);
                 let _s = g.sleeper();
                 // SAFETY: `rec.sk` is the socket of this call.
-                let err = unsafe { sk_wait(rec.sk, &mut timeo, || g.send_nap().unwrap_or(0)) };
+                let err = unsafe {
+                    sk_wait(rec.sk, &mut timeo, || {
+                        if rec.meter.governed_by(g) {
+                            g.send_nap().unwrap_or(0)
+                        } else {
+                            0
+                        }
+                    })
+                };
                 if err != 0 {
                     return if sent > 0 { sent } else { err };
                 }
@@ -1054,6 +1075,14 @@ impl Meter {
         if !grouped {
             self.clear_flags(meter_flags::GROUPED);
         }
+    }
+
+    /// Whether `g` still governs the port (a port detached from a group meanwhile is
+    /// free at once, even for a caller that found it grouped and sleeps on its quota).
+    fn governed_by(&self, g: &Group) -> bool {
+        self.groups.lock()[usize::from(g.is_output())]
+            .as_deref()
+            .is_some_and(|s| core::ptr::eq(s, g))
     }
 
     /// Whether the port is in a group.

@@ -74,6 +74,10 @@ struct HoldArgs {
     /// Seconds to keep them open once all are established.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Connections opened at once (threads, each opening its share in turn), so that
+    /// a slow kernel still sees them all arrive within a rule's data timeout.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=256))]
+    concurrency: u64,
 }
 
 #[derive(clap::Args)]
@@ -736,13 +740,31 @@ fn hold(a: &HoldArgs) -> Result<()> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
-    let mut conns = Vec::new();
-    for i in 0..a.count {
-        let s = TcpStream::connect_timeout(&a.to, Duration::from_secs(10))
-            .with_context(|| format!("silent connection {i}"))?;
-        conns.push(s);
-    }
-    println!("held={}", conns.len());
+    let t0 = Instant::now();
+    let conns = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..a.concurrency)
+            .map(|w| {
+                scope.spawn(move || -> Result<Vec<TcpStream>> {
+                    (w..a.count)
+                        .step_by(a.concurrency as usize)
+                        .map(|i| {
+                            TcpStream::connect_timeout(&a.to, Duration::from_secs(10))
+                                .with_context(|| format!("silent connection {i}"))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a connecting thread panicked"))?
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let conns: Vec<TcpStream> = conns.into_iter().flatten().collect();
+    println!("held={} ms={}", conns.len(), t0.elapsed().as_millis());
     std::io::stdout().flush()?;
     std::thread::sleep(Duration::from_secs(a.seconds));
     Ok(())
