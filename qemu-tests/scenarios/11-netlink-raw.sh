@@ -7,15 +7,28 @@
 # 20 replace-flags. A type plus 32768 (NLA_F_NESTED) is sent as a nested attribute.
 nl() { qostest nl "$@"; }
 # check WHAT WANT-ERRNO WANT-ATTR -- ARGS: the reply must start with errno=E attr=A.
-refused=0
+# The requests are collected and sent by one `qostest nl --batch` (verdict() below): a
+# process costs a few hundred ms on the debug kernel under emulation.
+: >/tmp/nl.reqs
+: >/tmp/nl.want
 check() {
 	what=$1 e=$2 a=$3; shift 4
-	got=$(nl "$@")
-	refused=$((refused + 1))
-	case "$got" in
-	"errno=$e attr=$a msg="?*) ;;
-	*) fail "$what: got '$got', want 'errno=$e attr=$a msg=...'" ;;
-	esac
+	echo "$*" >>/tmp/nl.reqs
+	printf '%s|%s|%s\n' "$what" "$e" "$a" >>/tmp/nl.want
+}
+refused=0
+verdict() {
+	qostest nl --batch </tmp/nl.reqs >/tmp/nl.got
+	expect_eq "replies" "$(wc -l </tmp/nl.got)" "$(wc -l </tmp/nl.want)"
+	while IFS='|' read -r what e a && IFS= read -r got <&3; do
+		refused=$((refused + 1))
+		case "$got" in
+		"errno=$e attr=$a msg="?*) ;;
+		*) fail "$what: got '$got', want 'errno=$e attr=$a msg=...'" ;;
+		esac
+	done </tmp/nl.want 3</tmp/nl.got
+	: >/tmp/nl.reqs
+	: >/tmp/nl.want
 }
 ENOENT=2 EINVAL=22 ERANGE=34 EOPNOTSUPP=95
 check "missing port" $EINVAL port -- --cmd 1 --attr 2:u8:1 --attr 3:u16:80
@@ -40,6 +53,7 @@ check "unknown replace flag" $ERANGE replace-flags -- --cmd 8 --attr 20:u32:2
 check "cond-index inside a rule" $EINVAL cond-index -- --cmd 8 --attr 32787:hex:${R}06000300510000000800050001000000
 got=$(nl --cmd 99)
 case "$got" in "errno=$EOPNOTSUPP "*) refused=$((refused + 1)) ;; *) fail "unknown command: $got" ;; esac
+verdict
 # Conditions: the rule must exist for the matcher checks to be reached.
 tcpchains -A a -p 4500 -o 4501
 check "short addr6" $ERANGE addr6 -- --cmd 4 --attr 1:u16:4500 --attr 10:u16:4502 --attr 8:hex:20010db8 --attr 9:u8:32
@@ -62,6 +76,7 @@ check "ratio group with burst" $EINVAL burst -- --cmd 12 --attr 24:u32:1 --attr 
 check "member in a request" $EINVAL member -- --cmd 12 --attr 24:u32:1 --attr 25:u8:1 --attr 29:u8:1
 check "port of a missing group" $ENOENT group-id -- --cmd 16 --attr 24:u32:7 --attr 1:u16:9000
 check "weight without port" $EINVAL weight -- --cmd 15 --attr 24:u32:7 --attr 15:u16:3
+verdict
 expect_eq "no group half-created" "$(skex -L | grep -c '^group')" 0
 # A well-formed raw request still works, and nothing refused above was half-created.
 expect_eq "valid raw condition" "$(nl --cmd 4 --attr 1:u16:4500 --attr 10:u16:4502 --attr 6:u32:10 --attr 7:u32:255)" ok

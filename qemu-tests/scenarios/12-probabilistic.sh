@@ -25,13 +25,13 @@ grep -q "more than 10000" /tmp/err || fail "no message for weights over 10000"
 set +e; tcpchains -a d -p 80 -r 8082 -c 10001 2>/dev/null; rc=$?; set -e
 expect_eq "weight 10001" $rc 2
 tcpchains -a d -p 80 -r 8082 -c 7000
-# Change the weights 200 times (100 on the debug kernel) while connections flow: every connection is served by
+# Change the weights 200 times (40 on the debug kernel) while connections flow: every connection is served by
 # one of the three servers and counted exactly once.
 M=$(heavy 2000 200)
 before=$(stat_of 80 forwarded)
 bg sh -c "qostest load --to 127.0.0.1:80 --count $M --concurrency 16 --size 16 --timeout 60 \
 	--expect default,thirty,other >/tmp/prob-load.out 2>&1; echo \$? >/tmp/prob-load.rc"
-W=$(heavy 100 50)
+W=$(heavy 100 20)
 for i in $(seq 1 "$W"); do
 	tcpchains -a d -p 80 -r 8081 -c $((i * 3000 / W)) -R 1
 	tcpchains -a d -p 80 -r 8082 -c $((7000 - i * 3000 / W)) -R 2

@@ -101,8 +101,11 @@ case "$got" in "errno=22 attr=pattern msg=a content string may not contain NUL"*
 got=$(qostest nl --cmd 1 --attr 1:u16:94 --attr 2:u8:1 --attr 3:u16:9080 --attr 18:u32:500)
 case "$got" in "errno=22 attr=data-timeout-ms"*) ;; *) fail "timeout on an address rule: $got" ;; esac
 # 16384 bytes of strings at most per rule: 64 strings of 255 bytes fit, the 65th does not.
-tcpchains -A c -p 95 -o 9080
-for i in $(seq 1 64); do tcpchains -a c -p 95 -s "$(printf '%03d' $i)${long%????}" -r 9081; done
+# (The 64 strings go in with one restore of the whole configuration: one process.)
+tcpchains -S >/tmp/s95.rules
+echo "-A c -p 95 -o 9080" >>/tmp/s95.rules
+for i in $(seq 1 64); do echo "-a c -p 95 -s $(printf '%03d' $i)${long%????} -r 9081"; done >>/tmp/s95.rules
+tcpchains --restore /tmp/s95.rules
 run tcpchains -a c -p 95 -s "065${long%????}" -r 9081; expect_eq "over 16384 bytes" $rc 1
 grep -q "exceed 16384" /tmp/err || fail "no size message"
 expect_eq "conditions kept" "$(tcpchains -L -p 95 | grep -c ' -> ')" 64

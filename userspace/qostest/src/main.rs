@@ -197,9 +197,23 @@ fn json(a: &JsonArgs) -> Result<()> {
 #[derive(clap::Args)]
 struct NlArgs {
     /// Command number (see rust/src/abi.rs).
+    #[arg(long, required_unless_present = "batch")]
+    cmd: Option<u8>,
+    /// Attribute as TYPE:KIND:VALUE, KIND one of u8, u16, u32, u64, hex, str (with NUL).
+    #[arg(long = "attr")]
+    attrs: Vec<String>,
+    /// Read requests from stdin instead, one per line (`--cmd N --attr ...`, blank
+    /// lines skipped), and print one outcome line for each, in order.
+    #[arg(long, conflicts_with_all = ["cmd", "attrs"])]
+    batch: bool,
+}
+
+/// One line of `qostest nl --batch`.
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct NlLine {
     #[arg(long)]
     cmd: u8,
-    /// Attribute as TYPE:KIND:VALUE, KIND one of u8, u16, u32, u64, hex, str (with NUL).
     #[arg(long = "attr")]
     attrs: Vec<String>,
 }
@@ -813,27 +827,44 @@ fn raw_attr(spec: &str) -> Result<(u16, Vec<u8>)> {
 }
 
 fn nl(a: &NlArgs) -> Result<()> {
-    let attrs = a
-        .attrs
+    let mut c = openqos::Client::connect()?;
+    if !a.batch {
+        let cmd = a.cmd.context("--cmd is required")?;
+        println!("{}", nl_one(&mut c, cmd, &a.attrs)?);
+        return Ok(());
+    }
+    for (n, line) in std::io::stdin().lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let req = NlLine::try_parse_from(line.split_whitespace())
+            .with_context(|| format!("line {}: {line}", n + 1))?;
+        println!("{}", nl_one(&mut c, req.cmd, &req.attrs)?);
+    }
+    Ok(())
+}
+
+/// Sends one raw request; `ok` or `errno=N attr=NAME msg=TEXT`.
+fn nl_one(c: &mut openqos::Client, cmd: u8, attrs: &[String]) -> Result<String> {
+    let attrs = attrs
         .iter()
         .map(|s| raw_attr(s))
         .collect::<Result<Vec<_>>>()?;
-    let mut c = openqos::Client::connect()?;
-    match c.request_unchecked(a.cmd, &attrs) {
-        Ok(()) => println!("ok"),
+    match c.request_unchecked(cmd, &attrs) {
+        Ok(()) => Ok("ok".into()),
         Err(openqos::Error::Kernel {
             errno,
             message,
             attr,
             ..
-        }) => println!(
+        }) => Ok(format!(
             "errno={errno} attr={} msg={}",
             attr.unwrap_or("-"),
             message.as_deref().unwrap_or("-")
-        ),
-        Err(e) => return Err(e.into()),
+        )),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 fn main() -> Result<()> {
