@@ -51,7 +51,7 @@ mod shim {
 }
 
 /// The clock quotas are computed from.
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     // SAFETY: reads the monotonic clock; callable in any context.
     unsafe { shim::oq_now_ns() }
 }
@@ -86,6 +86,8 @@ struct Member {
     meter: Arc<Meter>,
     /// Connections accepted, or bytes sent, through the group from this port.
     hits: u64,
+    /// Attached as an FTP control port ([`group_flags::FTP`] on `GROUP_PORT_ADD`).
+    ftp: bool,
 }
 
 /// What a group's lock protects.
@@ -160,8 +162,9 @@ pub(crate) struct GroupReading {
     pub(crate) burst: u64,
     /// Bits of [`group_flags`].
     pub(crate) flags: u32,
-    /// `(port, weight, hits)` of every member.
-    pub(crate) members: KVec<(u16, u32, u64)>,
+    /// `(port, weight, hits, flags)` of every member (flags: [`group_flags::FTP`] for a
+    /// port attached as an FTP control port).
+    pub(crate) members: KVec<(u16, u32, u64, u32)>,
     /// `(attribute, value)` for every [`group_stat`] attribute.
     pub(crate) stats: [(u16, u64); group_stat::MAX as usize],
 }
@@ -260,7 +263,8 @@ impl Group {
         self.kind == group_type::OUTPUT
     }
 
-    /// Whether the servers' FTP passive replies are watched.
+    /// Whether every member port is an FTP control port (the group was made with
+    /// [`group_flags::FTP`]; ports can also be attached as one, see [`Self::add_port`]).
     pub(crate) fn ftp(&self) -> bool {
         self.flags.load(Relaxed) & group_flags::FTP != 0
     }
@@ -270,8 +274,14 @@ impl Group {
         self.ftp_joined.inc();
     }
 
-    /// Attaches `meter`'s port with `weight` (ratio groups).
-    pub(crate) fn add_port(&self, meter: Arc<Meter>, weight: u32) -> Result<(), Rejection> {
+    /// Attaches `meter`'s port with `weight` (ratio groups); `ftp`: as an FTP control
+    /// port (its connections' passive replies are watched even if the group's are not).
+    pub(crate) fn add_port(
+        &self,
+        meter: Arc<Meter>,
+        weight: u32,
+        ftp: bool,
+    ) -> Result<(), Rejection> {
         let mut s = self.state.lock();
         if s.members.len() >= limits::MAX_GROUP_PORTS {
             return Err(reject(
@@ -282,7 +292,14 @@ impl Group {
         }
         s.members.reserve(1, GFP_KERNEL)?;
         s.credits.reserve(1, GFP_KERNEL)?;
-        s.members.push(Member { meter, hits: 0 }, GFP_KERNEL)?;
+        s.members.push(
+            Member {
+                meter,
+                hits: 0,
+                ftp,
+            },
+            GFP_KERNEL,
+        )?;
         s.credits.push(
             Credit {
                 weight,
@@ -614,8 +631,9 @@ impl Group {
         let mut s = self.state.lock();
         let mut members = KVec::new();
         for (m, c) in s.members.iter().zip(s.credits.iter()) {
+            let flags = if m.ftp { group_flags::FTP } else { 0 };
             if members
-                .push((m.meter.port, c.weight, m.hits), GFP_KERNEL)
+                .push((m.meter.port, c.weight, m.hits, flags), GFP_KERNEL)
                 .is_err()
             {
                 break;

@@ -1376,14 +1376,18 @@ pub(crate) fn group_set(
     Ok(())
 }
 
-/// Attaches `port` to group `id` (`GROUP_PORT_ADD`), metering it if needed.
+/// Attaches `port` to group `id` (`GROUP_PORT_ADD`), metering it if needed; `flags`:
+/// bits of [`abi::group_flags`] for this member ([`abi::group_flags::FTP`]: an FTP
+/// control port).
 pub(crate) fn group_port_add(
     nets: &mut Nets,
     net: NetRef,
     id: u32,
     port: u16,
     weight: Option<u32>,
+    flags: u32,
 ) -> Result<(), Rejection> {
+    let ftp = flags & abi::group_flags::FTP != 0;
     let g = group_find(nets, net, id)?;
     if weight.is_some() && g.kind != abi::group_type::RATIO {
         return Err(reject(
@@ -1441,7 +1445,7 @@ pub(crate) fn group_port_add(
             let _ = meter_del(nets, net, port);
         }
     };
-    if !m.join(&g) {
+    if !m.join(&g, ftp) {
         undo(nets, &m);
         return Err(reject(
             EBUSY,
@@ -1449,7 +1453,7 @@ pub(crate) fn group_port_add(
             Some(abi::attr::PORT),
         ));
     }
-    if let Err(e) = g.add_port(m.clone(), weight.unwrap_or(1)) {
+    if let Err(e) = g.add_port(m.clone(), weight.unwrap_or(1), ftp) {
         undo(nets, &m);
         return Err(e);
     }

@@ -441,6 +441,7 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
             gid,
             port,
             t.u16(attr::WEIGHT).map(u32::from),
+            t.u32(attr::GROUP_FLAGS).unwrap_or(0),
         ),
         cmd::GROUP_PORT_DEL => qos_classifier::group_port_del(&mut nets, net, gid, port),
         _ => Err(reject(EOPNOTSUPP, c_str!("unknown command"), None)),
@@ -982,12 +983,13 @@ fn put_group(m: &Msg, g: &Group) -> Result {
         m.put_u64(attr::BURST, r.burst)?;
     }
     m.put(attr::GROUP_FLAGS, &r.flags)?;
-    for &(port, weight, hits) in r.members.iter() {
+    for &(port, weight, hits, flags) in r.members.iter() {
         m.nest(attr::MEMBER, |m| {
             m.put(attr::PORT, &port)?;
             // Weights are at most WEIGHT_TOTAL, within u16.
             m.put(attr::WEIGHT, &(weight as u16))?;
-            m.put_u64(attr::HITS, hits)
+            m.put_u64(attr::HITS, hits)?;
+            m.put(attr::GROUP_FLAGS, &flags)
         })?;
     }
     m.nest(attr::GROUP_STATS, |m| {

@@ -121,6 +121,12 @@ mod shim {
         pub(super) fn oq_sk_net(sk: *const bindings::sock) -> *mut bindings::net;
         pub(super) fn oq_poll_bits(out: bool) -> bindings::__poll_t;
         pub(super) fn oq_sk_same_owner(a: *const bindings::sock, b: *const bindings::sock) -> bool;
+        pub(super) fn oq_iter_read_back(
+            before: *const bindings::iov_iter,
+            buf: *mut core::ffi::c_void,
+            n: usize,
+        ) -> usize;
+        pub(super) fn oq_ftp_data_timeout_ms() -> core::ffi::c_uint;
     }
 }
 
@@ -519,9 +525,15 @@ unsafe extern "C" fn accept<const V6: bool>(
     if err != 0 {
         return err;
     }
+    let data_listener = gov.as_ref().filter(|g| g.rec.data).map(|g| g.rec.clone());
     let from = gov.map(|g| (g.rec.meter.clone(), g.rec.data));
     // SAFETY: `newsock` is the new socket, not yet visible to anyone else, with a sock.
     unsafe { Meter::adopt(from, newsock, V6) };
+    // An FTP data listener was in the groups for this one data connection, which stays
+    // governed until it closes; the listener itself leaves now.
+    if let Some(rec) = data_listener {
+        rec.meter.data_listener_leaves(&rec);
+    }
     0
 }
 
@@ -645,8 +657,9 @@ unsafe fn governed_send(
 /// enough that one call cannot run far ahead of the others.
 const SEND_CHUNK: u64 = 64 * 1024;
 
-/// Looks at the start of a server's write on an FTP control connection: a passive-mode
-/// reply makes the announced data port join the connection's groups.
+/// Looks at the start of a server's write on an FTP control connection, the first write
+/// after the client's `PASV` or `EPSV`: a passive-mode reply makes the announced data
+/// port join the connection's groups.
 ///
 /// # Safety
 ///
@@ -695,9 +708,12 @@ unsafe extern "C" fn sendmsg<const V6: bool>(
         return unsafe { f(sock, msg, len) };
     };
     let rec = &gov.rec;
-    if !rec.listener && !rec.data && rec.meter.watches_ftp() {
-        // SAFETY: `msg` is valid; sendmsg runs in process context.
-        unsafe { watch_ftp(rec, msg) };
+    // Exactly one write answers a passive command: whatever it is, it disarms.
+    if len > 0 && rec.ftp_armed.load(Relaxed) && rec.ftp_armed.xchg(false, Relaxed) {
+        if rec.meter.watches_ftp() {
+            // SAFETY: `msg` is valid; sendmsg runs in process context.
+            unsafe { watch_ftp(rec, msg) };
+        }
     }
     match &gov.group {
         // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`. It
@@ -776,16 +792,60 @@ unsafe extern "C" fn recvmsg<const V6: bool>(
     let Some(f) = (unsafe { (*orig(V6)).recvmsg }) else {
         return EOPNOTSUPP.to_errno();
     };
+    // Peeked data is counted (and looked at) when it is read.
+    let read = flags & bindings::MSG_PEEK as c_int == 0;
+    // Where the data will go, kept to read the start of it back: an FTP client's
+    // command (no group anywhere: nothing watches FTP).
+    // SAFETY: `msg` is valid for the call; the iterator is plain data, copied.
+    let before = (read && qos_actuators::any())
+        .then(|| unsafe { core::ptr::read(core::ptr::addr_of!((*msg).msg_iter)) });
     // SAFETY: our caller's guarantees are those of the protocol's `recvmsg`.
     let n = unsafe { f(sock, msg, len, flags) };
-    // Peeked data is counted when it is read.
-    if flags & bindings::MSG_PEEK as c_int == 0 {
-        if let Ok(n @ 1..) = u64::try_from(n) {
+    let Ok(got @ 1..) = u64::try_from(n) else {
+        return n;
+    };
+    if !read {
+        return n;
+    }
+    match before {
+        None => {
             // SAFETY: `sock` is valid for the call.
-            unsafe { with_record(sock, V6, |r| r.rx.add(n)) };
+            unsafe { with_record(sock, V6, |r| r.rx.add(got)) };
+        }
+        Some(before) => {
+            // SAFETY: `sock` is valid for the call.
+            if let Some(rec) = unsafe { record(sock, V6) } {
+                rec.rx.add(got);
+                // SAFETY: `before` is the message's iterator as it was before the call,
+                // which wrote `got` bytes through it; a process-context system call.
+                unsafe { watch_command(&rec, &before, got) };
+            }
         }
     }
     n
+}
+
+/// Looks at the start of what a server just read on a connection of an FTP control
+/// port: a `PASV` or `EPSV` command arms the connection for the server's reply.
+///
+/// # Safety
+///
+/// `before` must be the iterator of a `recvmsg` call of the current task as it was before
+/// the call, which delivered `got` bytes through it; process context, no lock held.
+unsafe fn watch_command(rec: &Tracked, before: &bindings::iov_iter, got: u64) {
+    if rec.listener || rec.data || !rec.meter.watches_ftp() {
+        return;
+    }
+    let mut buf = [0u8; ftp::COMMAND_PEEK];
+    // SAFETY: `before` describes the caller's buffer (caller); `buf` has room for what we
+    // ask.
+    let n = unsafe { shim::oq_iter_read_back(before, buf.as_mut_ptr().cast(), buf.len()) };
+    let n = n
+        .min(buf.len())
+        .min(usize::try_from(got).unwrap_or(usize::MAX));
+    if ftp::passive_command(&buf[..n]) {
+        rec.ftp_armed.store(true, Relaxed);
+    }
 }
 
 /// The wrapped `splice_read` (`splice` from a socket).
@@ -832,6 +892,12 @@ pub(crate) struct Tracked {
     data: bool,
     /// A group held it back: its timer wakes the socket.
     throttled: Atomic<bool>,
+    /// A connection of an FTP control port whose client sent `PASV` or `EPSV`: the
+    /// server's next write is its reply, and is parsed.
+    ftp_armed: Atomic<bool>,
+    /// When the record was made ([`qos_actuators::now_ns`]): an FTP data listener leaves
+    /// its groups once it is older than the data timeout.
+    since_ns: u64,
     /// Position in the meter's list; changed under the meter's lock.
     slot: Atomic<usize>,
     /// Bytes the server read from this connection.
@@ -867,6 +933,8 @@ impl Tracked {
                 listener,
                 data,
                 throttled: Atomic::new(false),
+                ftp_armed: Atomic::new(false),
+                since_ns: qos_actuators::now_ns(),
                 slot: Atomic::new(usize::MAX),
                 rx: Sum::new(),
                 tx: Sum::new(),
@@ -952,14 +1020,16 @@ struct MeterInner {
 }
 
 impl MeterInner {
-    fn remove(&mut self, rec: &Tracked) {
+    /// Takes `rec` off the lists; false if it was not on them (any more).
+    fn remove(&mut self, rec: &Tracked) -> bool {
         let i = rec.slot.load(Relaxed);
         if i >= self.tracked.len() || !core::ptr::eq(&*self.tracked[i], rec) {
-            return;
+            return false;
         }
         let last = self.tracked.len() - 1;
         self.tracked.swap(i, last);
         self.tracked[i].slot.store(i, Relaxed);
+        rec.slot.store(usize::MAX, Relaxed);
         drop(self.tracked.pop());
         if rec.listener && rec.data {
             self.data_listeners -= 1;
@@ -973,6 +1043,7 @@ impl MeterInner {
             self.rx_closed += rec.rx.get();
             self.tx_closed += rec.tx.get();
         }
+        true
     }
 }
 
@@ -991,6 +1062,9 @@ pub(crate) struct Meter {
     /// The socket groups of the port: governing accept, and governing output.
     #[pin]
     groups: SpinLock<[Option<Arc<Group>>; 2]>,
+    /// Bit `1 << slot` of `groups`: the port was attached to that group as an FTP control
+    /// port. Written under the lock of `groups`.
+    ftp_ports: Atomic<u32>,
 }
 
 /// A snapshot of a meter's readings.
@@ -1025,6 +1099,7 @@ impl Meter {
                     tx_closed: 0,
                 }),
                 groups <- kernel::new_spinlock!([None, None]),
+                ftp_ports: Atomic::new(0),
             }),
             GFP_KERNEL,
         )
@@ -1050,14 +1125,19 @@ impl Meter {
         self.groups.lock()[usize::from(output)].clone()
     }
 
-    /// Puts the port in `g` (its kind decides the slot); fails if the slot is taken.
-    pub(crate) fn join(&self, g: &Arc<Group>) -> bool {
+    /// Puts the port in `g` (its kind decides the slot), as an FTP control port if `ftp`;
+    /// fails if the slot is taken.
+    pub(crate) fn join(&self, g: &Arc<Group>, ftp: bool) -> bool {
         let mut slots = self.groups.lock();
-        let slot = &mut slots[usize::from(g.is_output())];
-        if slot.is_some() {
+        let i = usize::from(g.is_output());
+        if slots[i].is_some() {
             return false;
         }
-        *slot = Some(g.clone());
+        slots[i] = Some(g.clone());
+        let bit = 1u32 << i;
+        let mask = self.ftp_ports.load(Relaxed) & !bit;
+        self.ftp_ports
+            .store(if ftp { mask | bit } else { mask }, Relaxed);
         drop(slots);
         self.add_flags(meter_flags::GROUPED);
         true
@@ -1066,9 +1146,11 @@ impl Meter {
     /// Takes the port out of `g`.
     pub(crate) fn leave(&self, g: &Group) {
         let mut slots = self.groups.lock();
-        let slot = &mut slots[usize::from(g.is_output())];
-        if slot.as_deref().is_some_and(|s| core::ptr::eq(s, g)) {
-            *slot = None;
+        let i = usize::from(g.is_output());
+        if slots[i].as_deref().is_some_and(|s| core::ptr::eq(s, g)) {
+            slots[i] = None;
+            self.ftp_ports
+                .store(self.ftp_ports.load(Relaxed) & !(1u32 << i), Relaxed);
         }
         let grouped = slots.iter().any(Option::is_some);
         drop(slots);
@@ -1090,9 +1172,10 @@ impl Meter {
         self.groups.lock().iter().any(Option::is_some)
     }
 
-    /// Whether a group of the port watches FTP passive replies.
+    /// Whether the port is an FTP control port: it was attached to a group as one, or a
+    /// group of the port has [`crate::abi::group_flags::FTP`].
     fn watches_ftp(&self) -> bool {
-        self.groups.lock().iter().flatten().any(|g| g.ftp())
+        self.ftp_ports.load(Relaxed) != 0 || self.groups.lock().iter().flatten().any(|g| g.ftp())
     }
 
     /// Whether connections wait in the port's accept queues.
@@ -1146,9 +1229,57 @@ impl Meter {
         }
     }
 
+    /// The FTP data listener `rec` leaves the port's groups: its data connection was
+    /// accepted (and is tracked on its own), or it waited longer than the data timeout.
+    /// Its socket gets the protocol's operations back, and tasks blocked in its
+    /// `accept()` restart the call on them.
+    fn data_listener_leaves(&self, rec: &Arc<Tracked>) {
+        {
+            let mut inner = self.inner.lock();
+            // A dead meter's `shutdown` unwraps everything it tracked.
+            if inner.dead || !inner.remove(rec) {
+                return;
+            }
+        }
+        rec.unwrap();
+        rec.kick();
+    }
+
+    /// Data listeners that waited longer than the data timeout leave the groups.
+    fn expire_data_listeners(&self) {
+        // SAFETY: reads a module parameter.
+        let ms = match unsafe { shim::oq_ftp_data_timeout_ms() } {
+            0 => ftp::DATA_TIMEOUT_MS,
+            ms => ms,
+        };
+        let limit = u64::from(ms) * 1_000_000;
+        let now = qos_actuators::now_ns();
+        let mut old = KVec::new();
+        {
+            let inner = self.inner.lock();
+            if inner.dead || inner.data_listeners == 0 {
+                return;
+            }
+            for rec in inner.tracked.iter() {
+                if rec.listener
+                    && rec.data
+                    && now.saturating_sub(rec.since_ns) >= limit
+                    && old.push(rec.clone(), GFP_KERNEL).is_err()
+                {
+                    break;
+                }
+            }
+        }
+        for rec in old.iter() {
+            self.data_listener_leaves(rec);
+        }
+    }
+
     /// Wraps the listeners of the port in `net` that are not wrapped yet, and makes the
-    /// tasks blocked in their `accept()` restart it through the wrapper.
+    /// tasks blocked in their `accept()` restart it through the wrapper. FTP data
+    /// listeners past the data timeout leave.
     pub(crate) fn rescan(self: &Arc<Self>, net: NetRef) {
+        self.expire_data_listeners();
         let mut sks = [core::ptr::null_mut(); limits::MAX_METER_LISTENERS];
         // SAFETY: `net` is live; `sks` has room for the number of sockets we pass.
         let n = unsafe {

@@ -9,6 +9,7 @@
  * stack itself uses for it. See Documentation/design.md.
  */
 
+#include <linux/moduleparam.h>
 #include <linux/netlink.h>
 #include <linux/poll.h>
 #include <linux/timekeeping.h>
@@ -1029,4 +1030,41 @@ struct net *oq_sk_net(const struct sock *sk)
 bool oq_sk_same_owner(const struct sock *a, const struct sock *b)
 {
 	return uid_eq(sk_uid(a), sk_uid(b));
+}
+
+/*
+ * The first bytes a recvmsg() just delivered, read back from the caller's buffer
+ * through @before, a copy of the message's iterator taken before the call (the call
+ * advanced the message's own). Only the first segment of a user or kernel iovec is
+ * looked at; other kinds give 0. Process context (it may fault the page in).
+ */
+size_t oq_iter_read_back(const struct iov_iter *before, void *buf, size_t n)
+{
+	if (!before->count)
+		return 0;
+	if (user_backed_iter(before)) {
+		n = min3(n, before->count, iter_iov_len(before));
+		return n - copy_from_user(buf, iter_iov_addr(before), n);
+	}
+	if (iov_iter_is_kvec(before)) {
+		n = min3(n, before->count, before->kvec->iov_len - before->iov_offset);
+		memcpy(buf, before->kvec->iov_base + before->iov_offset, n);
+		return n;
+	}
+	return 0;
+}
+
+/*
+ * How long an FTP data listener may wait for its data connection before it leaves its
+ * control port's groups. 0 means the built-in default (rust/src/ftp.rs,
+ * DATA_TIMEOUT_MS). Writable at run time, for tests that need it short.
+ */
+static unsigned int ftp_data_timeout_ms;
+module_param(ftp_data_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(ftp_data_timeout_ms,
+		 "ms an announced FTP data listener stays in its groups without a connection (0: 60000)");
+
+unsigned int oq_ftp_data_timeout_ms(void)
+{
+	return READ_ONCE(ftp_data_timeout_ms);
 }

@@ -150,5 +150,8 @@ size_t oq_msg_peek(const struct msghdr *msg, void *buf, size_t n);
 struct net *oq_sk_net(const struct sock *sk);
 __poll_t oq_poll_bits(bool out);
 bool oq_sk_same_owner(const struct sock *a, const struct sock *b);
+struct iov_iter;
+size_t oq_iter_read_back(const struct iov_iter *before, void *buf, size_t n);
+unsigned int oq_ftp_data_timeout_ms(void);
 
 #endif /* OPENQOS_SHIM_H */

@@ -57,7 +57,8 @@ pub mod cmd {
     /// `PORT` with `WEIGHT` to change a member's weight in an accept-ratio group.
     pub const GROUP_SET: u8 = 15;
     /// Attach a listening port to a group (the port gets a meter if it had none):
-    /// `GROUP_ID`, `PORT`, optional `WEIGHT` (accept-ratio groups, default 1).
+    /// `GROUP_ID`, `PORT`, optional `WEIGHT` (accept-ratio groups, default 1), optional
+    /// `GROUP_FLAGS` for this member (`FTP`: the port is an FTP control port).
     pub const GROUP_PORT_ADD: u8 = 16;
     /// Detach a port from a group: `GROUP_ID`, `PORT`.
     pub const GROUP_PORT_DEL: u8 = 17;
@@ -187,7 +188,8 @@ pub mod attr {
     /// Group flags, u32, bits of [`super::group_flags`].
     pub const GROUP_FLAGS: u16 = 28;
     /// A member port of a group in a `GROUP_GET` reply (nested: `PORT`, `WEIGHT`, `HITS`
-    /// = connections accepted or bytes sent through the group from this port).
+    /// = connections accepted or bytes sent through the group from this port,
+    /// `GROUP_FLAGS` = the member's own flags).
     pub const MEMBER: u16 = 29;
     /// Group statistics in a `GROUP_GET` reply (nested, [`super::group_stat`]).
     pub const GROUP_STATS: u16 = 30;
@@ -213,11 +215,13 @@ pub mod group_type {
         [(RATIO, "ratio"), (RATE, "rate"), (OUTPUT, "output")];
 }
 
-/// Bits of `GROUP_FLAGS`.
+/// Bits of `GROUP_FLAGS` (of a group, or of one member port on `GROUP_PORT_ADD`).
 pub mod group_flags {
-    /// FTP: the servers' replies on the member ports' connections are watched for
-    /// `227` (PASV) and `229` (EPSV); the data port they announce joins the group and
-    /// its data connections count against it.
+    /// FTP: the member ports (of a group), or this member port, are FTP control ports.
+    /// After a client's `PASV` or `EPSV` on a connection to one, the server's reply
+    /// (`227`, `229`) is read; the data listener it announces joins the port's groups
+    /// until its data connection is accepted (or a timeout), and that connection
+    /// counts against them.
     pub const FTP: u32 = 1 << 0;
     /// Every flag this module version knows.
     pub const ALL: u32 = FTP;
@@ -445,7 +449,8 @@ pub mod limits {
     /// Ports per socket group.
     pub const MAX_GROUP_PORTS: usize = 16;
     /// FTP data listeners one metered port has joined to its groups at a time (each
-    /// leaves when its server closes it).
+    /// leaves when its data connection is accepted, after the data timeout, or when its
+    /// server closes it).
     pub const MAX_FTP_DATA: usize = 256;
     /// Largest `RATE` and `BURST`.
     pub const MAX_RATE: u64 = crate::quota::MAX_RATE;
@@ -643,7 +648,10 @@ pub const fn command_attrs(cmd: u8) -> (&'static [u16], &'static [u16]) {
                 attr::WEIGHT,
             ],
         ),
-        cmd::GROUP_PORT_ADD => (&[attr::GROUP_ID, attr::PORT], &[attr::WEIGHT]),
+        cmd::GROUP_PORT_ADD => (
+            &[attr::GROUP_ID, attr::PORT],
+            &[attr::WEIGHT, attr::GROUP_FLAGS],
+        ),
         cmd::GROUP_PORT_DEL => (&[attr::GROUP_ID, attr::PORT], &[]),
         _ => (&[], &[]),
     }

@@ -6,11 +6,39 @@
 //! A server answers `PASV` with `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)` (RFC 959:
 //! the text around the numbers is free, and some servers leave the parentheses out) and
 //! `EPSV` with `229 Entering Extended Passive Mode (|||port|)` (RFC 2428: the delimiter
-//! is any printable character, the same four times). The module reads the start of each
-//! write of the server on a control connection and takes the port from such a reply.
+//! is any printable character, the same four times).
+//!
+//! Such a reply is only believed where a client asked for it: the module reads the start
+//! of what the server reads on a control connection, and a `PASV` or `EPSV` command there
+//! ([`passive_command`]) arms the connection for the server's next write, which alone is
+//! parsed ([`reply_port`]). Bytes a client sends or uploads, or a file a server sends,
+//! are never taken for a reply otherwise.
 
 /// Bytes of a write the parser looks at (a reply line is short).
 pub const PEEK: usize = 128;
+
+/// Bytes of a read [`passive_command`] looks at.
+pub const COMMAND_PEEK: usize = 8;
+
+/// How long an announced data listener stays in its control port's groups without the
+/// data connection it was announced for (milliseconds): a client connects right after
+/// the reply, and vsftpd's own `accept_timeout` is 60 s too.
+pub const DATA_TIMEOUT_MS: u32 = 60_000;
+
+/// Whether a read that starts with `buf` is a `PASV` or `EPSV` command (RFC 959: command
+/// names are case-insensitive; `EPSV` may have an argument, such as `EPSV 2` or `EPSV
+/// ALL`). Only the start of a read counts: an FTP server reads a command line by line,
+/// while an echo or a web server reads whatever the client wrote, and a line further in
+/// would then be answered by a write that starts with the client's own bytes.
+pub fn passive_command(buf: &[u8]) -> bool {
+    let Some(name) = buf.get(..4) else {
+        return false;
+    };
+    if !name.eq_ignore_ascii_case(b"PASV") && !name.eq_ignore_ascii_case(b"EPSV") {
+        return false;
+    }
+    matches!(buf.get(4), None | Some(b'\r' | b'\n' | b' '))
+}
 
 /// The data port of a `227` or `229` reply at the start of `buf`.
 pub fn reply_port(buf: &[u8]) -> Option<u16> {
@@ -132,7 +160,33 @@ mod tests {
         assert_eq!(reply_port(b"hello\n227 (1,2,3,4,5,6)"), None);
     }
 
+    #[test]
+    fn passive_commands() {
+        assert!(passive_command(b"PASV\r\n"));
+        assert!(passive_command(b"pasv\r\n"));
+        assert!(passive_command(b"EPSV\r\n"));
+        assert!(passive_command(b"EPSV 2\r\n"));
+        assert!(passive_command(b"EpSv ALL\r\n"));
+        assert!(passive_command(b"PASV\n"));
+        // A server reading a byte at a time, or a short read.
+        assert!(passive_command(b"PASV"));
+        assert!(!passive_command(b"PAS"));
+        assert!(!passive_command(b""));
+        assert!(!passive_command(b"PASVX\r\n"));
+        assert!(!passive_command(b"LPSV\r\n"));
+        assert!(!passive_command(b"PORT 127,0,0,1,8,174\r\n"));
+        assert!(!passive_command(b" PASV\r\n"));
+        // Only at the start of the read.
+        assert!(!passive_command(b"227 (127,0,0,1,8,174)\r\nPASV\r\n"));
+        assert!(!passive_command(b"GET / HTTP/1.0\r\nPASV: 1\r\n\r\n"));
+    }
+
     proptest! {
+        #[test]
+        fn command_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..COMMAND_PEEK)) {
+            let _ = passive_command(&buf);
+        }
+
         #[test]
         fn never_panics(buf in proptest::collection::vec(any::<u8>(), 0..PEEK)) {
             let _ = reply_port(&buf);

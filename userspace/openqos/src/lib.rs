@@ -327,6 +327,9 @@ pub struct GroupMember {
     /// Connections accepted (ratio, rate) or bytes sent (output) through the group
     /// from this port.
     pub admitted: u64,
+    /// Attached as an FTP control port (its clients' passive transfers join the group
+    /// even if the group itself does not watch FTP).
+    pub ftp: bool,
 }
 
 /// A socket group, as listed.
@@ -343,7 +346,7 @@ pub struct Group {
     /// Most tokens the bucket holds (rate and output groups).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<u64>,
-    /// FTP passive-mode data ports join the group.
+    /// Every member port is an FTP control port: passive-mode data ports join the group.
     pub ftp: bool,
     /// Member ports, in the order attached.
     pub members: Vec<GroupMember>,
@@ -941,11 +944,21 @@ impl Client {
     }
 
     /// Attaches listening port `port` to group `id` (with `weight` in an accept-ratio
-    /// group; default 1).
-    pub fn add_group_port(&mut self, id: u32, port: u16, weight: Option<u16>) -> Result<()> {
+    /// group; default 1); `ftp`: as an FTP control port, whose clients' passive data
+    /// connections join the group.
+    pub fn add_group_port(
+        &mut self,
+        id: u32,
+        port: u16,
+        weight: Option<u16>,
+        ftp: bool,
+    ) -> Result<()> {
         let mut attrs = vec![u32_attr(attr::GROUP_ID, id)?, u16_attr(attr::PORT, port)?];
         if let Some(w) = weight {
             attrs.push(u16_attr(attr::WEIGHT, w)?);
+        }
+        if ftp {
+            attrs.push(u32_attr(attr::GROUP_FLAGS, group_flags::FTP)?);
         }
         self.request(cmd::GROUP_PORT_ADD, attrs, false).map(drop)
     }
@@ -1142,6 +1155,9 @@ fn decode_group(m: &OqMsg) -> Result<Group> {
             port: u16::from_ne_bytes(int(&n, attr::PORT)?),
             weight: u16::from_ne_bytes(int(&n, attr::WEIGHT)?),
             admitted: u64::from_ne_bytes(int(&n, attr::HITS)?),
+            // Modules before member flags send none.
+            ftp: int(&n, attr::GROUP_FLAGS)
+                .is_ok_and(|f| u32::from_ne_bytes(f) & group_flags::FTP != 0),
         });
     }
     Ok(Group {

@@ -61,6 +61,106 @@ enum Cmd {
     /// Send one raw request to the openqos family, unchecked, and print the outcome as
     /// `ok` or `errno=N attr=NAME msg=TEXT` (for testing the kernel's validation).
     Nl(NlArgs),
+    /// Download a file from an FTP server in passive mode, waiting a while between the
+    /// server's PASV/EPSV reply and connecting to the data port; print `bytes=N ms=M`
+    /// (M: from the data connection to its end).
+    Ftp(FtpArgs),
+}
+
+#[derive(clap::Args)]
+struct FtpArgs {
+    /// The server's control port.
+    #[arg(long)]
+    to: SocketAddr,
+    /// File to retrieve.
+    #[arg(long)]
+    file: String,
+    /// Milliseconds to wait after the passive reply before connecting.
+    #[arg(long, default_value_t = 0)]
+    wait_ms: u64,
+    /// EPSV instead of PASV.
+    #[arg(long)]
+    epsv: bool,
+}
+
+/// One FTP reply (multi-line ones included): its code and last line.
+fn ftp_reply(r: &mut impl BufRead) -> Result<(u32, String)> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            bail!("the FTP server closed the control connection");
+        }
+        let b = line.as_bytes();
+        if b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b' ' {
+            return Ok((line[..3].parse()?, line.trim_end().to_string()));
+        }
+    }
+}
+
+/// Sends `cmd` and reads the reply, which must have code `want`.
+fn ftp_cmd(w: &mut TcpStream, r: &mut impl BufRead, cmd: &str, want: &[u32]) -> Result<String> {
+    w.write_all(format!("{cmd}\r\n").as_bytes())?;
+    let (code, line) = ftp_reply(r)?;
+    if !want.contains(&code) {
+        bail!("{cmd}: {line}");
+    }
+    Ok(line)
+}
+
+/// The data port of a 227 or 229 reply.
+fn ftp_data_port(line: &str) -> Result<u16> {
+    let inner = line
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(i, _)| i)
+        .with_context(|| format!("no (...) in {line:?}"))?;
+    if line.starts_with("229") {
+        return Ok(inner.trim_matches('|').parse()?);
+    }
+    let n: Vec<u16> = inner.split(',').map(str::parse).collect::<Result<_, _>>()?;
+    match n[..] {
+        [_, _, _, _, p1, p2] => Ok(p1 * 256 + p2),
+        _ => bail!("bad 227 reply {line:?}"),
+    }
+}
+
+fn ftp(a: &FtpArgs) -> Result<()> {
+    let mut w = TcpStream::connect(a.to).context("control connection")?;
+    w.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut r = BufReader::new(w.try_clone()?);
+    let (code, line) = ftp_reply(&mut r)?;
+    if code != 220 {
+        bail!("greeting: {line}");
+    }
+    ftp_cmd(&mut w, &mut r, "USER anonymous", &[230, 331])
+        .and_then(|l| {
+            if l.starts_with("331") {
+                ftp_cmd(&mut w, &mut r, "PASS qostest@", &[230])
+            } else {
+                Ok(l)
+            }
+        })
+        .context("login")?;
+    ftp_cmd(&mut w, &mut r, "TYPE I", &[200])?;
+    let reply = if a.epsv {
+        ftp_cmd(&mut w, &mut r, "EPSV", &[229])?
+    } else {
+        ftp_cmd(&mut w, &mut r, "PASV", &[227])?
+    };
+    let port = ftp_data_port(&reply)?;
+    std::thread::sleep(Duration::from_millis(a.wait_ms));
+    let t0 = Instant::now();
+    let mut d = TcpStream::connect(SocketAddr::new(a.to.ip(), port)).context("data connection")?;
+    d.set_read_timeout(Some(Duration::from_secs(60)))?;
+    ftp_cmd(&mut w, &mut r, &format!("RETR {}", a.file), &[125, 150])?;
+    let mut buf = Vec::new();
+    d.read_to_end(&mut buf).context("data")?;
+    let ms = t0.elapsed().as_millis();
+    ftp_reply(&mut r)?;
+    let _ = w.write_all(b"QUIT\r\n");
+    println!("bytes={} ms={ms}", buf.len());
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -875,6 +975,31 @@ fn main() -> Result<()> {
         Cmd::Load(a) => load(&a),
         Cmd::Nl(a) => nl(&a),
         Cmd::Json(a) => json(&a),
+        Cmd::Ftp(a) => ftp(&a),
         Cmd::Pingpong(a) => pingpong(&a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ftp_data_ports() {
+        let p = ftp_data_port("227 Entering Passive Mode (127,0,0,1,8,174).").unwrap();
+        assert_eq!(p, 2222);
+        let p = ftp_data_port("229 Entering Extended Passive Mode (|||40123|)").unwrap();
+        assert_eq!(p, 40123);
+        assert!(ftp_data_port("227 Entering Passive Mode").is_err());
+        assert!(ftp_data_port("227 (1,2,3)").is_err());
+    }
+
+    #[test]
+    fn ftp_replies_skip_continuation_lines() {
+        let mut r = BufReader::new(&b"230-Welcome\r\n230-more\r\n230 Login ok.\r\n"[..]);
+        assert_eq!(
+            ftp_reply(&mut r).unwrap(),
+            (230, "230 Login ok.".to_string())
+        );
     }
 }

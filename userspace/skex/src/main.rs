@@ -22,6 +22,7 @@ use std::io::Write;
     after_help = "Examples:\n  \
         skex -N 1 -t output -r 100K --ftp     # restricted FTP class: 100 KiB/s in all\n  \
         skex -a 1 -p 2021                     # ... for connections accepted on 2021\n  \
+        skex -a 4 -p 2021 --ftp               # or: only 2021 is an FTP control port\n  \
         skex -N 2 -t rate -r 50               # at most 50 accepts per second\n  \
         skex -N 3 -t ratio                    # share accepts 1:3 between two ports\n  \
         skex -a 3 -p 8080 -w 1; skex -a 3 -p 8081 -w 3\n  \
@@ -36,7 +37,8 @@ struct Args {
     /// Delete group ID (its ports leave it; callers held back resume).
     #[arg(short = 'X', long = "delete", value_name = "ID", group = "verb")]
     delete: Option<u32>,
-    /// Attach port -p to group ID (-w: its weight in a ratio group).
+    /// Attach port -p to group ID (-w: its weight in a ratio group; --ftp: as an FTP
+    /// control port).
     #[arg(short = 'a', long = "attach", value_name = "ID", group = "verb")]
     attach: Option<u32>,
     /// Detach port -p from group ID.
@@ -67,7 +69,8 @@ struct Args {
     /// Weight of the port in an accept-ratio group (1..10000).
     #[arg(short = 'w', long = "weight", value_name = "WEIGHT")]
     weight: Option<u16>,
-    /// FTP: data ports announced in PASV/EPSV replies join the group.
+    /// FTP: data ports announced in PASV/EPSV replies join the group (-N, -s: every
+    /// member port is an FTP control port; -a: this port is one).
     #[arg(long = "ftp", conflicts_with = "no_ftp")]
     ftp: bool,
     /// Stop watching FTP replies.
@@ -142,7 +145,7 @@ fn print_groups(out: &mut impl Write, groups: &[Group]) -> Result<()> {
             g.held,
             g.sleeping,
             g.timer_runs,
-            if g.ftp {
+            if g.ftp || g.members.iter().any(|m| m.ftp) {
                 format!(" ftp-joined {}", g.ftp_joined)
             } else {
                 String::new()
@@ -150,6 +153,9 @@ fn print_groups(out: &mut impl Write, groups: &[Group]) -> Result<()> {
         )?;
         for m in &g.members {
             write!(out, "    port {:>5}", m.port)?;
+            if m.ftp {
+                write!(out, "  ftp")?;
+            }
             if g.kind == GroupType::Ratio {
                 write!(out, "  weight {:>5}", m.weight)?;
             }
@@ -188,8 +194,11 @@ fn run(args: &Args) -> Result<()> {
     }
     if let Some(id) = args.attach {
         let port = need_port(args, "-a")?;
+        if args.no_ftp {
+            bail!("-a takes --ftp (an FTP control port) but not --no-ftp");
+        }
         return c
-            .add_group_port(id, port, args.weight)
+            .add_group_port(id, port, args.weight, args.ftp)
             .with_context(|| format!("cannot attach port {port} to group {id}"));
     }
     if let Some(id) = args.detach {
@@ -259,6 +268,9 @@ mod tests {
         assert_eq!(a.kind, Some(GroupType::Output));
         assert_eq!(settings(&a).rate, Some(102_400));
         assert_eq!(settings(&a).ftp, Some(true));
+        // A member marked as an FTP control port.
+        let a = Args::try_parse_from(["skex", "-a", "4", "-p", "2021", "--ftp"]).unwrap();
+        assert_eq!((a.attach, a.port, a.ftp), (Some(4), Some(2021), true));
         // Two verbs at once are refused.
         assert!(Args::try_parse_from(["skex", "-N", "1", "-X", "1"]).is_err());
     }
@@ -276,11 +288,13 @@ mod tests {
                     port: 8080,
                     weight: 1,
                     admitted: 10,
+                    ftp: false,
                 },
                 GroupMember {
                     port: 8081,
                     weight: 3,
                     admitted: 30,
+                    ftp: false,
                 },
             ],
             admitted: 40,
