@@ -146,7 +146,7 @@ impl kernel::Module for OpenQos {
     fn init(module: &'static ThisModule) -> Result<Self> {
         // SAFETY: called once, before anything can use the lock.
         unsafe { qos_classifier::REGISTRY.init() };
-        let sensors = qos_sensor::Sensors::register();
+        let sensors = qos_sensor::Sensors::register()?;
         let mut this = OpenQos {
             genl: None,
             pernet: None,

@@ -80,6 +80,14 @@ mod shim {
         );
         pub(super) fn oq_accept_delay_ns(sk: *const bindings::sock) -> u64;
         pub(super) fn oq_kick_waiters(sk: *mut bindings::sock);
+        pub(super) fn oq_ops_alloc(orig: *const bindings::proto_ops) -> *mut bindings::proto_ops;
+        pub(super) fn oq_ops_free(ops: *mut bindings::proto_ops);
+        pub(super) fn oq_ops_neutralize(
+            ours: *mut bindings::proto_ops,
+            orig: *const bindings::proto_ops,
+        );
+        pub(super) fn oq_replaces_ops(v6: bool, level: i32, optname: i32) -> bool;
+        pub(super) fn oq_name_stuck_tasks() -> i32;
         pub(super) fn oq_tasks_rcu_available() -> bool;
         pub(super) fn oq_synchronize_rcu_tasks();
         pub(super) fn oq_sk_has_user_data(sk: *const bindings::sock) -> bool;
@@ -222,28 +230,20 @@ impl Sum {
     }
 }
 
-/// One wrapped operations table per address family.
+/// The wrapped operations tables, one per address family (`[v4, v6]`): addresses of
+/// `proto_ops` in memory of their own (`oq_ops_alloc`), not in the module's.
 ///
-/// # Invariants
-///
-/// Written once, by [`Sensors::register`], before any socket can point at it, and only
-/// read afterwards; it lives in the module's data, so it stays valid until the module's
-/// memory goes, after [`Sensors`]' `drop` has taken it off every socket and waited.
-struct OpsTable(Opaque<bindings::proto_ops>);
-
-// SAFETY: after its single initialization the table is only read (type invariant).
-unsafe impl Sync for OpsTable {}
-
-static OPS_V4: OpsTable = OpsTable(Opaque::uninit());
-static OPS_V6: OpsTable = OpsTable(Opaque::uninit());
+/// Written by [`Sensors::register`] before any socket can point at a table. A socket, or
+/// a task in the middle of a socket call (`do_accept` holds its listener's table across
+/// sleeps, `__sock_release` across the inode lock), may keep a table's address for as
+/// long as it likes, even after the module is gone: so at unload every function of the
+/// tables is made the protocol's again (`oq_ops_neutralize`), and a table any socket ever
+/// had is never freed. See `Documentation/design.md`, "Unload and the wrapped tables".
+static OPS: [Atomic<usize>; 2] = [Atomic::new(0), Atomic::new(0)];
 
 /// The wrapped operations of family `v6`.
 fn ours(v6: bool) -> *const bindings::proto_ops {
-    if v6 {
-        OPS_V6.0.get()
-    } else {
-        OPS_V4.0.get()
-    }
+    OPS[usize::from(v6)].load(Relaxed) as *const bindings::proto_ops
 }
 
 /// The protocol's own operations of family `v6`.
@@ -537,6 +537,39 @@ unsafe extern "C" fn accept<const V6: bool>(
     0
 }
 
+/// Takes the record off `sock`, if it still has one and our operations; with `restore`,
+/// the socket gets the protocol's operations back. The connection's bytes join its
+/// meter's totals. Whoever takes the record off (this, or the meter's shutdown: the
+/// exchange happens under the socket's callback lock) releases it, so it is released
+/// exactly once.
+///
+/// # Safety
+///
+/// `sock` must be a valid socket in a call of the current task.
+unsafe fn detach(sock: *mut bindings::socket, v6: bool, restore: bool) {
+    // SAFETY: `sock` is valid (caller).
+    let Some(sk) = (unsafe { sk_of(sock) }) else {
+        return;
+    };
+    // SAFETY: `sock` is valid (caller).
+    let Some(rec) = (unsafe { with_record(sock, v6, core::ptr::from_ref) }) else {
+        return;
+    };
+    let to = if restore { orig(v6) } else { core::ptr::null() };
+    // SAFETY: `sk` is valid; `rec` is only compared, under the lock, with the user data;
+    // if it still is, we now own the reference it held.
+    if unsafe { shim::oq_sock_unwrap(sk.as_ptr(), rec.cast(), ours(v6), to) } {
+        // SAFETY: the user data held a reference from `Arc::into_raw`.
+        let rec = unsafe { Arc::from_raw(rec) };
+        rec.meter.forget(&rec);
+        if restore && rec.listener {
+            // Tasks blocked in our `accept` on it restart on the protocol's: nobody
+            // would kick them at unload, the socket being no longer ours.
+            rec.kick();
+        }
+    }
+}
+
 /// The wrapped `release`: takes the record off, then the protocol's.
 ///
 /// # Safety
@@ -545,26 +578,43 @@ unsafe extern "C" fn accept<const V6: bool>(
 unsafe extern "C" fn release<const V6: bool>(sock: *mut bindings::socket) -> c_int {
     let _in = Inflight::enter();
     // SAFETY: `sock` is valid for the call.
-    if let Some(sk) = unsafe { sk_of(sock) } {
-        // SAFETY: `sock` is valid for the call.
-        let rec = unsafe { with_record(sock, V6, core::ptr::from_ref) };
-        if let Some(rec) = rec {
-            // SAFETY: `sk` is valid; `rec` is only compared, under the lock, with the
-            // user data; if it still is, we now own the reference it held.
-            if unsafe { shim::oq_sock_unwrap(sk.as_ptr(), rec.cast(), ours(V6), core::ptr::null()) }
-            {
-                // SAFETY: the user data held a reference from `Arc::into_raw`.
-                let rec = unsafe { Arc::from_raw(rec) };
-                rec.meter.forget(&rec);
-            }
-        }
-    }
+    unsafe { detach(sock, V6, false) };
     // SAFETY: `orig` is a protocol table, valid forever.
     match unsafe { (*orig(V6)).release } {
         // SAFETY: our caller's guarantees are those of the protocol's `release`.
         Some(f) => unsafe { f(sock) },
         None => 0,
     }
+}
+
+/// The wrapped `setsockopt`. An option that replaces the socket's operations (a ULP such
+/// as kTLS, or `IPV6_ADDRFORM`) first takes the socket out of its meter, with the
+/// protocol's operations back: the replacement must not start from our table (kTLS
+/// copies the first table it sees into its own global tables, for every kTLS socket of
+/// the host), and a socket whose operations were replaced would never run our `release`.
+///
+/// # Safety
+///
+/// Called by the socket layer with its usual guarantees for `proto_ops::setsockopt`.
+unsafe extern "C" fn setsockopt<const V6: bool>(
+    sock: *mut bindings::socket,
+    level: c_int,
+    optname: c_int,
+    optval: bindings::sockptr_t,
+    optlen: c_uint,
+) -> c_int {
+    let _in = Inflight::enter();
+    // SAFETY: `orig` is a protocol table, valid forever.
+    let Some(f) = (unsafe { (*orig(V6)).setsockopt }) else {
+        return EOPNOTSUPP.to_errno();
+    };
+    // SAFETY: a pure function of its arguments.
+    if unsafe { shim::oq_replaces_ops(V6, level, optname) } {
+        // SAFETY: `sock` is valid for the call.
+        unsafe { detach(sock, V6, true) };
+    }
+    // SAFETY: our caller's guarantees are those of the protocol's `setsockopt`.
+    unsafe { f(sock, level, optname, optval, optlen) }
 }
 
 /// `sendmsg` on a connection of an output group: sends what the group's quota allows,
@@ -1502,37 +1552,82 @@ unsafe extern "C" fn rescan_fn(_work: *mut bindings::work_struct) {
     }
 }
 
+/// Fills the wrapped operations table `t` of family `V6`, a copy of the protocol's.
+///
+/// # Safety
+///
+/// `t` must be a valid table that nobody else uses yet.
+unsafe fn fill<const V6: bool>(t: *mut bindings::proto_ops) {
+    // SAFETY: `t` is valid and ours alone (caller).
+    let ops = unsafe { &mut *t };
+    ops.accept = Some(accept::<V6>);
+    ops.release = Some(release::<V6>);
+    ops.setsockopt = Some(setsockopt::<V6>);
+    ops.sendmsg = Some(sendmsg::<V6>);
+    ops.recvmsg = Some(recvmsg::<V6>);
+    ops.splice_read = Some(splice_read::<V6>);
+    ops.poll = Some(poll::<V6>);
+}
+
+/// First report of an unload waiting for tasks inside the wrappers, and the longest pause
+/// between two looks (milliseconds).
+const STUCK_REPORT_MS: u64 = 5_000;
+const KICK_MAX_MS: u64 = 1_000;
+
+/// Waits until no task is counted inside a wrapper, making the tasks blocked in a call on
+/// one of the `graveyard`'s sockets restart it. It looks again after 10 ms, then twice as
+/// long each time up to a second, so a task that does not come out costs nothing; after
+/// 5 s, and then every minute, it names the tasks still inside (with where they are).
+/// It cannot give up: those tasks execute the module's code, which goes when this returns.
+fn wait_inflight(graveyard: &[Arc<Tracked>]) {
+    let (mut nap, mut waited, mut report) = (10u64, 0u64, STUCK_REPORT_MS);
+    while INFLIGHT.load(Acquire) > 0 {
+        for rec in graveyard.iter() {
+            rec.kick();
+        }
+        kernel::time::delay::fsleep(Delta::from_millis(nap as i64));
+        waited += nap;
+        nap = (nap * 2).min(KICK_MAX_MS);
+        if waited >= report && INFLIGHT.load(Acquire) > 0 {
+            pr_warn!(
+                "unload has waited {} s for {} tasks inside the meters' socket wrappers (they must leave before the module's code can go; a task in uninterruptible sleep there needs whatever it waits for, or SIGKILL)\n",
+                waited / 1000,
+                INFLIGHT.load(Relaxed)
+            );
+            // SAFETY: walks the task list under RCU; prints only.
+            unsafe { shim::oq_name_stuck_tasks() };
+            report = waited + 60_000;
+        }
+    }
+}
+
 /// The sensors' registration: wrapped operation tables and the rescan work item.
 ///
 /// # Invariants
 ///
-/// While it exists, [`OPS_V4`], [`OPS_V6`] and [`RESCAN`] are initialized.
+/// While it exists, [`OPS`] holds two valid tables and [`RESCAN`] is initialized.
 pub(crate) struct Sensors;
 
 impl Sensors {
     /// Builds the wrapped operation tables.
-    pub(crate) fn register() -> Self {
+    pub(crate) fn register() -> Result<Self> {
         for v6 in [false, true] {
-            // SAFETY: `orig` is a valid protocol table; copying it is a plain read.
-            let mut ops = unsafe { core::ptr::read(orig(v6)) };
-            if v6 {
-                ops.accept = Some(accept::<true>);
-                ops.release = Some(release::<true>);
-                ops.sendmsg = Some(sendmsg::<true>);
-                ops.recvmsg = Some(recvmsg::<true>);
-                ops.splice_read = Some(splice_read::<true>);
-                ops.poll = Some(poll::<true>);
-            } else {
-                ops.accept = Some(accept::<false>);
-                ops.release = Some(release::<false>);
-                ops.sendmsg = Some(sendmsg::<false>);
-                ops.recvmsg = Some(recvmsg::<false>);
-                ops.splice_read = Some(splice_read::<false>);
-                ops.poll = Some(poll::<false>);
+            // SAFETY: `orig` is a valid protocol table; the copy is new memory.
+            let t = unsafe { shim::oq_ops_alloc(orig(v6)) };
+            if t.is_null() {
+                Self::free_tables();
+                return Err(ENOMEM);
             }
-            // SAFETY: nothing points at the table yet (no socket was wrapped: this runs
-            // in the module's `init`, before any command can create a meter).
-            unsafe { ours(v6).cast_mut().write(ops) };
+            // SAFETY: nothing points at the new table yet (this runs in the module's
+            // `init`, before any command can create a meter).
+            unsafe {
+                if v6 {
+                    fill::<true>(t);
+                } else {
+                    fill::<false>(t);
+                }
+            }
+            OPS[usize::from(v6)].store(t as usize, Relaxed);
         }
         // SAFETY: the work item is not in use yet.
         unsafe { shim::oq_init_delayed_work(RESCAN.0.get(), rescan_fn) };
@@ -1544,7 +1639,15 @@ impl Sensors {
         }
         AVAILABLE.store(tasks_rcu, Relaxed);
         // INVARIANT: all initialized above.
-        Sensors
+        Ok(Sensors)
+    }
+
+    /// Frees the tables, which no socket ever had.
+    fn free_tables() {
+        for t in OPS.iter() {
+            // SAFETY: the table (or null) came from `oq_ops_alloc` and no socket has it.
+            unsafe { shim::oq_ops_free(t.xchg(0, Relaxed) as *mut bindings::proto_ops) };
+        }
     }
 
     /// Stops the sensors after every meter was shut down (`graveyard` holds their
@@ -1554,32 +1657,31 @@ impl Sensors {
         EVER_REGISTERED.store(false, Relaxed);
         // SAFETY: initialized in `register` (type invariant).
         unsafe { bindings::cancel_delayed_work_sync(RESCAN.0.get()) };
+        // Every socket got the protocol's operations back, but a task may still hold a
+        // table's address (do_accept, __sock_release), and sockets accepted through it
+        // keep it: from now on a function loaded from the tables is the protocol's.
+        for v6 in [false, true] {
+            // SAFETY: both tables are valid (type invariant) and never freed while a
+            // socket may have them; the protocol's table is static.
+            unsafe { shim::oq_ops_neutralize(ours(v6).cast_mut(), orig(v6)) };
+        }
         if EVER_WRAPPED.load(Relaxed) {
-            // Every wrapped socket got its operations back. A task may still have loaded
-            // a wrapper's address without having entered it; it does so before its next
-            // voluntary context switch, which a Tasks RCU grace period waits for.
+            // A task may have loaded a wrapper's address from a table before it was
+            // neutralized without having entered it yet: it enters (and counts itself in
+            // `INFLIGHT`) before its next voluntary context switch, which a Tasks RCU grace
+            // period waits for.
             // SAFETY: may sleep; we are in process context (module exit).
             unsafe { shim::oq_synchronize_rcu_tasks() };
             // Tasks blocked inside a wrapper (accept, send, receive) restart their call,
             // on the protocol's operations.
-            let mut rounds = 0u32;
-            while INFLIGHT.load(Acquire) > 0 {
-                for rec in graveyard.iter() {
-                    rec.kick();
-                }
-                rounds += 1;
-                if rounds % 500 == 0 {
-                    pr_warn!(
-                        "waiting for {} tasks to leave the meters' wrappers\n",
-                        INFLIGHT.load(Relaxed)
-                    );
-                }
-                kernel::time::delay::fsleep(Delta::from_millis(10));
-            }
+            wait_inflight(&graveyard);
             // A task that just left a wrapper may still be on its way out of our code: it
             // gets there before its next voluntary context switch.
             // SAFETY: as above.
             unsafe { shim::oq_synchronize_rcu_tasks() };
+            // The tables stay: sockets may point at them as long as they live.
+        } else {
+            Self::free_tables();
         }
         drop(graveyard);
     }

@@ -9,9 +9,13 @@
  * stack itself uses for it. See Documentation/design.md.
  */
 
+#include <linux/kmemleak.h>
+#include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/netlink.h>
 #include <linux/poll.h>
+#include <linux/sched/debug.h>
+#include <linux/stacktrace.h>
 #include <linux/timekeeping.h>
 #include <linux/uio.h>
 #include <linux/workqueue.h>
@@ -844,6 +848,87 @@ void oq_kick_waiters(struct sock *sk)
 		spin_unlock_irqrestore(&wq->wait.lock, flags);
 	}
 	rcu_read_unlock();
+}
+
+/*
+ * A copy of the protocol table @orig in memory of its own (not the module's), for the
+ * sensors to put their wrappers in. A socket may point at it for as long as it lives,
+ * beyond module unload (see oq_ops_neutralize), so it is never freed once used:
+ * kmemleak is told so.
+ */
+struct proto_ops *oq_ops_alloc(const struct proto_ops *orig)
+{
+	struct proto_ops *ops = kmemdup(orig, sizeof(*ops), GFP_KERNEL);
+
+	if (ops)
+		kmemleak_not_leak(ops);
+	return ops;
+}
+
+void oq_ops_free(struct proto_ops *ops)
+{
+	kfree(ops);
+}
+
+/*
+ * Makes every function of @ours the protocol's (@orig's) again, one pointer at a time:
+ * whoever loads a function from @ours from now on calls the protocol's, whatever socket
+ * or stack frame still holds the table's address. Every field after @owner is a
+ * function pointer.
+ */
+void oq_ops_neutralize(struct proto_ops *ours, const struct proto_ops *orig)
+{
+	const size_t start = offsetof(struct proto_ops, release);
+	unsigned long *d = (unsigned long *)((char *)ours + start);
+	const unsigned long *s = (const unsigned long *)((const char *)orig + start);
+	size_t i;
+
+	BUILD_BUG_ON((sizeof(struct proto_ops) - start) % sizeof(unsigned long));
+	for (i = 0; i < (sizeof(struct proto_ops) - start) / sizeof(unsigned long); i++)
+		WRITE_ONCE(d[i], READ_ONCE(s[i]));
+}
+
+/*
+ * Whether setsockopt(@level, @optname) on a TCP socket of family @v6 may replace the
+ * socket's operations: a ULP (tls, espintcp: their init copies sock->ops into their own
+ * tables and installs those), or IPV6_ADDRFORM (installs inet_stream_ops).
+ */
+bool oq_replaces_ops(bool v6, int level, int optname)
+{
+	return (level == SOL_TCP && optname == TCP_ULP) ||
+	       (v6 && level == SOL_IPV6 && optname == IPV6_ADDRFORM);
+}
+
+/*
+ * Names the tasks that are inside this module's code (a return address on their stack
+ * in the module), for an unload that waits for them. Tasks running right now are
+ * skipped: their stacks cannot be walked reliably, and they are making progress.
+ * Returns how many were named.
+ */
+int oq_name_stuck_tasks(void)
+{
+	struct task_struct *g, *t;
+	unsigned long entries[32];
+	unsigned int n, i;
+	int found = 0;
+
+	rcu_read_lock();
+	for_each_process_thread(g, t) {
+		if (t == current || task_is_running(t))
+			continue;
+		n = stack_trace_save_tsk(t, entries, ARRAY_SIZE(entries), 0);
+		for (i = 0; i < n; i++) {
+			if (!within_module(entries[i], THIS_MODULE))
+				continue;
+			pr_warn("openqos: unload waits for %s (pid %d, state %c), inside a socket call through a meter's wrapper at %pS\n",
+				t->comm, task_pid_nr(t), task_state_to_char(t),
+				(void *)entries[i]);
+			found++;
+			break;
+		}
+	}
+	rcu_read_unlock();
+	return found;
 }
 
 bool oq_tasks_rcu_available(void)

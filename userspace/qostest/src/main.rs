@@ -38,6 +38,8 @@ enum Mode {
     Poll,
     /// Non-blocking accept driven by select().
     Select,
+    /// Non-blocking accept() in a busy loop (every call a full accept attempt).
+    Spin,
 }
 
 #[derive(Subcommand)]
@@ -65,6 +67,12 @@ enum Cmd {
     /// server's PASV/EPSV reply and connecting to the data port; print `bytes=N ms=M`
     /// (M: from the data connection to its end).
     Ftp(FtpArgs),
+    /// Listen on a port, connect to it, and turn on kernel TLS (a dummy AES-GCM-128 key,
+    /// TX and RX) on the accepted socket first, then on the client; check that data
+    /// round trips through kTLS both ways. With `--addrform`, turn the accepted
+    /// (v4-mapped) socket into an IPv4 one with IPV6_ADDRFORM instead. Both replace the
+    /// socket's operations (`sock->ops`) behind the sensors' back.
+    Ktls(KtlsArgs),
 }
 
 #[derive(clap::Args)]
@@ -356,6 +364,9 @@ struct ServeArgs {
     /// queue first).
     #[arg(long, value_name = "PATH")]
     start_file: Option<std::path::PathBuf>,
+    /// Threads accepting on the listener at once (blocking and spin modes).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: u64,
 }
 
 #[derive(clap::Args)]
@@ -548,11 +559,15 @@ fn serve(args: &ServeArgs) -> Result<()> {
         sendfile,
         drop,
         ref start_file,
+        threads,
     } = *args;
     let tag = tag.clone();
     let bulk = Arc::new(Bulk::new(send, sendfile)?);
     if accept_delay_ms.is_some() && mode != Mode::Blocking {
         bail!("--accept-delay-ms is for --mode blocking");
+    }
+    if threads > 1 && !matches!(mode, Mode::Blocking | Mode::Spin) {
+        bail!("--threads is for --mode blocking and spin");
     }
     let l = listener(addr, port, backlog)?;
     println!("ready {tag} {addr} {port}");
@@ -576,6 +591,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
         std::thread::spawn(move || handle(s, &tag, &bulk));
     };
     match mode {
+        Mode::Blocking if threads > 1 => accept_threads(&l, threads, &spawn, false),
         Mode::Blocking => loop {
             if let Some(ms) = accept_delay_ms {
                 // Wait until a connection is queued, then let it wait `ms` more.
@@ -595,6 +611,10 @@ fn serve(args: &ServeArgs) -> Result<()> {
                 Err(e) => bail!("accept: {e}"),
             }
         },
+        Mode::Spin => {
+            l.set_nonblocking(true)?;
+            accept_threads(&l, threads, &spawn, true)
+        }
         Mode::Epoll => {
             l.set_nonblocking(true)?;
             let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
@@ -624,6 +644,38 @@ fn serve(args: &ServeArgs) -> Result<()> {
                 nix::sys::select::select(None, Some(&mut set), None, None, None)?;
                 drain_accept(&l, &spawn)?;
             }
+        }
+    }
+}
+
+/// Accepts on `l` with `threads` threads at once (see [`accept_loop`]) until one fails.
+fn accept_threads(
+    l: &TcpListener,
+    threads: u64,
+    spawn: &(impl Fn(TcpStream) + Sync),
+    spin: bool,
+) -> Result<()> {
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| sc.spawn(|| accept_loop(l, spawn, spin)))
+            .collect();
+        for h in hs {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("an accepting thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+/// One of several threads accepting on `l` until an error: blocking, or (`spin`) a busy
+/// loop of non-blocking calls.
+fn accept_loop(l: &TcpListener, spawn: &(impl Fn(TcpStream) + Sync), spin: bool) -> Result<()> {
+    loop {
+        match l.accept() {
+            Ok((s, _)) => spawn(s),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if spin && e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => bail!("accept: {e}"),
         }
     }
 }
@@ -967,6 +1019,147 @@ fn nl_one(c: &mut openqos::Client, cmd: u8, attrs: &[String]) -> Result<String> 
     }
 }
 
+#[derive(clap::Args)]
+struct KtlsArgs {
+    /// Port to listen on.
+    #[arg(long)]
+    port: u16,
+    /// Address to listen on (`::` is dual stack).
+    #[arg(long, default_value = "127.0.0.1")]
+    addr: String,
+    /// Address to connect to (default: `--addr`).
+    #[arg(long)]
+    connect: Option<IpAddr>,
+    /// Connections.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    /// IPV6_ADDRFORM to AF_INET on the accepted socket instead of kTLS (a v4-mapped
+    /// client of a dual-stack listener).
+    #[arg(long)]
+    addrform: bool,
+    /// Print `listening` once the port listens, then connect only once this file
+    /// exists (so that a meter can wrap the listener first).
+    #[arg(long, value_name = "PATH")]
+    go_file: Option<std::path::PathBuf>,
+    /// After the first round trip on every connection, print `round 1 ok` and wait for
+    /// this file before a second round trip on the same connections.
+    #[arg(long, value_name = "PATH")]
+    pause_file: Option<std::path::PathBuf>,
+}
+
+/// A dummy TLS 1.2 AES-GCM-128 key for one direction (`dir` tells them apart).
+fn tls_key(dir: u8) -> sockopt::TlsCryptoInfo {
+    use nix::libc;
+    // SAFETY: a plain C struct of integers and byte arrays: all zeroes is valid.
+    let mut info: libc::tls12_crypto_info_aes_gcm_128 = unsafe { std::mem::zeroed() };
+    info.info.version = libc::TLS_1_2_VERSION;
+    info.info.cipher_type = libc::TLS_CIPHER_AES_GCM_128;
+    info.key = [0x40 + dir; 16];
+    info.iv = [dir; 8];
+    info.salt = [0x10 + dir; 4];
+    sockopt::TlsCryptoInfo::Aes128Gcm(info)
+}
+
+/// Turns kTLS on for `s`: TX with key `tx`, RX with key `rx`.
+fn ktls_on(s: &TcpStream, tx: u8, rx: u8) -> Result<()> {
+    setsockopt(s, sockopt::TcpUlp::default(), b"tls").context("TCP_ULP tls")?;
+    setsockopt(s, sockopt::TcpTlsTx, &tls_key(tx)).context("TLS_TX")?;
+    setsockopt(s, sockopt::TcpTlsRx, &tls_key(rx)).context("TLS_RX")?;
+    Ok(())
+}
+
+/// IPV6_ADDRFORM to AF_INET on `s` (nix has no wrapper for it).
+fn addrform(s: &TcpStream) -> Result<()> {
+    use nix::libc;
+    let v: libc::c_int = libc::AF_INET;
+    // SAFETY: `s` is an open socket; `v` is a valid int for the call's duration.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_ADDRFORM,
+            std::ptr::from_ref(&v).cast(),
+            std::mem::size_of_val(&v) as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("IPV6_ADDRFORM");
+    }
+    Ok(())
+}
+
+/// One round trip: `c` sends a message, `s` checks it and answers its reverse.
+fn ktls_round(c: &mut TcpStream, s: &mut TcpStream, i: usize, round: u8) -> Result<()> {
+    let msg: Vec<u8> = (0..3000)
+        .map(|k| (k * 7 + i + usize::from(round)) as u8)
+        .collect();
+    c.write_all(&msg)?;
+    let mut got = vec![0; msg.len()];
+    s.read_exact(&mut got).context("server read")?;
+    if got != msg {
+        bail!("connection {i}: the server read other bytes than the client sent");
+    }
+    got.reverse();
+    s.write_all(&got)?;
+    let mut back = vec![0; msg.len()];
+    c.read_exact(&mut back).context("client read")?;
+    if back != got {
+        bail!("connection {i}: the client read other bytes than the server sent");
+    }
+    Ok(())
+}
+
+fn wait_file(p: &std::path::Path) {
+    while !p.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ktls(a: &KtlsArgs) -> Result<()> {
+    let l = listener(&a.addr, a.port, 128)?;
+    let to = SocketAddr::new(
+        match a.connect {
+            Some(ip) => ip,
+            None => l.local_addr()?.ip(),
+        },
+        a.port,
+    );
+    if let Some(go) = &a.go_file {
+        println!("listening");
+        std::io::stdout().flush()?;
+        wait_file(go);
+    }
+    let mut pairs = Vec::new();
+    for i in 0..a.count {
+        let mut c = TcpStream::connect(to)?;
+        let (mut s, _) = l.accept()?;
+        for x in [&c, &s] {
+            x.set_read_timeout(Some(Duration::from_secs(20)))?;
+        }
+        if a.addrform {
+            addrform(&s)?;
+        } else {
+            // The accepted socket first: the first kTLS socket of a family makes tls
+            // copy its operations into tls's own tables.
+            ktls_on(&s, 2, 1)?;
+            ktls_on(&c, 1, 2)?;
+        }
+        ktls_round(&mut c, &mut s, i, 1)?;
+        pairs.push((c, s));
+    }
+    if let Some(p) = &a.pause_file {
+        println!("round 1 ok");
+        std::io::stdout().flush()?;
+        wait_file(p);
+        for (i, (c, s)) in pairs.iter_mut().enumerate() {
+            ktls_round(c, s, i, 2)?;
+        }
+    }
+    drop(pairs);
+    println!("ktls ok count={}", a.count);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Serve(a) => serve(&a),
@@ -977,6 +1170,7 @@ fn main() -> Result<()> {
         Cmd::Json(a) => json(&a),
         Cmd::Ftp(a) => ftp(&a),
         Cmd::Pingpong(a) => pingpong(&a),
+        Cmd::Ktls(a) => ktls(&a),
     }
 }
 
