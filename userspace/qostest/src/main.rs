@@ -314,6 +314,9 @@ struct NlArgs {
     /// lines skipped), and print one outcome line for each, in order.
     #[arg(long, conflicts_with_all = ["cmd", "attrs"])]
     batch: bool,
+    /// Follow each outcome with ` ms=N`, how long the kernel took to answer.
+    #[arg(long)]
+    time: bool,
 }
 
 /// One line of `qostest nl --batch`.
@@ -980,10 +983,17 @@ fn raw_attr(spec: &str) -> Result<(u16, Vec<u8>)> {
 
 fn nl(a: &NlArgs) -> Result<()> {
     let mut c = openqos::Client::connect()?;
+    let mut one = |cmd: u8, attrs: &[String]| -> Result<()> {
+        let t0 = Instant::now();
+        let outcome = nl_one(&mut c, cmd, attrs)?;
+        match a.time {
+            true => println!("{outcome} ms={}", t0.elapsed().as_millis()),
+            false => println!("{outcome}"),
+        }
+        Ok(())
+    };
     if !a.batch {
-        let cmd = a.cmd.context("--cmd is required")?;
-        println!("{}", nl_one(&mut c, cmd, &a.attrs)?);
-        return Ok(());
+        return one(a.cmd.context("--cmd is required")?, &a.attrs);
     }
     for (n, line) in std::io::stdin().lines().enumerate() {
         let line = line?;
@@ -992,7 +1002,7 @@ fn nl(a: &NlArgs) -> Result<()> {
         }
         let req = NlLine::try_parse_from(line.split_whitespace())
             .with_context(|| format!("line {}: {line}", n + 1))?;
-        println!("{}", nl_one(&mut c, req.cmd, &req.attrs)?);
+        one(req.cmd, &req.attrs)?;
     }
     Ok(())
 }
