@@ -8,7 +8,9 @@
 #   "# suite: exclusive"  alone, because it unloads or reloads the module.
 # Every other scenario runs in a pool, OQ_JOBS at a time (default 3): each has its own
 # network namespace, and most of their time is spent waiting (timeouts, rate windows,
-# clients at a few connections per second on the debug kernel).
+# clients at a few connections per second on the debug kernel). The pool starts the
+# longest first, so that no long one runs alone at the end: "# suite-cost: SECONDS"
+# in a header is a scenario's usual time in the pool on the debug kernel (default 30).
 #
 # Kernel reports: the console only shows emergency messages (dmesg -n 1), so the
 # whole kernel log is read instead. Every scenario writes begin/end markers into the log
@@ -136,9 +138,12 @@ for t in /qemu-tests/scenarios/*.sh; do
 	if grep -Eq '^# suite: (solo|exclusive)' "$t"; then
 		serial="$serial $name"
 	else
-		pool="$pool $name"
+		cost=$(sed -n 's/^# suite-cost: \([0-9]*\).*/\1/p' "$t" | head -n 1)
+		pool="$pool ${cost:-30}:$name"
 	fi
 done
+# Longest first (then by name).
+pool=$(for p in $pool; do echo "$p"; done | sort -t: -k1,1nr -k2,2 | cut -d: -f2)
 
 # reap: reports the running scenarios that have finished and takes them off $running.
 reap() {

@@ -1,3 +1,4 @@
+# suite-cost: 65 (seconds in the pool on the debug kernel: started early)
 # The paper's address example, verbatim, with two unmodified vsftpd instances:
 # FTP clients from 128.143/16 and 128.141/16 go to 2021, everyone else to 1021.
 add_client_addrs 128.143.1.1/32 128.141.7.7/32 10.9.9.9/32

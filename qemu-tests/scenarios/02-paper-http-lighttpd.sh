@@ -1,3 +1,4 @@
+# suite-cost: 60 (seconds in the pool on the debug kernel: started early)
 # The same address rule in front of two unmodified lighttpd instances.
 add_client_addrs 128.143.2.2/32 10.1.1.1/32
 lighttpd_instances 8080 8081

@@ -1,3 +1,4 @@
+# suite-cost: 55 (seconds in the pool on the debug kernel: started early)
 # IPv6 clients reach IPv6 targets; IPv4 clients reach IPv4 targets (default mode).
 # With --dual-stack, IPv4 clients arrive v4-mapped and reach dual-stack [::] targets.
 ip addr add 2001:db8:1::1/128 dev lo

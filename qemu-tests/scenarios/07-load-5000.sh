@@ -1,3 +1,4 @@
+# suite-cost: 65 (seconds in the pool on the debug kernel: started early)
 # Connections at concurrency 64, two classes, every connection checked: the expected
 # instance, the client's real address and port, and a payload hash. 5,000 on the prod
 # kernel, 1,000 on the debug kernel (the same paths, at 64 concurrent), and with

@@ -1,3 +1,4 @@
+# suite-cost: 120 (seconds in the pool on the debug kernel: started early)
 # The paper's probabilistic rule verbatim: 30% of the connections to 8081, the rest to
 # the default port; the split within 4 sigma (10,000 connections on the prod kernel; on
 # the debug kernel 400 only show that the kernel draws: the statistics over millions of

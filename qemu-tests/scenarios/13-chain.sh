@@ -1,3 +1,4 @@
+# suite-cost: 140 (seconds in the pool on the debug kernel: started early)
 # Chains: the outgoing port of one rule is another rule's incoming port (the paper's
 # X -> Y -> Z). The connection crosses both rules inside the kernel; each hop counts.
 add_client_addrs 127.0.0.2/32 127.0.0.3/32

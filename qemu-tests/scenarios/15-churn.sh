@@ -1,3 +1,4 @@
+# suite-cost: 90 (seconds in the pool on the debug kernel: started early)
 # 10,000 condition changes (add, replace, delete; 3,000 on the debug kernel, 100,000
 # with --full) on one rule while clients go through two untouched rules, an address
 # rule and a content rule: every one of those connections reaches its expected server.

@@ -1,3 +1,4 @@
+# suite-cost: 70 (seconds in the pool on the debug kernel: started early)
 # Rule sets: tcpchains -S saves the whole configuration as text, tcpchains --restore
 # replaces it atomically (all or nothing) while traffic keeps flowing, and
 # restore(save(x)) reproduces x.

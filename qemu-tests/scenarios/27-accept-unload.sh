@@ -9,7 +9,7 @@
 T=$(heavy 32 16 64)
 serve 8271 blk --threads "$T"
 serve 8272 spin --mode spin --threads 3
-C=$(heavy 6 3 20)
+C=$(heavy 6 2 20)
 N=$(heavy 200 60 1000)
 for i in $(seq 1 "$C"); do
 	lsmod | grep -q openqos || insmod /openqos.ko

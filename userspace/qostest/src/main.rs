@@ -905,10 +905,20 @@ fn load(args: &LoadArgs) -> Result<()> {
 }
 
 fn hold(a: &HoldArgs) -> Result<()> {
-    // One descriptor per connection: raise the soft limit to the hard one.
+    // One descriptor per connection: raise the limit to what they need (past the hard
+    // limit if we may: root may, up to fs.nr_open), or at least to the hard limit.
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    let want = a.count.saturating_add(64);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < want && setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)).is_err() {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        if hard < want {
+            bail!(
+                "{} connections need {want} descriptors; the hard limit is {hard}",
+                a.count
+            );
+        }
+    }
     let t0 = Instant::now();
     let conns = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..a.concurrency)
