@@ -322,6 +322,47 @@ static bool oq_child_take_netref(struct sock *child)
 }
 
 /*
+ * Gives @child, leaving the module for listener @dst, what it would have taken from @dst
+ * had the client connected to @dst's port (sk_clone() and inet_csk_clone_lock() copy
+ * them from the listener): its owner's uid (sk_uid: /proc/net/tcp, sock_diag, uid
+ * routing rules) and its mark (inet_request_mark(): the listener's SO_MARK, or with
+ * tcp_fwmark_accept and no listener mark the SYN's mark, which @child already has, as
+ * our listener's mark is 0). Both are read locklessly everywhere (READ_ONCE), so they
+ * are written with WRITE_ONCE without the child's socket lock. sk_priority needs
+ * nothing: sk_clone() zeroes it for every child. The route cached at the handshake was
+ * looked up with our listener's uid and mark: if either changes, it is dropped
+ * (sk_dst_reset() may be called without the socket lock) and the next transmit looks it
+ * up again with the new ones.
+ *
+ * What is not changed, and why (Documentation/design.md, "Identity of a moved
+ * connection"): sk_kern_sock is a bit field whose byte other bits share, written only
+ * under the child's socket lock, which cannot be taken here (the TCP receive path takes
+ * a child's lock before an accept queue's lock; we hold two queue locks); the LSM blob
+ * (security_inet_csk_clone() labelled it from the request at the handshake; there is
+ * no hook to label it again, and calling security_sk_clone() again would leak or mix
+ * blobs); the cgroup data (cgroup_sk_clone() and cgroup_sk_free() are not exported).
+ * The memory cgroup is charged at accept() (__inet_accept()), by the accepting task, as
+ * for any connection.
+ */
+static void oq_take_identity(struct sock *child, const struct sock *dst)
+{
+	kuid_t uid = sk_uid(dst);
+	u32 mark = READ_ONCE(dst->sk_mark);
+	bool changed = false;
+
+	if (!uid_eq(uid, sk_uid(child))) {
+		WRITE_ONCE(child->sk_uid, uid);
+		changed = true;
+	}
+	if (mark && mark != READ_ONCE(child->sk_mark)) {
+		WRITE_ONCE(child->sk_mark, mark);
+		changed = true;
+	}
+	if (changed)
+		sk_dst_reset(child);
+}
+
+/*
  * Moves @req (after @prev in @src's queue, or the head if @prev is NULL) to the tail of
  * @dst's queue. Called with both queue locks held, after the checks of oq_move(). With
  * @ctx, @dst is a module listener whose hook context is @ctx: the child keeps our hook
@@ -343,6 +384,7 @@ static void oq_move_locked(struct sock *src, struct request_sock *prev,
 		write_unlock_bh(&child->sk_callback_lock);
 	} else {
 		oq_sk_reset_callback(child, hook);
+		oq_take_identity(child, dst);
 	}
 
 	if (prev)

@@ -370,6 +370,17 @@ struct ServeArgs {
     /// Threads accepting on the listener at once (blocking and spin modes).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
+    /// Create the listener with this file-system uid (a server run by another user: the
+    /// socket's owner is the creator's fsuid).
+    #[arg(long, value_name = "UID")]
+    fsuid: Option<u32>,
+    /// Set SO_MARK on the listener.
+    #[arg(long, value_name = "MARK")]
+    mark: Option<u32>,
+    /// Print `identity peer=ADDR mark=M uid=U` for every accepted connection: the
+    /// accepted socket's SO_MARK and its owner's uid (from /proc/net/tcp, tcp6).
+    #[arg(long)]
+    identity: bool,
 }
 
 #[derive(clap::Args)]
@@ -475,6 +486,29 @@ fn fnv64(data: &[u8]) -> u64 {
     })
 }
 
+/// `peer=ADDR mark=M uid=U` of an accepted socket: its SO_MARK, and the uid of its owner
+/// as /proc/net/tcp (or tcp6) shows it for the socket's inode.
+fn socket_identity(s: &TcpStream) -> Result<String> {
+    let peer = s.peer_addr()?;
+    let mark = nix::sys::socket::getsockopt(s, sockopt::Mark)?;
+    let ino = nix::sys::stat::fstat(s.as_raw_fd())?.st_ino.to_string();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).with_context(|| table.to_string())?;
+        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+        for f in text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        {
+            if f.get(9) == Some(&ino.as_str()) {
+                let uid = f.get(7).context("no uid column")?;
+                return Ok(format!("peer={peer} mark={mark} uid={uid}"));
+            }
+        }
+    }
+    bail!("socket inode {ino} not in /proc/net/tcp or tcp6")
+}
+
 fn listener(addr: &str, port: u16, backlog: i32) -> Result<TcpListener> {
     let (ip, v6only): (IpAddr, Option<bool>) = match addr {
         "::v6only" => ("::".parse()?, Some(true)),
@@ -563,6 +597,9 @@ fn serve(args: &ServeArgs) -> Result<()> {
         drop,
         ref start_file,
         threads,
+        fsuid,
+        mark,
+        identity,
     } = *args;
     let tag = tag.clone();
     let bulk = Arc::new(Bulk::new(send, sendfile)?);
@@ -572,7 +609,14 @@ fn serve(args: &ServeArgs) -> Result<()> {
     if threads > 1 && !matches!(mode, Mode::Blocking | Mode::Spin) {
         bail!("--threads is for --mode blocking and spin");
     }
+    if let Some(u) = fsuid {
+        // The fsuid is per thread: this one creates the listener.
+        nix::unistd::setfsuid(nix::unistd::Uid::from_raw(u));
+    }
     let l = listener(addr, port, backlog)?;
+    if let Some(m) = mark {
+        setsockopt(&l, sockopt::Mark, &m).context("SO_MARK")?;
+    }
     println!("ready {tag} {addr} {port}");
     std::io::stdout().flush()?;
     if no_accept {
@@ -587,6 +631,12 @@ fn serve(args: &ServeArgs) -> Result<()> {
     }
     let tag: Arc<str> = tag.into();
     let spawn = |s: TcpStream| {
+        if identity {
+            match socket_identity(&s) {
+                Ok(id) => println!("identity {id}"),
+                Err(e) => println!("identity error: {e:#}"),
+            }
+        }
         if drop {
             return;
         }
