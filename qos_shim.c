@@ -587,6 +587,36 @@ void oq_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct
 	INIT_DELAYED_WORK(dw, fn);
 }
 
+/*
+ * How many module listeners' hooks are running nested on this CPU. A hook moves a
+ * connection into the next listener's queue and calls that listener's sk_data_ready,
+ * which is our hook again when the target is another rule (a chain): the nesting is
+ * the chain's length, which the rule check bounds only for the final rule set, not for
+ * the states a change passes through. BH stays disabled from oq_nest_enter() to
+ * oq_nest_exit(), so the task cannot migrate and no softirq on this CPU interleaves
+ * (whether the hook was called in softirq, or in process context by the work item's
+ * move or by release_sock()'s backlog processing).
+ */
+static DEFINE_PER_CPU(unsigned int, oq_nest);
+
+/* Enters one more level unless @max are running; BH disabled if it did. */
+bool oq_nest_enter(unsigned int max)
+{
+	local_bh_disable();
+	if (__this_cpu_read(oq_nest) >= max) {
+		local_bh_enable();
+		return false;
+	}
+	__this_cpu_inc(oq_nest);
+	return true;
+}
+
+void oq_nest_exit(void)
+{
+	__this_cpu_dec(oq_nest);
+	local_bh_enable();
+}
+
 /* Runs @dw as soon as possible, overriding a later deadline. */
 void oq_work_now(struct delayed_work *dw)
 {

@@ -86,6 +86,8 @@ struct work_struct;
 struct delayed_work;
 void oq_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
 void oq_work_now(struct delayed_work *dw);
+bool oq_nest_enter(unsigned int max);
+void oq_nest_exit(void);
 void oq_work_at(struct delayed_work *dw, u32 ms);
 void oq_work_in(struct delayed_work *dw, u32 ms);
 struct nlattr *oq_nla_nest_start(struct sk_buff *skb, int type);

@@ -98,6 +98,8 @@ mod shim {
         pub(super) fn oq_sock_no_linger(sock: *mut bindings::socket);
         pub(super) fn oq_init_delayed_work(dw: *mut bindings::delayed_work, f: WorkFn);
         pub(super) fn oq_work_now(dw: *mut bindings::delayed_work);
+        pub(super) fn oq_nest_enter(max: core::ffi::c_uint) -> bool;
+        pub(super) fn oq_nest_exit();
         pub(super) fn oq_work_at(dw: *mut bindings::delayed_work, ms: u32);
     }
 }
@@ -594,7 +596,12 @@ unsafe extern "C" fn hook<T: Forwarder>(sk: *mut bindings::sock) {
         // `ModuleListener<T>` (type invariant), which is freed only after its `drop` has
         // unhooked it and waited for RCU readers like this one.
         if let Some(this) = unsafe { ctx.as_ref() } {
-            this.kick(false);
+            match Nest::enter() {
+                Some(_nest) => this.kick(false),
+                // A chain longer than any rule set may have (a change under way): the
+                // rest of it runs in process context, from the work item.
+                None => this.kick_later(),
+            }
         }
         return;
     }
@@ -604,6 +611,37 @@ unsafe extern "C" fn hook<T: Forwarder>(sk: *mut bindings::sock) {
         _lock: PhantomData,
     };
     child.data_ready::<T>();
+}
+
+/// One level of module listener hooks running nested on this CPU (a chain of rules: the
+/// hook moves a connection on and calls the next listener's hook). At most
+/// [`crate::abi::limits::MAX_CHAIN_DEPTH`] levels run at once, in softirq or not; a hook
+/// past them leaves its work to the listener's work item. The rule check keeps a rule
+/// set within that depth, but not the mix of old and new rules a rule set replacement
+/// passes through: this bounds the recursion in every state.
+///
+/// # Invariants
+///
+/// While it exists, BH is disabled on this CPU and the CPU's nesting count includes it.
+struct Nest(PhantomData<*mut ()>);
+
+impl Nest {
+    fn enter() -> Option<Self> {
+        let max = crate::abi::limits::MAX_CHAIN_DEPTH as core::ffi::c_uint;
+        // SAFETY: no precondition (callable in process and softirq context, IRQs on).
+        let entered = unsafe { shim::oq_nest_enter(max) };
+        // INVARIANT: made only if BH is disabled and the count includes this level (not
+        // `then_some`, which would make one, and drop it, either way).
+        entered.then(|| Nest(PhantomData))
+    }
+}
+
+impl Drop for Nest {
+    fn drop(&mut self) {
+        // SAFETY: `self` entered a level on this CPU with BH disabled (type invariant),
+        // and is dropped on the same CPU (BH disabled since, and `Nest` is not `Send`).
+        unsafe { shim::oq_nest_exit() };
+    }
 }
 
 impl LockedChild<'_> {
@@ -703,6 +741,14 @@ impl<T: Forwarder> ModuleListener<T> {
     /// The socket.
     pub(crate) fn sock(&self) -> &ListenSock {
         &self.sock
+    }
+
+    /// Leaves a note for the work item to drain the queue, in process context.
+    fn kick_later(&self) {
+        // Fully ordered, as in `kick`: a drainer running now either sees the note or
+        // the work item runs after it.
+        self.pending.xchg(true, Full);
+        self.defer_now();
     }
 
     /// Runs the forwarder, serializing drainers: whoever finds the listener busy leaves a
