@@ -100,7 +100,9 @@ impl Automaton {
             Matcher::Content(p) => Some(&p[..]),
             _ => None,
         });
-        let alloc = |n| KVVec::from_elem(0u16, n, GFP_KERNEL);
+        // Charged to the memory cgroup of the task configuring the rule (an unprivileged
+        // user can own a namespace).
+        let alloc = |n| KVVec::from_elem(0u16, n, kernel::alloc::flags::GFP_KERNEL_ACCOUNT);
         let tables = Tables::build(
             Iterator::chain(strings, TERMINATORS.iter().copied()),
             nocase,

@@ -989,7 +989,9 @@ impl Tracked {
                 rx: Sum::new(),
                 tx: Sum::new(),
             },
-            GFP_KERNEL,
+            // Made by the task that accepts (or owns the listener): its memory cgroup
+            // pays, as it pays for the socket.
+            kernel::alloc::flags::GFP_KERNEL_ACCOUNT,
         )?;
         // SAFETY: `sk` is valid (caller).
         unsafe { shim::oq_sock_hold(sk.as_ptr()) };
@@ -1373,7 +1375,11 @@ impl Meter {
             return false;
         }
         let slot = inner.tracked.len();
-        if inner.tracked.push(rec.clone(), GFP_KERNEL).is_err() {
+        if inner
+            .tracked
+            .push(rec.clone(), kernel::alloc::flags::GFP_KERNEL_ACCOUNT)
+            .is_err()
+        {
             return false;
         }
         rec.slot.store(slot, Relaxed);

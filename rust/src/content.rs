@@ -2,20 +2,29 @@
 
 //! Content matching: one automaton for all the strings of a content rule.
 //!
-//! An Aho-Corasick automaton compiled to a dense DFA over byte classes. Bytes that occur
-//! in no string share one class, so the table has `states x classes` entries, where
-//! `classes` is one more than the number of distinct bytes in the strings. Each input
-//! byte costs one table lookup whatever the number of strings: matching is a single pass
-//! over the data, never a rescan per condition (the cost the paper measured).
+//! An Aho-Corasick automaton in compact form: the trie of the strings with its states
+//! numbered in breadth-first order, so that the children of a state are consecutive
+//! states whose labels (bytes) are sorted; a suffix (failure) link per state; and a full
+//! 256-entry row for the root. A state costs 8 bytes whatever the bytes the strings use:
+//! 131 KiB for a rule at the limit of [`super::abi::limits::MAX_PATTERN_BYTES`], where a
+//! dense table of `states x 256` transitions took 8 MiB.
+//!
+//! Cost of matching: each input byte moves one level down the trie at most, and each
+//! suffix link taken moves at least one level up, so a scan of `n` bytes takes at most
+//! `2n` transitions in total, each a binary search among at most 256 sorted labels (8
+//! comparisons), whatever the number of strings: a single pass over the data, never a
+//! rescan per condition. One byte alone may follow up to `MAX_PATTERN - 1` links, paid
+//! for by the bytes that went down. [`Scan`] keeps its state across segments, so the
+//! bound holds for a connection's whole data when it is fed in pieces.
 //!
 //! Priority: every state records the smallest condition index among the strings that
 //! end there (directly or through its suffix links), so a scan reports the first-added
 //! condition among all strings found, and can stop early once condition 0 is found.
 //!
-//! The builder allocates nothing: [`plan`] sizes the tables, the caller allocates them
-//! (the kernel with `KVVec`, tests with `Vec`), and [`build`] fills them; [`Tables`] does
-//! the three steps with a caller-given allocator. A [`Scan`] is a few bytes of state, so
-//! a match can be resumed segment by segment.
+//! [`Tables::build`] allocates with a caller-given allocator (the kernel's `KVVec`,
+//! accounted, tests' `Vec`): scratch space for the trie, then the final tables, sized
+//! to the states the strings really have. A [`Scan`] is a few bytes of state, so a
+//! match can be resumed segment by segment.
 
 /// No state / no match.
 pub const NONE: u16 = u16::MAX;
@@ -32,17 +41,8 @@ const fn fold(b: u8, nocase: bool) -> u8 {
 /// Sizes of the tables of an automaton.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// Number of states (at most one plus the total length of the strings).
+    /// Most states the strings can need (one plus their total length).
     pub states: usize,
-    /// Number of byte classes.
-    pub classes: usize,
-}
-
-impl Plan {
-    /// Entries of the transition table.
-    pub const fn table_len(&self) -> usize {
-        self.states * self.classes
-    }
 }
 
 /// Why an automaton cannot be built.
@@ -50,120 +50,80 @@ impl Plan {
 pub enum BuildError {
     /// More states than a `u16` can number.
     TooLarge,
-    /// A table given to [`build`] is shorter than the plan says.
+    /// A table given by the allocator is shorter than asked for.
     ShortTable,
     /// An empty string.
     Empty,
 }
 
-/// Computes the byte classes into `map` and the table sizes for `patterns`.
+/// Checks `patterns`, computes the byte map (case folding) into `map` and bounds the
+/// number of states.
 pub fn plan<'p, I>(patterns: I, nocase: bool, map: &mut [u8; 256]) -> Result<Plan, BuildError>
 where
     I: Iterator<Item = &'p [u8]>,
 {
-    let mut used = [false; 256];
     let mut states = 1usize;
     for p in patterns {
         if p.is_empty() {
             return Err(BuildError::Empty);
         }
         states += p.len();
-        for b in p {
-            used[usize::from(fold(*b, nocase))] = true;
-        }
-    }
-    if states >= usize::from(NONE) {
-        return Err(BuildError::TooLarge);
-    }
-    // Class 0 gathers the bytes of no string; if every byte value occurs, none is left
-    // over and classes are numbered from 0. Either way there are at most 256.
-    let all = used.iter().all(|u| *u);
-    let mut classes = usize::from(!all);
-    let mut class_of = [0u8; 256];
-    for (b, u) in used.iter().enumerate() {
-        if *u {
-            class_of[b] = classes as u8;
-            classes += 1;
+        if states >= usize::from(NONE) {
+            return Err(BuildError::TooLarge);
         }
     }
     for (b, m) in map.iter_mut().enumerate() {
-        *m = class_of[usize::from(fold(b as u8, nocase))];
+        *m = fold(b as u8, nocase);
     }
-    Ok(Plan { states, classes })
+    Ok(Plan { states })
 }
 
-/// Builds the automaton of `patterns` (string `i` is condition `i`) into `trans`
-/// (`plan.table_len()` entries), `out` (`plan.states`), with `fail` and `queue`
-/// (`plan.states` each) as scratch. `map` comes from [`plan`] on the same strings.
-pub fn build<'p, I>(
-    patterns: I,
-    plan: &Plan,
-    map: &[u8; 256],
-    trans: &mut [u16],
-    out: &mut [u16],
-    fail: &mut [u16],
-    queue: &mut [u16],
-) -> Result<(), BuildError>
-where
-    I: Iterator<Item = &'p [u8]>,
-{
-    let (n, k) = (plan.states, plan.classes);
-    if trans.len() < n * k || out.len() < n || fail.len() < n || queue.len() < n {
-        return Err(BuildError::ShortTable);
-    }
-    trans[..n * k].iter_mut().for_each(|t| *t = NONE);
-    out[..n].iter_mut().for_each(|o| *o = NONE);
-    // The trie.
-    let mut next = 1usize;
-    for (i, p) in patterns.enumerate() {
+/// Bytes of the tables of an automaton of `states` states (see [`Tables::bytes`]).
+pub const fn table_bytes(states: usize) -> usize {
+    // `first` has one more entry; `map` and `root` are fixed.
+    (4 * states + 1) * core::mem::size_of::<u16>() + 256 + 256 * core::mem::size_of::<u16>()
+}
+
+/// The trie of the strings, in scratch space, with states numbered in insertion order
+/// and children in sorted singly linked lists.
+struct Trie<'s> {
+    child: &'s mut [u16],
+    sib: &'s mut [u16],
+    label: &'s mut [u16],
+    out: &'s mut [u16],
+    len: usize,
+}
+
+impl Trie<'_> {
+    /// Adds `p` as condition `cond`.
+    fn insert(&mut self, p: &[u8], map: &[u8; 256], cond: u16) -> Result<(), BuildError> {
         let mut s = 0usize;
         for b in p {
-            let slot = s * k + usize::from(map[usize::from(*b)]);
-            if trans[slot] == NONE {
-                if next >= n {
-                    return Err(BuildError::ShortTable);
-                }
-                trans[slot] = next as u16;
-                next += 1;
+            let c = u16::from(map[usize::from(*b)]);
+            let (mut prev, mut cur) = (NONE, *self.child.get(s).ok_or(BuildError::ShortTable)?);
+            while cur != NONE && self.label[usize::from(cur)] < c {
+                prev = cur;
+                cur = self.sib[usize::from(cur)];
             }
-            s = usize::from(trans[slot]);
-        }
-        let i = u16::try_from(i).map_err(|_| BuildError::TooLarge)?;
-        out[s] = out[s].min(i);
-    }
-    // Suffix links in breadth-first order, completing the DFA on the way.
-    let (mut head, mut tail) = (0usize, 0usize);
-    for t in trans[..k].iter_mut() {
-        match *t {
-            NONE => *t = 0,
-            v => {
-                fail[usize::from(v)] = 0;
-                queue[tail] = v;
-                tail += 1;
+            if cur != NONE && self.label[usize::from(cur)] == c {
+                s = usize::from(cur);
+                continue;
             }
-        }
-    }
-    while head < tail {
-        let u = usize::from(queue[head]);
-        head += 1;
-        let f = usize::from(fail[u]);
-        out[u] = out[u].min(out[f]);
-        for c in 0..k {
-            let via_fail = trans[f * k + c];
-            match trans[u * k + c] {
-                NONE => trans[u * k + c] = via_fail,
-                v => {
-                    fail[usize::from(v)] = via_fail;
-                    if tail >= n {
-                        return Err(BuildError::ShortTable);
-                    }
-                    queue[tail] = v;
-                    tail += 1;
-                }
+            let v = self.len;
+            if v >= self.child.len() {
+                return Err(BuildError::ShortTable);
             }
+            self.len += 1;
+            (self.label[v], self.sib[v], self.child[v], self.out[v]) = (c, cur, NONE, NONE);
+            match prev {
+                NONE => self.child[s] = v as u16,
+                p => self.sib[usize::from(p)] = v as u16,
+            }
+            s = v;
         }
+        self.out[s] = self.out[s].min(cond);
+        Ok(())
     }
-    Ok(())
 }
 
 /// Why [`Tables::build`] failed.
@@ -177,16 +137,26 @@ pub enum TablesError<E> {
 
 /// An automaton that owns its tables, held in `V` (`KVVec<u16>` in the kernel, `Vec<u16>`
 /// in tests).
+///
+/// # Invariants
+///
+/// `first` has `states + 1` entries, non-decreasing, from `first[0] == 1` to
+/// `first[states] == states`; `label`, `fail` and `out` have `states` entries; the
+/// children of state `s` are the states `first[s]..first[s + 1]`, whose labels are
+/// strictly increasing; `fail[s] < s` for every state but the root; `root` entries are
+/// states.
 pub struct Tables<V> {
     map: [u8; 256],
-    trans: V,
+    root: [u16; 256],
+    first: V,
+    label: V,
+    fail: V,
     out: V,
-    classes: usize,
 }
 
 impl<V: core::ops::DerefMut<Target = [u16]>> Tables<V> {
     /// Builds the automaton of `patterns` (string `i` is condition `i`), allocating its
-    /// tables and scratch space with `alloc(len)`: [`plan`], then [`build`].
+    /// tables and scratch space with `alloc(len)`, which returns `len` entries.
     pub fn build<'p, I, E>(
         patterns: I,
         nocase: bool,
@@ -195,21 +165,94 @@ impl<V: core::ops::DerefMut<Target = [u16]>> Tables<V> {
     where
         I: Iterator<Item = &'p [u8]> + Clone,
     {
+        use TablesError::{Alloc, Build};
         let mut map = [0u8; 256];
-        let p = plan(patterns.clone(), nocase, &mut map).map_err(TablesError::Build)?;
-        let mut trans = alloc(p.table_len()).map_err(TablesError::Alloc)?;
-        let mut out = alloc(p.states).map_err(TablesError::Alloc)?;
-        let mut fail = alloc(p.states).map_err(TablesError::Alloc)?;
-        let mut queue = alloc(p.states).map_err(TablesError::Alloc)?;
-        build(
-            patterns, &p, &map, &mut trans, &mut out, &mut fail, &mut queue,
-        )
-        .map_err(TablesError::Build)?;
+        let n = plan(patterns.clone(), nocase, &mut map)
+            .map_err(Build)?
+            .states;
+        let mut scratch = || alloc(n).map_err(Alloc);
+        let (mut child, mut sib, mut tlabel, mut tout, mut order) =
+            (scratch()?, scratch()?, scratch()?, scratch()?, scratch()?);
+        if [&child, &sib, &tlabel, &tout, &order]
+            .iter()
+            .any(|v| v.len() < n)
+        {
+            return Err(Build(BuildError::ShortTable));
+        }
+        (child[0], tout[0]) = (NONE, NONE);
+        let mut trie = Trie {
+            child: &mut child,
+            sib: &mut sib,
+            label: &mut tlabel,
+            out: &mut tout,
+            len: 1,
+        };
+        for (i, p) in patterns.enumerate() {
+            let i = u16::try_from(i).map_err(|_| Build(BuildError::TooLarge))?;
+            trie.insert(p, &map, i).map_err(Build)?;
+        }
+        let states = trie.len;
+        // Breadth-first numbering: `order[new] = old`, and the children of each state
+        // (visited in label order) get consecutive numbers.
+        let (mut first, mut label, mut fail, mut out) = (
+            alloc(states + 1).map_err(Alloc)?,
+            alloc(states).map_err(Alloc)?,
+            alloc(states).map_err(Alloc)?,
+            alloc(states).map_err(Alloc)?,
+        );
+        if first.len() <= states || [&label, &fail, &out].iter().any(|v| v.len() < states) {
+            return Err(Build(BuildError::ShortTable));
+        }
+        order[0] = 0;
+        let mut tail = 1usize;
+        for s in 0..states {
+            let old = usize::from(order[s]);
+            first[s] = tail as u16;
+            let mut cur = child[old];
+            while cur != NONE {
+                if tail >= states {
+                    return Err(Build(BuildError::ShortTable));
+                }
+                order[tail] = cur;
+                tail += 1;
+                cur = sib[usize::from(cur)];
+            }
+            (label[s], out[s]) = (tlabel[old], tout[old]);
+        }
+        first[states] = tail as u16;
+        let mut root = [0u16; 256];
+        for v in usize::from(first[0])..usize::from(first[1]) {
+            root[usize::from(label[v])] = v as u16;
+        }
+        // Suffix links, shallower states first: the link of a child of `s` is where the
+        // link of `s` goes on the child's label.
+        fail[0] = 0;
+        for s in 0..states {
+            for v in usize::from(first[s])..usize::from(first[s + 1]) {
+                let f = if s == 0 {
+                    0
+                } else {
+                    let dfa = Dfa {
+                        map: &map,
+                        root: &root,
+                        first: &first,
+                        label: &label,
+                        fail: &fail,
+                        out: &out,
+                    };
+                    dfa.step(usize::from(fail[s]), label[v])
+                };
+                fail[v] = f as u16;
+                out[v] = out[v].min(out[f]);
+            }
+        }
         Ok(Self {
             map,
-            trans,
+            root,
+            first,
+            label,
+            fail,
             out,
-            classes: p.classes,
         })
     }
 
@@ -217,9 +260,11 @@ impl<V: core::ops::DerefMut<Target = [u16]>> Tables<V> {
     pub fn dfa(&self) -> Dfa<'_> {
         Dfa {
             map: &self.map,
-            trans: &self.trans,
+            root: &self.root,
+            first: &self.first,
+            label: &self.label,
+            fail: &self.fail,
             out: &self.out,
-            classes: self.classes,
         }
     }
 
@@ -227,19 +272,51 @@ impl<V: core::ops::DerefMut<Target = [u16]>> Tables<V> {
     pub fn states(&self) -> usize {
         self.out.len()
     }
+
+    /// Bytes of the tables (the maps, and 8 bytes per state).
+    pub fn bytes(&self) -> usize {
+        table_bytes(self.states())
+    }
 }
 
-/// A built automaton, borrowed.
+/// A built automaton, borrowed (see [`Tables`] for what the tables hold).
 #[derive(Clone, Copy)]
 pub struct Dfa<'a> {
-    /// Byte classes.
+    /// Byte map (case folding).
     pub map: &'a [u8; 256],
-    /// Transitions, `states x classes`.
-    pub trans: &'a [u16],
+    /// Transitions of the root.
+    pub root: &'a [u16; 256],
+    /// Children of each state: `first[s]..first[s + 1]`.
+    pub first: &'a [u16],
+    /// Byte of the transition into each state.
+    pub label: &'a [u16],
+    /// Suffix link of each state.
+    pub fail: &'a [u16],
     /// Smallest condition index matched in each state, or [`NONE`].
     pub out: &'a [u16],
-    /// Number of classes.
-    pub classes: usize,
+}
+
+impl Dfa<'_> {
+    /// The state after `s` on (mapped) byte `c`.
+    fn step(&self, mut s: usize, c: u16) -> usize {
+        loop {
+            if s == 0 {
+                return usize::from(self.root[usize::from(c) & 0xff]);
+            }
+            let lo = self.first.get(s).map_or(0, |v| usize::from(*v));
+            let hi = self.first.get(s + 1).map_or(0, |v| usize::from(*v));
+            if let Some(Ok(i)) = self.label.get(lo..hi).map(|l| l.binary_search(&c)) {
+                return lo + i;
+            }
+            let f = self.fail.get(s).map_or(0, |f| usize::from(*f));
+            // Links go to shallower states, which have smaller numbers (invariant): the
+            // loop ends. Checked rather than assumed.
+            if f >= s {
+                return 0;
+            }
+            s = f;
+        }
+    }
 }
 
 /// Progress of a match over a connection's data, resumable across segments.
@@ -273,11 +350,7 @@ impl Scan {
     pub fn feed(&mut self, dfa: &Dfa<'_>, data: &[u8]) {
         let mut s = usize::from(self.state);
         for b in data {
-            let c = usize::from(dfa.map[usize::from(*b)]);
-            s = dfa
-                .trans
-                .get(s * dfa.classes + c)
-                .map_or(0, |t| usize::from(*t));
+            s = dfa.step(s, u16::from(dfa.map[usize::from(*b)]));
             let o = dfa.out.get(s).copied().unwrap_or(NONE);
             if o < self.best {
                 self.best = o;
@@ -385,7 +458,72 @@ mod tests {
         assert_eq!(b.find(&[b"x\xfe\xff"]), Some(1));
     }
 
+    #[test]
+    fn size_at_the_limit() {
+        // 16,384 bytes of strings using every byte value, as distinct as they get, plus
+        // the classifier's two terminators: the largest automaton a rule can have.
+        let mut x = 0x2545_f491u32;
+        let pats: Vec<Vec<u8>> = (0..64)
+            .map(|_| {
+                (0..256)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x as u8
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut refs: Vec<&[u8]> = pats.iter().map(|p| p.as_slice()).collect();
+        refs.extend([&b"\r\n\r\n"[..], b"\n\n"]);
+        let a = Owned::new(&refs, false);
+        let states = a.0.states();
+        assert!(states > 16_300 && states <= 16_391, "{states}");
+        // The dense table this replaced: `states x classes` u16 transitions plus `out`.
+        let dense = 16_391 * (256 + 1) * 2;
+        assert_eq!(dense, 8_424_974);
+        assert!(a.0.bytes() <= table_bytes(16_391));
+        assert_eq!(table_bytes(16_391), 131_898);
+        for p in &refs[..64] {
+            assert!(a.find(&[b"xy", p, b"z"]).is_some());
+        }
+    }
+
+    #[test]
+    fn wide_fanout() {
+        // A state with 256 children, and links into it from deep states.
+        let all: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b'x', b]).collect();
+        let mut refs: Vec<&[u8]> = all.iter().map(|p| p.as_slice()).collect();
+        let long = vec![b'x'; 200];
+        refs.push(&long);
+        let a = Owned::new(&refs, false);
+        for b in 0..=255u8 {
+            let data = [b'x', b'x', b'x', b];
+            assert_eq!(a.find(&[&data]), naive(&refs, &data, false), "{b}");
+        }
+        let mut data = vec![b'x'; 199];
+        data.push(b'\x07');
+        // "xx" (condition 120) is found first, "x\x07" (condition 7) at the end: the
+        // first-added condition wins.
+        assert_eq!(a.find(&[&data]), Some(7));
+        assert_eq!(a.find(&[&data]), naive(&refs, &data, false));
+    }
+
     use proptest::prelude::*;
+
+    /// Feeds `data` in pieces ending at the sorted `cuts`.
+    fn pieces<'d>(data: &'d [u8], cuts: &[usize]) -> Vec<&'d [u8]> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut v = Vec::new();
+        let mut at = 0;
+        for c in cuts.into_iter().chain([data.len()]) {
+            v.push(&data[at..c]);
+            at = c;
+        }
+        v
+    }
 
     proptest! {
         #[test]
@@ -399,6 +537,33 @@ mod tests {
             let a = Owned::new(&refs, nocase);
             let cut = cut.min(data.len());
             prop_assert_eq!(a.find(&[&data[..cut], &data[cut..]]), naive(&refs, &data, nocase));
+        }
+
+        #[test]
+        fn any_bytes_any_split(
+            pats in proptest::collection::vec(
+                proptest::collection::vec(prop_oneof![any::<u8>(), b'a'..b'd', b'A'..b'D'], 1..12),
+                1..24,
+            ),
+            data in proptest::collection::vec(prop_oneof![any::<u8>(), b'a'..b'd', b'A'..b'D'], 0..300),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            plant in proptest::collection::vec((any::<usize>(), any::<usize>()), 0..4),
+            nocase in any::<bool>(),
+        ) {
+            let refs: Vec<&[u8]> = pats.iter().map(|p| p.as_slice()).collect();
+            // Plant some of the strings (case flipped) so that matches are common.
+            let mut data = data;
+            for (i, at) in plant {
+                let p = refs[i % refs.len()];
+                let at = at % (data.len() + 1);
+                data.splice(at..at, p.iter().map(|b| if at % 2 == 0 { b.to_ascii_uppercase() } else { *b }));
+            }
+            let a = Owned::new(&refs, nocase);
+            let want = naive(&refs, &data, nocase);
+            prop_assert_eq!(a.find(&[&data]), want);
+            prop_assert_eq!(a.find(&pieces(&data, &cuts)), want);
+            let drip: Vec<&[u8]> = data.chunks(1).collect();
+            prop_assert_eq!(a.find(&drip), want);
         }
     }
 }
