@@ -10,7 +10,7 @@ sleep 0.5
 tcpchains -A a -p 21 -o 1021
 tcpchains -a a -p 21 -i 128.143.0.0 -m 255.255.0.0 -r 2021
 tcpchains -a a -p 21 -i 128.141.0.0 -m 255.255.0.0 -r 2021
-fetch() { curl -s --max-time 10 --interface "$1" ftp://127.0.0.1:21/who.txt; }
+fetch() { curl -s --max-time 60 --interface "$1" ftp://127.0.0.1:21/who.txt; }
 # Three rounds of the four clients (two on the debug kernel: each FTP session forks a
 # vsftpd and costs seconds there).
 R=$(heavy 3 2)

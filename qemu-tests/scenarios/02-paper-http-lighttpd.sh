@@ -4,7 +4,7 @@ add_client_addrs 128.143.2.2/32 10.1.1.1/32
 lighttpd_instances 8080 8081
 tcpchains -A a -p 80 -o 8080
 tcpchains -a a -p 80 -i 128.143.0.0 -m 255.255.0.0 -r 8081
-get() { curl -s --max-time 10 --interface "$1" http://127.0.0.1:80/; }
+get() { curl -s --max-time 60 --interface "$1" http://127.0.0.1:80/; }
 R=$(heavy 10 5)
 for i in $(seq 1 "$R"); do
 	expect_eq premium "$(get 128.143.2.2)" web-8081

@@ -8,7 +8,7 @@ for i in $(seq 1 "$C"); do
 	lsmod | grep -q openqos || insmod /openqos.ko
 	tcpchains -A a -p 7700 -o 7702
 	tcpchains -a a -p 7700 -i 10.9.0.0/16 -r 7702
-	qostest load --to 127.0.0.1:7700 --count 30 --concurrency 8 --expect srv --timeout 5 >/dev/null
+	qostest load --to 127.0.0.1:7700 --count 30 --concurrency 8 --expect srv --timeout 30 >/dev/null
 	qostest load --to 127.0.0.1:7700 --count 400 --concurrency 16 --timeout 5 >/dev/null 2>&1 &
 	l=$!
 	sleep 0.3

@@ -6,7 +6,7 @@ lighttpd_instances 8080 8081 8082
 tcpchains -A c -p 80 -o 8080
 tcpchains -a c -p 80 -s www.foo.com -r 8081
 tcpchains -a c -p 80 -s www.bar.com -r 8082
-get() { curl -s --max-time 10 -H "Host: $1" http://127.0.0.1:80/; }
+get() { curl -s --max-time 60 -H "Host: $1" http://127.0.0.1:80/; }
 t0=$(now_ms)
 for i in 1 2 3 4 5; do
 	expect_eq "www.foo.com" "$(get www.foo.com)" web-8081
