@@ -42,7 +42,7 @@ mod shim {
 
     unsafe extern "C" {
         pub(super) fn oq_now_ns() -> u64;
-        pub(super) fn oq_init_delayed_work(
+        pub(super) fn oq_init_group_work(
             dw: *mut bindings::delayed_work,
             f: unsafe extern "C" fn(*mut bindings::work_struct),
         );
@@ -248,7 +248,7 @@ impl Group {
         )?;
         // SAFETY: the work item is not shared yet; the group's memory does not move
         // (it is in an `Arc`) and outlives every use of the work item (type invariant).
-        unsafe { shim::oq_init_delayed_work(g.work.get(), group_work) };
+        unsafe { shim::oq_init_group_work(g.work.get(), group_work) };
         // INVARIANT: `work` initialized just above, before the group is shared.
         Ok(g)
     }

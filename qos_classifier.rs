@@ -8,15 +8,16 @@
 //! connection is then moved into the accept queue of whoever listens on that port.
 //!
 //! Configuration is serialized per namespace (a [`NetState`]'s mutex); the hook never
-//! takes it. It reads the rule's current [`Policy`], an immutable snapshot replaced as a
+//! takes it. It reads the rule's [`Policy`] in force, an immutable snapshot replaced as a
 //! whole on every change (so a connection sees either the old or the new condition list,
-//! never a mix).
+//! never a mix). A rule set replacement switches every rule of the namespace at once
+//! ([`Epoch`]), so the rules in force always form one set that passed the chain check.
 
 use crate::{
     abi::{self, limits, rule_flags, rule_type},
     addr::{Client, Prefix},
     chain::{self, ChainError},
-    content::{Dfa, Scan, Tables, TablesError},
+    content::{Dfa, ScanCache, Slot, Tables, TablesError},
     prob,
     qos_actuators::Group,
     qos_sensor::{self, Counter, Meter, RuleStats, Tracked},
@@ -30,7 +31,7 @@ use kernel::{
     prelude::*,
     str::CStr,
     sync::{
-        atomic::{Atomic, Relaxed},
+        atomic::{Acquire, Atomic, Relaxed, Release},
         global_lock, new_spinlock_irq, rcu, Arc, Mutex, SpinLockIrq,
     },
 };
@@ -91,6 +92,8 @@ pub(crate) struct Automaton {
     tables: Tables<KVVec<u16>>,
     /// Number of conditions (strings below this index are conditions).
     conds: usize,
+    /// Where the scans of waiting connections stopped, by socket cookie.
+    scans: Pin<KBox<SpinLockIrq<ScanCache<KVVec<Slot>>>>>,
 }
 
 impl Automaton {
@@ -112,9 +115,19 @@ impl Automaton {
             TablesError::Alloc(e) => e.into(),
             TablesError::Build(_) => too_many_pattern_bytes(),
         })?;
+        let slots = KVVec::from_elem(
+            Slot::EMPTY,
+            limits::SCAN_CACHE,
+            kernel::alloc::flags::GFP_KERNEL_ACCOUNT,
+        )?;
+        let scans = KBox::pin_init(
+            new_spinlock_irq!(ScanCache::new(slots), "openqos_scan_cache"),
+            GFP_KERNEL_ACCOUNT,
+        )?;
         Ok(Self {
             tables,
             conds: conds.len(),
+            scans,
         })
     }
 
@@ -247,23 +260,32 @@ impl Policy {
         )?)
     }
 
-    /// Judges a connection's first data, read through `peek`. `None`: it could not be
+    /// Judges the first data of the connection with socket cookie `key`, read through
+    /// `peek(skip, max, feed)`, which feeds the bytes from offset `skip` to `max`. The
+    /// scan resumes where the last look at this connection stopped (if still cached), so
+    /// a connection's data is stepped through once however it is segmented; the bytes
+    /// stepped through and the look are counted in `stats`. `None`: the data could not be
     /// read now.
     fn judge(
         &self,
-        peek: impl FnOnce(u32, &mut dyn FnMut(&[u8]) -> bool) -> Option<PeekEnd>,
+        key: u64,
+        stats: &RuleStats,
+        peek: impl FnOnce(u32, u32, &mut dyn FnMut(&[u8]) -> bool) -> Option<PeekEnd>,
     ) -> Option<Verdict<'_>> {
         let Some(a) = &self.automaton else {
             return Some(Verdict::Default);
         };
         let dfa = a.dfa();
-        let mut scan = Scan::new();
-        let end = peek(limits::LOOKAHEAD as u32, &mut |data| {
+        let mut scan = a.scans.lock().get(key).unwrap_or_default();
+        let from = scan.seen;
+        let end = peek(from as u32, limits::LOOKAHEAD as u32, &mut |data| {
             scan.feed(&dfa, data);
             // Condition 0 cannot be beaten: stop there.
             scan.best != 0
         })?;
-        Some(match scan.found() {
+        stats.looks.inc();
+        stats.scanned.add((scan.seen - from) as u64);
+        let verdict = match scan.found() {
             Some(i) if i < a.conds => self
                 .conds
                 .get(i)
@@ -272,7 +294,13 @@ impl Policy {
             Some(_) => Verdict::Default,
             None if end.fin || end.full => Verdict::Default,
             None => Verdict::Wait,
-        })
+        };
+        // Kept only while undecided (the cache forgets decided ones).
+        match verdict {
+            Verdict::Wait => a.scans.lock().put(key, &scan),
+            _ => a.scans.lock().forget(key),
+        }
+        Some(verdict)
     }
 
     /// The condition that chooses the outgoing port for `client` (`None`: the default
@@ -315,28 +343,68 @@ impl Policy {
     }
 }
 
+/// Which of the two policy slots of every rule of a namespace is in force.
+///
+/// A rule set replacement stages each rule's new policy (or none, for a rule that goes)
+/// in the slot not in force, creates the listeners of new rules with nothing in force
+/// (they hold their connections), and then flips this one value: every hook of the
+/// namespace switches from the old set to the new one at the same instant. A connection
+/// is therefore only ever forwarded by rules of one checked set at a time, and no mix of
+/// old and new rules (which together can form a chain through every rule, or a cycle)
+/// is ever live.
+pub(crate) struct Epoch(Atomic<u32>);
+
+impl Epoch {
+    /// The slot in force.
+    fn current(&self) -> usize {
+        (self.0.load(Acquire) & 1) as usize
+    }
+
+    /// The slot a replacement stages into. Only changes under the namespace's mutex.
+    fn staging(&self) -> usize {
+        self.current() ^ 1
+    }
+
+    /// Puts the staged slot in force. Under the namespace's mutex.
+    fn flip(&self) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(1), Release);
+    }
+}
+
 /// State of a rule shared between configuration and its listeners' hooks.
 #[pin_data]
 pub(crate) struct RuleShared {
+    /// The policy of each [`Epoch`] slot; `None`: the rule does not exist in that one.
     #[pin]
-    policy: SpinLockIrq<Arc<Policy>>,
-    /// Whether the policy is a content rule's, readable without the lock: the hooks of
-    /// children with new data, and rules handing connections over, look at it first.
+    policy: SpinLockIrq<[Option<Arc<Policy>>; 2]>,
+    /// The namespace's switch between the slots.
+    epoch: Arc<Epoch>,
+    /// Whether a policy of either slot is a content rule's, readable without the lock: the
+    /// hooks of children with new data, and rules handing connections over, look at it
+    /// first.
     wants_data: Atomic<bool>,
     /// Outcome counters.
     pub(crate) stats: RuleStats,
 }
 
 impl RuleShared {
-    /// The current policy. The lock is held only to take a reference.
-    pub(crate) fn policy(&self) -> Arc<Policy> {
-        self.policy.lock().clone()
+    /// The policy in force, if the rule exists in the set in force. The lock is held only
+    /// to take a reference; the epoch is read under it, so a slot is never read after a
+    /// later replacement began to stage into it.
+    fn in_force(&self) -> Option<Arc<Policy>> {
+        let slots = self.policy.lock();
+        slots[self.epoch.current()].clone()
     }
 
-    fn set_policy(&self, new: Arc<Policy>) {
+    /// Sets the policy of `slot`.
+    fn stage(&self, slot: usize, new: Option<Arc<Policy>>) {
         let mut guard = self.policy.lock();
-        self.wants_data.store(new.content.is_some(), Relaxed);
-        let old = core::mem::replace(&mut *guard, new);
+        let other = guard[slot ^ 1]
+            .as_ref()
+            .is_some_and(|p| p.content.is_some());
+        let wants = other || new.as_ref().is_some_and(|p| p.content.is_some());
+        self.wants_data.store(wants, Relaxed);
+        let old = core::mem::replace(&mut guard[slot], new);
         drop(guard);
         // The old snapshot is freed here, outside the lock, or by the last hook using it.
         drop(old);
@@ -421,16 +489,31 @@ impl Forward {
         if l.sock().waiting() as usize > limits::MAX_PENDING {
             return Ok(Why::PendingFull);
         }
+        let stats = &self.shared.stats;
         let verdict = match cx.locked() {
-            Some(c) if head.is(c) => policy.judge(|max, f| Some(c.peek(max, f))),
+            Some(c) if head.is(c) => {
+                policy.judge(c.cookie(), stats, |skip, max, f| Some(c.peek(skip, max, f)))
+            }
             // A child's hook could not drain: look at the head's data from process context.
-            _ if l.take_peek_head() => match policy.judge(|max, f| l.peek_head(cx, head, max, f)) {
-                Some(v) => Some(v),
-                None => {
-                    l.want_peek_head();
-                    return Err(Drained::Defer);
+            _ if l.take_peek_head() => {
+                let key = l.head_cookie(cx, head);
+                let peek = |skip, max, f: &mut dyn FnMut(&[u8]) -> bool| {
+                    l.peek_head(cx, head, skip, max, f)
+                };
+                match policy.judge(key, stats, peek) {
+                    // The next head may also hold data no hook will report again (it
+                    // came while the rule was held by a replacement): look at it too.
+                    Some(v @ (Verdict::Cond(_) | Verdict::Default)) => {
+                        l.want_peek_head();
+                        Some(v)
+                    }
+                    Some(v) => Some(v),
+                    None => {
+                        l.want_peek_head();
+                        return Err(Drained::Defer);
+                    }
                 }
-            },
+            }
             // Otherwise the head's own hook handles its data when it comes.
             _ => Some(Verdict::Wait),
         };
@@ -528,18 +611,26 @@ impl Forwarder for Forward {
     fn drain(&self, l: &ModuleListener<Self>, cx: &DrainCx<'_>) -> Drained {
         // One snapshot for the whole batch: a change made meanwhile applies from the next
         // batch on, and every connection still sees one complete condition list.
-        self.drain_with(l, cx, &self.shared.policy(), None)
+        match self.shared.in_force() {
+            Some(policy) => self.drain_with(l, cx, &policy, None),
+            None => Drained::Held,
+        }
     }
 
     fn child_data(&self, l: &ModuleListener<Self>, child: &LockedChild<'_>) -> ChildOutcome {
         if !self.shared.wants_data() {
             return ChildOutcome::Release;
         }
-        let policy = self.shared.policy();
+        let Some(policy) = self.shared.in_force() else {
+            // A replacement is switching: its `resume` has the data looked at.
+            return ChildOutcome::Keep;
+        };
         if policy.content.is_none() {
             return ChildOutcome::Release;
         }
-        let why = match policy.judge(|max, f| Some(child.peek(max, f))) {
+        let why = match policy.judge(child.cookie(), &self.shared.stats, |skip, max, f| {
+            Some(child.peek(skip, max, f))
+        }) {
             Some(Verdict::Cond(c)) => Why::Cond(c),
             Some(Verdict::Default) => Why::Default,
             Some(Verdict::Wait) | None => return ChildOutcome::Keep,
@@ -602,27 +693,37 @@ pub(crate) struct Rule {
     pub(crate) kind: u8,
     /// Bits of [`rule_flags`].
     pub(crate) flags: u32,
-    /// Policy and counters.
+    /// The configured policy (what dumps show and changes start from). Once a
+    /// replacement is done, the one in force in the hooks.
+    pub(crate) policy: Arc<Policy>,
+    /// Policy in force and counters.
     pub(crate) shared: Arc<RuleShared>,
     listeners: KVec<Pin<KBox<ModuleListener<Forward>>>>,
 }
 
 impl Rule {
-    /// Creates the rule on `port` of `net` with `policy`: its listeners listen at once.
+    /// Creates the rule on `port` of `net` with `policy` in `slot` of `epoch` (the other
+    /// slot holds none): its listeners listen at once, and forward if `slot` is in force.
     fn new(
         net: NetRef,
+        epoch: &Arc<Epoch>,
+        slot: usize,
         port: u16,
         kind: u8,
         flags: u32,
         policy: Arc<Policy>,
     ) -> Result<Self, Rejection> {
+        let mut slots = [None, None];
+        slots[slot & 1] = Some(policy.clone());
+        let wants_data = policy.content.is_some();
         let shared = Arc::pin_init(
             pin_init!(RuleShared {
-                wants_data: Atomic::new(policy.content.is_some()),
-                policy <- new_spinlock_irq!(policy, "openqos_rule_policy"),
+                wants_data: Atomic::new(wants_data),
+                policy <- new_spinlock_irq!(slots, "openqos_rule_policy"),
+                epoch: epoch.clone(),
                 stats: RuleStats::new(),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
         let families: &[Family] = if flags & rule_flags::DUAL_STACK != 0 {
             &[Family::Inet6Dual]
@@ -657,9 +758,24 @@ impl Rule {
             port,
             kind,
             flags,
+            policy,
             shared,
             listeners,
         })
+    }
+
+    /// Changes the policy, in force at once (a change of this rule alone).
+    fn set_policy(&mut self, new: Arc<Policy>) {
+        self.shared
+            .stage(self.shared.epoch.current(), Some(new.clone()));
+        self.policy = new;
+    }
+
+    /// Has the listeners look at the connections they held while a replacement switched.
+    fn resume(&self) {
+        for l in self.listeners.iter() {
+            l.resume();
+        }
     }
 
     /// Connections waiting in the module's own queues for this rule.
@@ -679,6 +795,8 @@ pub(crate) struct NetRules {
     pub(crate) meters: KVec<Arc<Meter>>,
     /// Socket groups, sorted by number.
     pub(crate) groups: KVec<Arc<Group>>,
+    /// Which policy slot of the rules is in force.
+    epoch: Arc<Epoch>,
     /// The namespace is being dismantled: everything above was flushed and nothing may
     /// be added again (a rescan that raced with the exit skips it).
     dead: bool,
@@ -767,6 +885,7 @@ unsafe fn slot(net: NetRef) -> *mut *const NetState {
 
 /// Pernet `init`: creates the state of a new namespace. Returns 0 or a negative errno.
 pub(crate) fn net_init(net: NetRef) -> Result {
+    let epoch = Arc::new(Epoch(Atomic::new(0)), GFP_KERNEL_ACCOUNT)?;
     let st = Arc::pin_init(
         pin_init!(NetState {
             net,
@@ -774,6 +893,7 @@ pub(crate) fn net_init(net: NetRef) -> Result {
                 rules: KVec::new(),
                 meters: KVec::new(),
                 groups: KVec::new(),
+                epoch,
                 dead: false,
             }),
         }),
@@ -885,7 +1005,7 @@ type Graph = KVec<(u16, Arc<Policy>)>;
 fn graph_with(rules: &[Rule], port: u16, candidate: &Arc<Policy>) -> Result<Graph, Rejection> {
     let mut g = KVec::with_capacity(rules.len() + 1, GFP_KERNEL)?;
     for r in rules.iter().filter(|r| r.port != port) {
-        g.push((r.port, r.shared.policy()), GFP_KERNEL)?;
+        g.push((r.port, r.policy.clone()), GFP_KERNEL)?;
     }
     g.push((port, candidate.clone()), GFP_KERNEL)?;
     Ok(g)
@@ -960,7 +1080,8 @@ pub(crate) fn rule_new(
         Some(abi::attr::DEFAULT_PORT),
     )
     .map_err(|(r, _)| r)?;
-    let rule = Rule::new(net, port, kind, flags, policy)?;
+    let epoch = nets.epoch.clone();
+    let rule = Rule::new(net, &epoch, epoch.current(), port, kind, flags, policy)?;
     rules_mut(nets, net)?.push(rule, GFP_KERNEL)?;
     Ok(())
 }
@@ -1039,7 +1160,7 @@ pub(crate) fn cond_set(
     let rule = rule_mut(nets, net, port)?;
     let kind = rule.kind;
     check_matcher(kind, &matcher)?;
-    let old = rule.shared.policy();
+    let old = rule.policy.clone();
     let slot = index.map(|i| cond_slot(&old, i)).transpose()?;
     // A replaced condition starts a new counter: it is a different condition.
     let cond = new_cond(matcher, out)?;
@@ -1054,7 +1175,7 @@ pub(crate) fn cond_set(
         Some(abi::attr::OUT_PORT),
     )
     .map_err(|(r, _)| r)?;
-    rule_mut(nets, net, port)?.shared.set_policy(new);
+    rule_mut(nets, net, port)?.set_policy(new);
     Ok(())
 }
 
@@ -1078,12 +1199,12 @@ pub(crate) fn cond_del(
     index: u32,
 ) -> Result<(), Rejection> {
     let rule = rule_mut(nets, net, port)?;
-    let old = rule.shared.policy();
+    let old = rule.policy.clone();
     let i = cond_slot(&old, index)?;
     let mut conds = old.try_clone(0)?;
     drop(conds.remove(i));
     let new = Policy::new(rule.kind, old.default_port, conds, old.content)?;
-    rule.shared.set_policy(new);
+    rule.set_policy(new);
     Ok(())
 }
 
@@ -1187,7 +1308,7 @@ pub(crate) fn sync_meters(nets: &mut Nets, net: NetRef) {
     incoming.sort_unstable();
     let mut want = KVec::<u16>::new();
     'rules: for r in n.rules.iter() {
-        for port in r.shared.policy().targets() {
+        for port in r.policy.targets() {
             let known = meter_slot(&n.meters, port)
                 .is_ok_and(|i| n.meters[i].flags() & qos_sensor::AUTO != 0);
             if known || incoming.binary_search(&port).is_ok() {
@@ -1514,8 +1635,11 @@ struct Staged {
 /// (validation, policies and automata, the listeners of new incoming ports) is done
 /// before the first visible change, and what follows cannot fail. Rules on ports that
 /// stay keep their listeners, so no connection is refused or lost, and their counters;
-/// a condition identical to the one at the same position keeps its hit counter. With
-/// `check_only`, nothing changes (and new ports are not bound).
+/// a condition identical to the one at the same position keeps its hit counter. The
+/// hooks switch from the old set to the new one at one instant ([`Epoch`]): no connection
+/// is ever forwarded by a mix of old and new rules, which could form a chain deeper than
+/// the limit, or a cycle, that neither set has. With `check_only`, nothing changes (and
+/// new ports are not bound).
 ///
 /// `at` names the `RULE` attribute each error blames: the rule's position in the set.
 pub(crate) fn replace(
@@ -1549,7 +1673,7 @@ pub(crate) fn replace(
                 Some(abi::attr::RULE_FLAGS),
             ));
         }
-        let prev_policy = prev.map(|r| r.shared.policy());
+        let prev_policy = prev.map(|r| r.policy.clone());
         let mut conds = KVec::with_capacity(spec.conds.len(), GFP_KERNEL)?;
         for (j, (matcher, out)) in spec.conds.into_iter().enumerate() {
             let same = prev_policy
@@ -1589,14 +1713,25 @@ pub(crate) fn replace(
     if check_only {
         return Ok(());
     }
-    // The listeners of new incoming ports. If one cannot bind, those created so far close
-    // again, and nothing else has changed.
+    // The listeners of new incoming ports, with their policy staged: they hold what they
+    // receive until the switch. If one cannot bind, those created so far close again, and
+    // nothing else has changed.
+    let epoch = nets.epoch.clone();
+    let next = epoch.staging();
     let mut fresh = KVec::with_capacity(staged.len(), GFP_KERNEL)?;
     for (i, s) in staged.iter().enumerate() {
         *at = i;
         let rule = match s.existing {
             true => None,
-            false => Some(Rule::new(net, s.port, s.kind, s.flags, s.policy.clone())?),
+            false => Some(Rule::new(
+                net,
+                &epoch,
+                next,
+                s.port,
+                s.kind,
+                s.flags,
+                s.policy.clone(),
+            )?),
         };
         fresh.push(rule, GFP_KERNEL)?;
     }
@@ -1604,19 +1739,33 @@ pub(crate) fn replace(
     let mut new_rules = KVec::with_capacity(staged.len(), GFP_KERNEL)?;
     let rules = rules_mut(nets, net)?;
 
-    // Commit: nothing below fails.
+    // Commit: nothing below fails. Every rule of today gets its policy in the new set
+    // staged (none if it goes), then all switch at once.
+    for r in rules.iter() {
+        let new = staged
+            .iter()
+            .find(|s| s.port == r.port)
+            .map(|s| s.policy.clone());
+        r.shared.stage(next, new);
+    }
+    epoch.flip();
+    for r in rules.iter() {
+        r.shared.stage(next ^ 1, None);
+    }
     for (s, fresh) in staged.into_iter().zip(fresh) {
         let rule = match fresh {
-            Some(r) => Some(r),
-            None => rules.iter_mut().find(|r| r.port == s.port).map(|r| {
-                r.shared.set_policy(s.policy);
-                Rule {
-                    port: r.port,
-                    kind: s.kind,
-                    flags: s.flags,
-                    shared: r.shared.clone(),
-                    listeners: core::mem::take(&mut r.listeners),
-                }
+            Some(r) => {
+                // It held what came before the switch.
+                r.resume();
+                Some(r)
+            }
+            None => rules.iter_mut().find(|r| r.port == s.port).map(|r| Rule {
+                port: r.port,
+                kind: s.kind,
+                flags: s.flags,
+                policy: s.policy,
+                shared: r.shared.clone(),
+                listeners: core::mem::take(&mut r.listeners),
             }),
         };
         if let Some(r) = rule {
@@ -1625,7 +1774,8 @@ pub(crate) fn replace(
         }
     }
     // The rules left behind (their listeners were taken, or they are not in the set)
-    // go: the listeners of the latter close, resetting connections still queued there.
+    // go: the listeners of the latter close, resetting connections still queued there
+    // (since the switch they held them).
     drop(core::mem::replace(rules, new_rules));
     sync_meters(nets, net);
     if find(nets, net).is_none_or(|n| n.rules.is_empty()) {

@@ -686,7 +686,7 @@ impl Msg {
 /// Writes one rule message holding conditions from `first` on; returns the index of the
 /// first condition that did not fit (`None`: all fit).
 fn put_rule(m: &Msg, rule: &qos_classifier::Rule, first: usize) -> Result<Option<usize>> {
-    let policy = rule.shared.policy();
+    let policy = &rule.policy;
     m.put(attr::PORT, &rule.port)?;
     m.put(attr::RULE_TYPE, &rule.kind)?;
     m.put(attr::DEFAULT_PORT, &policy.default_port)?;
@@ -704,6 +704,8 @@ fn put_rule(m: &Msg, rule: &qos_classifier::Rule, first: usize) -> Result<Option
             if policy.content.is_some() {
                 m.put_u64(stat::TIMED_OUT, s.timed_out.get())?;
                 m.put_u64(stat::PENDING_FULL, s.pending_full.get())?;
+                m.put_u64(stat::SCANNED, s.scanned.get())?;
+                m.put_u64(stat::LOOKS, s.looks.get())?;
             }
             Ok(())
         })?;

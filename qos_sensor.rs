@@ -96,7 +96,7 @@ mod shim {
         pub(super) fn oq_inet_stream_ops(v6: bool) -> *const bindings::proto_ops;
         pub(super) fn oq_jiffies() -> core::ffi::c_ulong;
         pub(super) fn oq_hz() -> core::ffi::c_ulong;
-        pub(super) fn oq_init_delayed_work(
+        pub(super) fn oq_init_rescan_work(
             dw: *mut bindings::delayed_work,
             f: unsafe extern "C" fn(*mut bindings::work_struct),
         );
@@ -181,6 +181,10 @@ pub(crate) struct RuleStats {
     pub(crate) timed_out: Counter,
     /// Content rules: sent to the default port because too many were waiting for data.
     pub(crate) pending_full: Counter,
+    /// Content rules: bytes of data the automaton stepped through.
+    pub(crate) scanned: Counter,
+    /// Content rules: looks at connections' data.
+    pub(crate) looks: Counter,
 }
 
 impl RuleStats {
@@ -195,6 +199,8 @@ impl RuleStats {
             other_refused: Counter::new(),
             timed_out: Counter::new(),
             pending_full: Counter::new(),
+            scanned: Counter::new(),
+            looks: Counter::new(),
         }
     }
 
@@ -1636,7 +1642,7 @@ impl Sensors {
             OPS[usize::from(v6)].store(t as usize, Relaxed);
         }
         // SAFETY: the work item is not in use yet.
-        unsafe { shim::oq_init_delayed_work(RESCAN.0.get(), rescan_fn) };
+        unsafe { shim::oq_init_rescan_work(RESCAN.0.get(), rescan_fn) };
         EVER_REGISTERED.store(true, Relaxed);
         // SAFETY: a plain query of the kernel's configuration.
         let tasks_rcu = unsafe { shim::oq_tasks_rcu_available() };

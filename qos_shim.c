@@ -28,6 +28,7 @@
 #include <net/ipv6.h>
 #include <net/netns/generic.h>
 #include <net/request_sock.h>
+#include <linux/sock_diag.h>
 #include <net/sock.h>
 #include <net/tcp.h>
 
@@ -188,13 +189,14 @@ bool oq_queue_promote(struct sock *lsk, struct sock *child)
 }
 
 /*
- * Feeds up to @max bytes of the data @child has received (in order, none consumed) to
- * @feed, in chunks, until @feed returns false. Returns OQ_PEEK_* flags. The caller holds
+ * Feeds the bytes from @skip up to @max of the data @child has received (in order, none
+ * consumed: offsets count from its first byte) to @feed, in chunks, until @feed returns
+ * false. Returns OQ_PEEK_* flags. The caller holds
  * the child's socket spinlock, which is what serializes its receive queue (TCP appends
  * to it under bh_lock_sock, not under the queue's own lock), and nobody owns the child:
  * it is in a module listener's accept queue, so no process has it.
  */
-static int oq_peek_locked(struct sock *child, u32 max,
+static int oq_peek_locked(struct sock *child, u32 skip, u32 max,
 			  bool (*feed)(void *ctx, const u8 *data, u32 len), void *ctx)
 {
 	u8 buf[OQ_PEEK_CHUNK];
@@ -209,6 +211,11 @@ static int oq_peek_locked(struct sock *child, u32 max,
 
 		if (TCP_SKB_CB(skb)->tcp_flags & TCPHDR_FIN)
 			ret |= OQ_PEEK_FIN;
+		/* Bytes scanned by an earlier look are skipped, not copied. */
+		if (seen < skip) {
+			off = min(skip - seen, skb->len);
+			seen += off;
+		}
 		while (off < skb->len) {
 			u32 n = min3(skb->len - off, max - seen, (u32)sizeof(buf));
 
@@ -226,11 +233,11 @@ static int oq_peek_locked(struct sock *child, u32 max,
 }
 
 /* oq_peek_locked() for a child whose socket spinlock the caller holds. */
-int oq_child_peek(struct sock *child, u32 max,
+int oq_child_peek(struct sock *child, u32 skip, u32 max,
 		  bool (*feed)(void *ctx, const u8 *data, u32 len), void *ctx)
 {
 	lockdep_assert_held(&child->sk_lock.slock);
-	return oq_peek_locked(child, max, feed, ctx);
+	return oq_peek_locked(child, skip, max, feed, ctx);
 }
 
 /*
@@ -239,7 +246,7 @@ int oq_child_peek(struct sock *child, u32 max,
  * head), so it stays allocated. Returns OQ_PEEK_BUSY if a process owns the child, which
  * cannot happen before it is accepted, but is checked rather than assumed.
  */
-int oq_head_peek(struct sock *child, u32 max,
+int oq_head_peek(struct sock *child, u32 skip, u32 max,
 		 bool (*feed)(void *ctx, const u8 *data, u32 len), void *ctx)
 {
 	int ret = OQ_PEEK_BUSY;
@@ -253,10 +260,22 @@ int oq_head_peek(struct sock *child, u32 max,
 	local_bh_disable();
 	bh_lock_sock(child);
 	if (!sock_owned_by_user_nocheck(child))
-		ret = oq_peek_locked(child, max, feed, ctx);
+		ret = oq_peek_locked(child, skip, max, feed, ctx);
 	bh_unlock_sock(child);
 	local_bh_enable();
 	return ret;
+}
+
+/*
+ * The cookie of @sk: a number the kernel gives no other socket (the one sock_diag and
+ * BPF report), made on first use. @sk must be valid; any context.
+ */
+u64 oq_sock_cookie(struct sock *sk)
+{
+	u32 c[2];
+
+	sock_diag_save_cookie(sk, c);
+	return (u64)c[1] << 32 | c[0];
 }
 
 void oq_queue_reset_children(struct sock *lsk, void (*hook)(struct sock *))
@@ -582,7 +601,25 @@ struct sock *oq_socket_sk(struct socket *sock)
 	return sock->sk;
 }
 
-void oq_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct *))
+/*
+ * One initializer per kind of work item, so that each kind has a lockdep class of its own
+ * (INIT_DELAYED_WORK makes one static key per place it is written). With a single
+ * initializer, lockdep took the listeners' work (cancelled with a namespace's mutex held,
+ * when a rule goes) and the sensors' rescan (which takes namespace mutexes) for one lock
+ * and reported a circular dependency that cannot happen: no listener or group work item
+ * takes a namespace's mutex.
+ */
+void oq_init_listener_work(struct delayed_work *dw, void (*fn)(struct work_struct *))
+{
+	INIT_DELAYED_WORK(dw, fn);
+}
+
+void oq_init_group_work(struct delayed_work *dw, void (*fn)(struct work_struct *))
+{
+	INIT_DELAYED_WORK(dw, fn);
+}
+
+void oq_init_rescan_work(struct delayed_work *dw, void (*fn)(struct work_struct *))
 {
 	INIT_DELAYED_WORK(dw, fn);
 }

@@ -65,11 +65,12 @@ u32 oq_sk_ack_backlog(const struct sock *sk);
 struct request_sock *oq_queue_head(struct sock *lsk, struct oq_peer *peer,
 				   void (*hook)(struct sock *), bool release);
 bool oq_queue_promote(struct sock *lsk, struct sock *child);
-int oq_child_peek(struct sock *child, u32 max,
+int oq_child_peek(struct sock *child, u32 skip, u32 max,
 		  bool (*feed)(void *ctx, const u8 *data, u32 len), void *ctx);
-int oq_head_peek(struct sock *child, u32 max,
+int oq_head_peek(struct sock *child, u32 skip, u32 max,
 		 bool (*feed)(void *ctx, const u8 *data, u32 len), void *ctx);
 void oq_queue_reset_children(struct sock *lsk, void (*hook)(struct sock *));
+u64 oq_sock_cookie(struct sock *sk);
 struct sock *oq_lookup_listener(const struct sock *src, const struct oq_peer *peer, u16 port);
 int oq_move_head(struct sock *src, struct request_sock *req, struct sock *dst,
 		 void (*hook)(struct sock *), bool hand_over);
@@ -84,7 +85,9 @@ int oq_listen_sock_create(struct net *net, int family, u16 port, bool v6only,
 struct sock *oq_socket_sk(struct socket *sock);
 struct work_struct;
 struct delayed_work;
-void oq_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
+void oq_init_listener_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
+void oq_init_group_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
+void oq_init_rescan_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
 void oq_work_now(struct delayed_work *dw);
 bool oq_nest_enter(unsigned int max);
 void oq_nest_exit(void);

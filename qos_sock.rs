@@ -61,17 +61,20 @@ mod shim {
         ) -> bool;
         pub(super) fn oq_child_peek(
             child: *mut bindings::sock,
+            skip: u32,
             max: u32,
             feed: Feed,
             ctx: *mut c_void,
         ) -> i32;
         pub(super) fn oq_head_peek(
             child: *mut bindings::sock,
+            skip: u32,
             max: u32,
             feed: Feed,
             ctx: *mut c_void,
         ) -> i32;
         pub(super) fn oq_queue_reset_children(lsk: *mut bindings::sock, hook: Hook);
+        pub(super) fn oq_sock_cookie(sk: *mut bindings::sock) -> u64;
         pub(super) fn oq_lookup_listener(
             src: *const bindings::sock,
             peer: *const Peer,
@@ -96,7 +99,7 @@ mod shim {
         pub(super) fn oq_child_lock(child: *mut bindings::sock) -> bool;
         pub(super) fn oq_child_unlock(child: *mut bindings::sock);
         pub(super) fn oq_sock_no_linger(sock: *mut bindings::socket);
-        pub(super) fn oq_init_delayed_work(dw: *mut bindings::delayed_work, f: WorkFn);
+        pub(super) fn oq_init_listener_work(dw: *mut bindings::delayed_work, f: WorkFn);
         pub(super) fn oq_work_now(dw: *mut bindings::delayed_work);
         pub(super) fn oq_nest_enter(max: core::ffi::c_uint) -> bool;
         pub(super) fn oq_nest_exit();
@@ -269,14 +272,21 @@ impl LockedChild<'_> {
         peer
     }
 
-    /// Feeds up to `max` bytes of the data received so far, none consumed, to `feed`
-    /// until it returns `false`.
-    pub(crate) fn peek(&self, max: u32, mut feed: impl FnMut(&[u8]) -> bool) -> PeekEnd {
+    /// The connection's socket cookie (unique, never 0).
+    pub(crate) fn cookie(&self) -> u64 {
+        // SAFETY: `sk` is valid (type invariant).
+        unsafe { shim::oq_sock_cookie(self.sk.as_ptr()) }
+    }
+
+    /// Feeds the bytes from offset `skip` up to `max` of the data received so far (none
+    /// consumed) to `feed` until it returns `false`.
+    pub(crate) fn peek(&self, skip: u32, max: u32, mut feed: impl FnMut(&[u8]) -> bool) -> PeekEnd {
         let mut f: &mut dyn FnMut(&[u8]) -> bool = &mut feed;
         // SAFETY: `sk` is valid and locked (type invariant); `f` outlives the call.
         let flags = unsafe {
             shim::oq_child_peek(
                 self.sk.as_ptr(),
+                skip,
                 max,
                 feed_trampoline,
                 core::ptr::from_mut(&mut f).cast(),
@@ -376,6 +386,9 @@ pub(crate) enum Drained {
     Defer,
     /// The head waits for its first data; look again after this many milliseconds.
     Wait(u32),
+    /// The forwarder has nothing in force: a rule set replacement is switching. The queue
+    /// waits until the replacement calls [`ModuleListener::resume`].
+    Held,
 }
 
 /// Drains one call of [`ModuleListener::run`] may make before it hands the rest to the
@@ -711,7 +724,7 @@ impl<T: Forwarder> ModuleListener<T> {
                 work <- Opaque::ffi_init(|slot: *mut bindings::delayed_work| {
                     // SAFETY: `slot` is valid for writes; `INIT_DELAYED_WORK` initializes it
                     // fully.
-                    unsafe { shim::oq_init_delayed_work(slot, work_fn::<T>) }
+                    unsafe { shim::oq_init_listener_work(slot, work_fn::<T>) }
                 }),
                 sock,
                 pending: Atomic::new(false),
@@ -749,6 +762,14 @@ impl<T: Forwarder> ModuleListener<T> {
         // the work item runs after it.
         self.pending.xchg(true, Full);
         self.defer_now();
+    }
+
+    /// Has the work item drain the queue, looking at the heads' data, after the forwarder
+    /// held it ([`Drained::Held`]): children whose data came meanwhile are not seen by
+    /// their hooks again.
+    pub(crate) fn resume(&self) {
+        self.peek_head.store(true, Relaxed);
+        self.kick_later();
     }
 
     /// Runs the forwarder, serializing drainers: whoever finds the listener busy leaves a
@@ -814,7 +835,7 @@ impl<T: Forwarder> ModuleListener<T> {
                     return true;
                 }
                 Drained::Wait(ms) => self.defer_at(ms),
-                Drained::Empty => {}
+                Drained::Empty | Drained::Held => {}
             }
             if !self.pending.load(Relaxed) {
                 return true;
@@ -888,12 +909,23 @@ impl<T: Forwarder> ModuleListener<T> {
         self.peek_head.store(true, Relaxed);
     }
 
+    /// The socket cookie of the head's connection (unique, never 0), or 0 if it has no
+    /// socket yet.
+    pub(crate) fn head_cookie(&self, _cx: &DrainCx<'_>, head: &QueueHead) -> u64 {
+        head.child.map_or(0, |child| {
+            // SAFETY: the child is the head of our queue and stays there, allocated,
+            // while we drain (`_cx`: only the drainer removes the head).
+            unsafe { shim::oq_sock_cookie(child.as_ptr()) }
+        })
+    }
+
     /// Feeds the head's first data to `feed`, locking the child: process context only.
     /// `None` if the drain runs in softirq or the child cannot be examined.
     pub(crate) fn peek_head(
         &self,
         cx: &DrainCx<'_>,
         head: &QueueHead,
+        skip: u32,
         max: u32,
         mut feed: impl FnMut(&[u8]) -> bool,
     ) -> Option<PeekEnd> {
@@ -907,6 +939,7 @@ impl<T: Forwarder> ModuleListener<T> {
         let flags = unsafe {
             shim::oq_head_peek(
                 child.as_ptr(),
+                skip,
                 max,
                 feed_trampoline,
                 core::ptr::from_mut(&mut f).cast(),

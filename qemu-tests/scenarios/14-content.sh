@@ -54,7 +54,21 @@ pad=$(head -c 2100 /dev/zero | tr '\0' x)
 load --header "$(printf 'GET /%s HTTP/1.1\\r\\nHost: www.foo.com\\r\\n\\r\\n' "$pad")" --expect dflt
 pad=$(head -c 2000 /dev/zero | tr '\0' x)
 load --header "$(printf 'GET /%s HTTP/1.1\\r\\nHost: www.foo.com\\r\\n\\r\\n' "$pad")" --expect foo
-echo "priority, split strings, first byte alone, case, timeout and lookahead as documented"
+# One byte a segment: each look at the data resumes the scan where the last one
+# stopped, so the automaton steps through the request once (scanning from byte 0 at each
+# of the ~1,950 looks, as the module did before, steps through about 1.9 million).
+# (A rule of its own, with a timeout long enough for the slow client.)
+pad=$(head -c 1900 /dev/zero | tr '\0' x)
+tcpchains -A c -p 97 -o 9080 --timeout 60000
+tcpchains -a c -p 97 -s www.bar.com -r 9082
+qostest load --to 127.0.0.1:97 --size 32 --timeout 60 --trickle-us 200 --expect bar \
+	--header "$(printf 'GET /%s HTTP/1.1\\r\\nHost: www.bar.com\\r\\n\\r\\n' "$pad")" >/tmp/load.out ||
+	{ cat /tmp/load.out; fail "one-byte segments"; }
+scanned=$(stat_of 97 scanned); looks=$(stat_of 97 looks)
+tcpchains -D -p 97
+[ "$looks" -ge 100 ] || fail "one-byte segments: only $looks looks at the data (the client's bytes were coalesced)"
+[ "$scanned" -le 1950 ] || fail "one-byte segments: $scanned bytes scanned in $looks looks for a 1,950-byte request"
+echo "priority, split strings, first byte alone, case, timeout and lookahead as documented; a request of 1,950 one-byte segments: $looks looks, $scanned bytes scanned"
 
 # Silent clients: $S connections that never send a byte, on a rule with a long timeout.
 # At most 1024 wait for data at once (per listener): past that the oldest go to the

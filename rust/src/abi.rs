@@ -276,8 +276,16 @@ pub mod stat {
     /// Content rules: sent to the default port before their data came because more than
     /// `MAX_PENDING` connections were waiting for data (the oldest go first).
     pub const PENDING_FULL: u16 = 9;
+    /// Content rules: bytes of connections' data the automaton stepped through. With
+    /// scans resumed where the last look stopped, at most `LOOKAHEAD` per connection
+    /// however its data is segmented (more only for connections whose scan was evicted
+    /// from the rule's cache of `SCAN_CACHE` scans).
+    pub const SCANNED: u16 = 10;
+    /// Content rules: looks at connections' data (one per segment that arrives while a
+    /// connection waits, and one per timer or drain that examines it).
+    pub const LOOKS: u16 = 11;
     /// Highest statistics attribute.
-    pub const MAX: u16 = 9;
+    pub const MAX: u16 = 11;
     /// Name of each statistics attribute (as in `Documentation/netlink/openqos.yaml`).
     pub const NAMES: [(u16, &str); MAX as usize] = [
         (DEFAULT_HITS, "default-hits"),
@@ -289,6 +297,8 @@ pub mod stat {
         (WAITING, "waiting"),
         (TIMED_OUT, "timed-out"),
         (PENDING_FULL, "pending-full"),
+        (SCANNED, "scanned"),
+        (LOOKS, "looks"),
     ];
 }
 
@@ -431,6 +441,9 @@ pub mod limits {
     /// `PENDING_FULL`), so that new clients keep being classified. Below
     /// [`LISTEN_BACKLOG`], so the kernel never drops handshakes of a content rule.
     pub const MAX_PENDING: usize = 1024;
+    /// Scans of waiting connections a content rule remembers, to resume where the last
+    /// look stopped (16 bytes each): `MAX_PENDING` connections of one listener fit.
+    pub const SCAN_CACHE: usize = 1024;
     /// Default and bounds of `DATA_TIMEOUT_MS`.
     pub const DATA_TIMEOUT_MS: u32 = 2000;
     /// Shortest data timeout.

@@ -369,6 +369,135 @@ impl Scan {
     }
 }
 
+/// One remembered [`Scan`] of a [`ScanCache`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// The connection's cookie (never 0); 0: the slot is free.
+    key: u64,
+    state: u16,
+    /// Bytes scanned (at most `u16::MAX`; the look-ahead is far smaller).
+    seen: u16,
+    /// When the slot was last written, on the cache's clock.
+    stamp: u32,
+}
+
+impl Slot {
+    /// A free slot.
+    pub const EMPTY: Slot = Slot {
+        key: 0,
+        state: 0,
+        seen: 0,
+        stamp: 0,
+    };
+}
+
+/// Slots per bucket of a [`ScanCache`].
+pub const WAYS: usize = 4;
+
+/// Where each connection that waits for decisive data left its scan, so that new data
+/// is scanned from where the last look stopped instead of from byte 0: with it, a
+/// connection's data costs one pass however it is segmented (without it, `n` one-byte
+/// segments cost `n^2 / 2` steps).
+///
+/// A cache, not a record: a connection is found by its socket cookie, which the kernel
+/// never gives twice, so a slot can never be taken for another connection's; a scan
+/// that is not found (evicted, or the connection left the queue) starts again from byte
+/// 0, which gives the same verdict. Set-associative, [`WAYS`] slots a bucket, the least
+/// recently written evicted: bounded memory and bounded work per look whatever the
+/// clients do. Only scans that found nothing are kept (a found string decides).
+pub struct ScanCache<V> {
+    slots: V,
+    clock: u32,
+}
+
+impl<V: core::ops::DerefMut<Target = [Slot]>> ScanCache<V> {
+    /// A cache over `slots` (all [`Slot::EMPTY`]). Its length should be a power of two
+    /// times [`WAYS`]; the slots past the largest such length are not used.
+    pub fn new(slots: V) -> Self {
+        Self { slots, clock: 0 }
+    }
+
+    fn bucket(&self, key: u64) -> core::ops::Range<usize> {
+        let buckets = self.slots.len() / WAYS;
+        if buckets == 0 {
+            return 0..0;
+        }
+        // The largest power of two not above `buckets`; Fibonacci hashing of the key.
+        let bits = usize::BITS - 1 - buckets.leading_zeros();
+        let b = match bits {
+            0 => 0,
+            _ => (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize,
+        };
+        b * WAYS..(b + 1) * WAYS
+    }
+
+    /// The scan left by the connection with cookie `key`, if still remembered.
+    pub fn get(&self, key: u64) -> Option<Scan> {
+        if key == 0 {
+            return None;
+        }
+        let r = self.bucket(key);
+        self.slots
+            .get(r)?
+            .iter()
+            .find(|s| s.key == key)
+            .map(|s| Scan {
+                state: s.state,
+                best: NONE,
+                seen: usize::from(s.seen),
+            })
+    }
+
+    /// Remembers `scan` for the connection with cookie `key`. A scan that found a string
+    /// (it decides) or is too long to store is not kept, and any older one is forgotten.
+    pub fn put(&mut self, key: u64, scan: &Scan) {
+        let Ok(seen) = u16::try_from(scan.seen) else {
+            return self.forget(key);
+        };
+        if scan.best != NONE {
+            return self.forget(key);
+        }
+        if key == 0 {
+            return;
+        }
+        self.clock = self.clock.wrapping_add(1);
+        let (clock, r) = (self.clock, self.bucket(key));
+        let Some(b) = self.slots.get_mut(r) else {
+            return;
+        };
+        // The connection's own slot, else a free one, else the oldest.
+        let age = |s: &Slot| clock.wrapping_sub(s.stamp);
+        let i = b
+            .iter()
+            .position(|s| s.key == key)
+            .or_else(|| b.iter().position(|s| s.key == 0))
+            .or_else(|| (0..b.len()).max_by_key(|&i| age(&b[i])));
+        if let Some(slot) = i.and_then(|i| b.get_mut(i)) {
+            *slot = Slot {
+                key,
+                state: scan.state,
+                seen,
+                stamp: clock,
+            };
+        }
+    }
+
+    /// Forgets the scan of the connection with cookie `key` (it was decided).
+    pub fn forget(&mut self, key: u64) {
+        if key == 0 {
+            return;
+        }
+        let r = self.bucket(key);
+        if let Some(s) = self
+            .slots
+            .get_mut(r)
+            .and_then(|b| b.iter_mut().find(|s| s.key == key))
+        {
+            *s = Slot::EMPTY;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -510,6 +639,83 @@ mod tests {
         assert_eq!(a.find(&[&data]), naive(&refs, &data, false));
     }
 
+    /// How the kernel judges a connection's data as it arrives: at each arrival, resume
+    /// the cached scan (if any) over the bytes not yet scanned, cache it if undecided.
+    /// Returns the verdict at the end and the bytes stepped through in all.
+    fn judge_arrivals(
+        a: &Owned,
+        cache: &mut ScanCache<Vec<Slot>>,
+        key: u64,
+        arrivals: &[&[u8]],
+    ) -> (Option<usize>, usize) {
+        let mut data = Vec::new();
+        let mut stepped = 0;
+        for chunk in arrivals {
+            data.extend_from_slice(chunk);
+            let mut scan = cache.get(key).unwrap_or_default();
+            let from = scan.seen;
+            scan.feed(&a.dfa(), &data[from..]);
+            stepped += data.len() - from;
+            cache.put(key, &scan);
+            if let Some(c) = scan.found() {
+                return (Some(c), stepped);
+            }
+        }
+        (None, stepped)
+    }
+
+    #[test]
+    fn cache_resumes_one_byte_segments_in_one_pass() {
+        let a = Owned::new(&[b"Host: www.foo.com", b"Host: www.bar.com"], false);
+        let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+        req.extend(core::iter::repeat_n(b'x', 1800));
+        req.extend_from_slice(b"\r\nHost: www.bar.com\r\n\r\n");
+        let drip: Vec<&[u8]> = req.chunks(1).collect();
+        let mut cache = ScanCache::new(vec![Slot::EMPTY; 64]);
+        let (found, stepped) = judge_arrivals(&a, &mut cache, 7, &drip);
+        assert_eq!(found, Some(1));
+        // One pass (up to the match), where a scan from byte 0 at each arrival steps
+        // through n^2 / 2 bytes.
+        assert!(stepped <= req.len(), "{stepped}");
+        // Decided: the slot is free again.
+        assert_eq!(cache.get(7), None);
+        // Without the cache (nothing fits), the same verdict at quadratic cost.
+        let mut none = ScanCache::new(Vec::new());
+        let (found, stepped) = judge_arrivals(&a, &mut none, 7, &drip);
+        assert_eq!(found, Some(1));
+        assert!(stepped > req.len() * req.len() / 3, "{stepped}");
+    }
+
+    #[test]
+    fn cache_evicts_the_oldest_of_a_bucket_and_never_mixes_keys() {
+        // One bucket: every key lands in it.
+        let mut c = ScanCache::new(vec![Slot::EMPTY; WAYS]);
+        let scan = |seen| Scan {
+            state: seen as u16,
+            best: NONE,
+            seen,
+        };
+        for k in 1..=WAYS as u64 {
+            c.put(k, &scan(k as usize));
+        }
+        // Key 1 is written again: key 2 is now the oldest and goes.
+        c.put(1, &scan(10));
+        c.put(99, &scan(99));
+        assert_eq!(c.get(1), Some(scan(10)));
+        assert_eq!(c.get(2), None);
+        assert_eq!(c.get(99), Some(scan(99)));
+        for k in 3..=WAYS as u64 {
+            assert_eq!(c.get(k), Some(scan(k as usize)));
+        }
+        // Cookie 0 (none) is never stored, a decided scan is not kept, nor one too long.
+        c.put(0, &scan(5));
+        assert_eq!(c.get(0), None);
+        c.put(3, &Scan { best: 1, ..scan(3) });
+        assert_eq!(c.get(3), None);
+        c.put(4, &scan(70_000));
+        assert_eq!(c.get(4), None);
+    }
+
     use proptest::prelude::*;
 
     /// Feeds `data` in pieces ending at the sorted `cuts`.
@@ -564,6 +770,53 @@ mod tests {
             prop_assert_eq!(a.find(&pieces(&data, &cuts)), want);
             let drip: Vec<&[u8]> = data.chunks(1).collect();
             prop_assert_eq!(a.find(&drip), want);
+        }
+
+        /// Many connections dripping data through a small cache (evictions all the
+        /// time): each gets the verdict of a scan of its whole data at once.
+        #[test]
+        fn cached_resumption_gives_the_verdict_of_one_scan(
+            pats in proptest::collection::vec(proptest::collection::vec(b'a'..b'e', 1..5), 1..8),
+            conns in proptest::collection::vec(
+                (proptest::collection::vec(b'a'..b'f', 0..80), proptest::collection::vec(any::<usize>(), 0..10)),
+                1..12,
+            ),
+            ways in 1usize..4,
+        ) {
+            let refs: Vec<&[u8]> = pats.iter().map(|p| p.as_slice()).collect();
+            let a = Owned::new(&refs, false);
+            let mut cache = ScanCache::new(vec![Slot::EMPTY; ways * WAYS]);
+            // Interleave the connections' arrivals round-robin.
+            let arrivals: Vec<Vec<&[u8]>> = conns.iter().map(|(d, cuts)| pieces(d, cuts)).collect();
+            let mut data: Vec<Vec<u8>> = vec![Vec::new(); conns.len()];
+            let mut verdict: Vec<Option<usize>> = vec![None; conns.len()];
+            let longest = arrivals.iter().map(Vec::len).max().unwrap_or(0);
+            for step in 0..longest {
+                for (i, arr) in arrivals.iter().enumerate() {
+                    let Some(chunk) = arr.get(step) else { continue };
+                    if verdict[i].is_some() {
+                        continue;
+                    }
+                    data[i].extend_from_slice(chunk);
+                    let key = i as u64 + 1;
+                    let mut scan = cache.get(key).unwrap_or_default();
+                    let from = scan.seen;
+                    prop_assert!(from <= data[i].len());
+                    scan.feed(&a.dfa(), &data[i][from..]);
+                    cache.put(key, &scan);
+                    verdict[i] = scan.found();
+                    // What a scan from byte 0 of the data so far decides (the module's
+                    // way before the cache).
+                    prop_assert_eq!(verdict[i], a.find(&[&data[i]]));
+                }
+            }
+            // Those that got all their data: the first string of the whole data, unless
+            // an earlier arrival decided already.
+            for (i, (d, _)) in conns.iter().enumerate() {
+                if data[i].len() == d.len() {
+                    prop_assert_eq!(a.find(&[&data[i]]), naive(&refs, d, false));
+                }
+            }
         }
     }
 }

@@ -222,6 +222,10 @@ pub struct RuleStats {
     pub timed_out: u64,
     /// Content rules: sent to the default port because too many were waiting for data.
     pub pending_full: u64,
+    /// Content rules: bytes of data the automaton stepped through.
+    pub scanned: u64,
+    /// Content rules: looks at connections' data.
+    pub looks: u64,
 }
 
 /// Readings of a metered listening port (the paper's sensors).
@@ -1196,6 +1200,8 @@ fn decode_rule(m: &OqMsg) -> Result<Rule> {
             waiting: c(stat::WAITING),
             timed_out: c(stat::TIMED_OUT),
             pending_full: c(stat::PENDING_FULL),
+            scanned: c(stat::SCANNED),
+            looks: c(stat::LOOKS),
         };
     }
     let mut conditions = Vec::new();

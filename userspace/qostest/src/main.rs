@@ -420,6 +420,10 @@ struct LoadArgs {
     /// Pause of --split, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pause_ms: u64,
+    /// Send the header block one byte a write (one segment each, TCP_NODELAY), pausing
+    /// this many microseconds between bytes; then the rest.
+    #[arg(long, value_name = "US", conflicts_with = "split")]
+    trickle_us: Option<u64>,
     /// After the answer line, read and check this many bytes of the server's pattern
     /// (its --send).
     #[arg(long, default_value_t = 0)]
@@ -768,6 +772,7 @@ fn connect(to: SocketAddr, from: Option<IpAddr>, timeout: Duration) -> Result<Tc
 struct Shape {
     header: Vec<u8>,
     split: Option<(usize, Duration)>,
+    trickle: Option<Duration>,
     recv: usize,
     recv_delay: Duration,
 }
@@ -792,13 +797,22 @@ fn one(
     let mut req = shape.header.clone();
     req.extend_from_slice(format!("{size}\n").as_bytes());
     req.extend_from_slice(&payload);
-    match shape.split {
-        Some((n, pause)) if n < req.len() => {
-            s.write_all(&req[..n])?;
+    if let Some(pause) = shape.trickle {
+        let h = shape.header.len();
+        for b in &req[..h] {
+            s.write_all(std::slice::from_ref(b))?;
             std::thread::sleep(pause);
-            s.write_all(&req[n..])?;
         }
-        _ => s.write_all(&req)?,
+        s.write_all(&req[h..])?;
+    } else {
+        match shape.split {
+            Some((n, pause)) if n < req.len() => {
+                s.write_all(&req[..n])?;
+                std::thread::sleep(pause);
+                s.write_all(&req[n..])?;
+            }
+            _ => s.write_all(&req)?,
+        }
     }
     let mut line = String::new();
     let mut r = BufReader::new(&s);
@@ -831,6 +845,7 @@ fn load(args: &LoadArgs) -> Result<()> {
         ref header,
         split,
         pause_ms,
+        trickle_us,
         recv,
         recv_delay_ms,
     } = *args;
@@ -843,6 +858,7 @@ fn load(args: &LoadArgs) -> Result<()> {
             .replace("\\n", "\n")
             .into_bytes(),
         split: split.map(|n| (n, Duration::from_millis(pause_ms))),
+        trickle: trickle_us.map(Duration::from_micros),
         recv,
         recv_delay: Duration::from_millis(recv_delay_ms),
     };

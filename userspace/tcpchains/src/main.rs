@@ -448,9 +448,11 @@ fn print_rule(r: &openqos::Rule) {
     );
     if r.data_timeout_ms.is_some() {
         println!(
-            "  data: timed-out {} pending-full {} automaton {} states",
+            "  data: timed-out {} pending-full {} scanned {} bytes in {} looks, automaton {} states",
             s.timed_out,
             s.pending_full,
+            s.scanned,
+            s.looks,
             r.automaton_states.unwrap_or(0)
         );
     }
