@@ -1,9 +1,9 @@
 # suite: exclusive (unloads and reloads the module)
-# 20 cycles (8 on the debug kernel, 100 with --full): load the module, configure, run traffic, unload while connections are in
+# 20 cycles (5 on the debug kernel, 100 with --full): load the module, configure, run traffic, unload while connections are in
 # flight. Clients may see resets during unload, never a hang; the kernel must not splat.
 add_client_addrs 10.9.0.1/32
 serve 7702 srv --mode epoll
-C=$(heavy 20 8 100)
+C=$(heavy 20 5 100)
 for i in $(seq 1 "$C"); do
 	lsmod | grep -q openqos || insmod /openqos.ko
 	tcpchains -A a -p 7700 -o 7702

@@ -1,10 +1,10 @@
 # suite-cost: 120 (seconds in the pool on the debug kernel: started early)
 # The paper's probabilistic rule verbatim: 30% of the connections to 8081, the rest to
 # the default port; the split within 4 sigma (10,000 connections on the prod kernel; on
-# the debug kernel 400 only show that the kernel draws: the statistics over millions of
+# the debug kernel 200 only show that the kernel draws: the statistics over millions of
 # draws, and the exact count over every draw, are host tests of rust/src/prob.rs);
 # weights changed under load lose nothing.
-N=$(heavy 10000 ${OQ_PROB_N:-400})
+N=$(heavy 10000 ${OQ_PROB_N:-200})
 serve 8080 default
 serve 8081 thirty
 serve 8082 other
@@ -26,9 +26,9 @@ grep -q "more than 10000" /tmp/err || fail "no message for weights over 10000"
 set +e; tcpchains -a d -p 80 -r 8082 -c 10001 2>/dev/null; rc=$?; set -e
 expect_eq "weight 10001" $rc 2
 tcpchains -a d -p 80 -r 8082 -c 7000
-# Change the weights 200 times (40 on the debug kernel) while connections flow: every connection is served by
+# Change the weights 200 times (40 on the debug kernel: 20 rounds of 2) while connections flow: every connection is served by
 # one of the three servers and counted exactly once.
-M=$(heavy 2000 200)
+M=$(heavy 2000 100)
 before=$(stat_of 80 forwarded)
 bg sh -c "qostest load --to 127.0.0.1:80 --count $M --concurrency 16 --size 16 --timeout 60 \
 	--expect default,thirty,other >/tmp/prob-load.out 2>&1; echo \$? >/tmp/prob-load.rc"

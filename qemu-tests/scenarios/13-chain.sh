@@ -9,7 +9,7 @@ tcpchains -A a -p 80 -o 8080
 tcpchains -a a -p 80 -i 127.0.0.2 -m 255.255.255.255 -r 81
 tcpchains -A d -p 81 -o 8081
 tcpchains -a d -p 81 -r 8082 -c 5000
-N=$(heavy 1000 200)
+N=$(heavy 1000 100)
 out=$(qostest load --to 127.0.0.1:80 --from 127.0.0.2 --count "$N" --concurrency 16 --expect gold,gold-b --timeout 60)
 a=$(tag_count "$out" gold)
 b=$(tag_count "$out" gold-b)
@@ -53,7 +53,7 @@ cload() {
 	qostest load --size 32 "$@" >/tmp/cload.out || { cat /tmp/cload.out; fail "load $*"; }
 	cat /tmp/cload.out
 }
-M=$(heavy 400 60)
+M=$(heavy 400 40)
 t0=$(now_ms)
 cload --to 127.0.0.1:82 --from 127.0.0.2 --count "$M" --concurrency 16 \
 	--header "$(req index www.foo.com)" --expect c-foo >/dev/null

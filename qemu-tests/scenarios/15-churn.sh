@@ -1,5 +1,5 @@
 # suite-cost: 90 (seconds in the pool on the debug kernel: started early)
-# 10,000 condition changes (add, replace, delete; 3,000 on the debug kernel, 100,000
+# 10,000 condition changes (add, replace, delete; 1,500 on the debug kernel, 100,000
 # with --full) on one rule while clients go through two untouched rules, an address
 # rule and a content rule: every one of those connections reaches its expected server.
 serve 9081 addr
@@ -10,9 +10,9 @@ tcpchains -a a -p 80 -i 127.0.0.0/8 -r 9081
 tcpchains -A c -p 81 -o 9089
 tcpchains -a c -p 81 -s www.foo.com -r 9082
 tcpchains -A a -p 82 -o 9089
-N=$(heavy 2000 200 20000)
+N=$(heavy 2000 120 20000)
 # (add, replace, delete in turn: a count of 3n + 1 leaves one condition)
-K=$(heavy 10000 3001 100000)
+K=$(heavy 10000 1501 100000)
 bg sh -c "qostest load --to 127.0.0.1:80 --count $N --concurrency 8 --size 64 --expect addr \
 	>/tmp/a.out 2>&1; echo \$? >/tmp/a.rc"
 bg sh -c "qostest load --to 127.0.0.1:81 --count $N --concurrency 8 --size 64 --expect host \

@@ -92,7 +92,7 @@ set +e; tcpchains --restore /tmp/bad.rules --test 2>/dev/null; rc=$?; set -e
 sed 's/-r 2021$/-r 2022/' /tmp/x.rules >/tmp/x-b.rules
 sed -e 's/^-A c -p 80 -o 8080 .*/-A a -p 80 -o 8080/' -e '/^-a c -p 80/d' /tmp/x-b.rules >/tmp/x-c.rules
 echo "-a a -p 80 -i 127.0.0.3 -r 8082" >>/tmp/x-c.rules
-N=$(heavy 3000 300)
+N=$(heavy 3000 150)
 qostest load --to 127.0.0.1:21 --from 127.0.0.2 --count "$N" --concurrency 8 \
 	--expect ftp-gold,ftp-gold-b >/tmp/load21.out 2>&1 &
 L21=$!

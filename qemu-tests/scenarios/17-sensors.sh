@@ -60,7 +60,7 @@ serve 8205 a --mode epoll
 serve 8206 b --mode poll
 tcpchains -A a -p 84 -o 8205
 tcpchains -a a -p 84 -i 127.0.0.2 -m 255.255.255.255 -r 8206
-N=$(heavy 2000 300)
+N=$(heavy 2000 200)
 qostest load --to 127.0.0.1:84 --count "$N" --concurrency 64 --timeout 60 --expect a >/tmp/a.out &
 l=$!
 qostest load --to 127.0.0.1:84 --from 127.0.0.2 --count "$N" --concurrency 64 --timeout 60 --expect b >/tmp/b.out
