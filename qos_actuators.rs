@@ -90,6 +90,17 @@ struct Member {
     ftp: bool,
 }
 
+/// A leased setting of a group: what it goes back to, and when.
+#[derive(Clone, Copy)]
+struct Lease {
+    /// When the lease runs out ([`now_ns`] time).
+    until: u64,
+    /// The rate before the first leased change.
+    rate: u64,
+    /// The burst before the first leased change.
+    burst: Option<u64>,
+}
+
 /// What a group's lock protects.
 struct State {
     /// Deleted: it governs nothing any more and its timer is not armed again.
@@ -112,6 +123,8 @@ struct State {
     armed: bool,
     /// When the queued timer runs ([`now_ns`] time), while `armed`.
     due: u64,
+    /// The rate and burst in force are leased: the timer restores these when it ends.
+    lease: Option<Lease>,
 }
 
 impl State {
@@ -143,6 +156,7 @@ pub(crate) struct Group {
     held: Counter,
     ftp_joined: Counter,
     timer_runs: Counter,
+    lease_expired: Counter,
     #[pin]
     state: Mutex<State>,
     work: Opaque<bindings::delayed_work>,
@@ -162,6 +176,8 @@ pub(crate) struct GroupReading {
     pub(crate) burst: u64,
     /// Bits of [`group_flags`].
     pub(crate) flags: u32,
+    /// A leased setting: milliseconds left, and the rate it goes back to.
+    pub(crate) lease: Option<(u32, u64)>,
     /// `(port, weight, hits, flags)` of every member (flags: [`group_flags::FTP`] for a
     /// port attached as an FTP control port).
     pub(crate) members: KVec<(u16, u32, u64, u32)>,
@@ -230,6 +246,7 @@ impl Group {
                 held: Counter::new(),
                 ftp_joined: Counter::new(),
                 timer_runs: Counter::new(),
+                lease_expired: Counter::new(),
                 state <- kernel::new_mutex!(State {
                     dead: false,
                     rate,
@@ -241,6 +258,7 @@ impl Group {
                     polled: false,
                     armed: false,
                     due: 0,
+                    lease: None,
                 }),
                 work: Opaque::uninit(),
             }),
@@ -336,11 +354,18 @@ impl Group {
 
     /// Changes rate, burst and flags live. Tokens earned so far are kept (up to the new
     /// burst); held-back callers look again at once.
+    ///
+    /// With `lease_ms`, the rate and burst hold for that long (a lease running already
+    /// is renewed); when it runs out the group's timer restores the rate and burst the
+    /// group had before the first leased change, so a controller that dies never
+    /// leaves its setting behind. A rate or burst set without a lease is the group's new
+    /// setting and ends a lease.
     pub(crate) fn set(
         &self,
         rate: Option<u64>,
         burst: Option<u64>,
         flags: Option<u32>,
+        lease_ms: Option<u32>,
     ) -> Result<(), Rejection> {
         if self.kind == group_type::RATIO && (rate.is_some() || burst.is_some()) {
             return Err(reject(
@@ -353,8 +378,26 @@ impl Group {
                 }),
             ));
         }
+        if self.kind == group_type::RATIO && lease_ms.is_some() {
+            return Err(reject(
+                EINVAL,
+                c_str!("leases are for the rate of accept-rate and output groups"),
+                Some(crate::abi::attr::LEASE_MS),
+            ));
+        }
         {
             let mut s = self.state.lock();
+            let now = now_ns();
+            match lease_ms {
+                Some(ms) => {
+                    let until = now.saturating_add(u64::from(ms) * 1_000_000);
+                    let (rate, burst) = (s.rate, s.burst);
+                    let l = s.lease.get_or_insert(Lease { until, rate, burst });
+                    l.until = until;
+                }
+                None if rate.is_some() || burst.is_some() => s.lease = None,
+                None => {}
+            }
             if let Some(r) = rate {
                 s.rate = r;
             }
@@ -363,7 +406,10 @@ impl Group {
             }
             let b = s.burst.unwrap_or_else(|| default_burst(self.kind, s.rate));
             let r = s.rate;
-            s.bucket.set(r, b, now_ns());
+            s.bucket.set(r, b, now);
+            if let Some(l) = s.lease {
+                self.arm_locked(&mut s, l.until, now);
+            }
         }
         if let Some(f) = flags {
             self.flags.store(f, Relaxed);
@@ -565,17 +611,24 @@ impl Group {
     /// asked many times).
     pub(crate) fn arm(&self, nap: u64, poller: bool) {
         let mut s = self.state.lock();
+        s.polled |= poller;
+        let now = now_ns();
+        let due = now.saturating_add(nap.clamp(1_000_000, 1_000_000_000));
+        self.arm_locked(&mut s, due, now);
+    }
+
+    /// Has the timer run at `due` ([`now_ns`] time; at least 1 ms from `now`), or
+    /// sooner if it is queued for sooner already. The caller holds the lock.
+    fn arm_locked(&self, s: &mut State, due: u64, now: u64) {
         if s.dead {
             return;
         }
-        s.polled |= poller;
-        let ms = u32::try_from(nap.div_ceil(1_000_000))
-            .unwrap_or(u32::MAX)
-            .clamp(1, 1000);
-        let due = now_ns().saturating_add(u64::from(ms) * 1_000_000);
         // A timer queued for later (a slower rate, before a change) is brought forward:
         // otherwise it would hold pollers back for the old nap.
         if !s.armed || due < s.due {
+            let ms = u32::try_from(due.saturating_sub(now).div_ceil(1_000_000))
+                .unwrap_or(u32::MAX)
+                .max(1);
             s.armed = true;
             s.due = due;
             // SAFETY: initialized in `new`; queued under the lock while not dead (type
@@ -612,7 +665,7 @@ impl Group {
         m.wake(self.is_output());
     }
 
-    /// The timer: the quota is back, wake whoever waits for it.
+    /// The timer: the quota is back, or a lease ran out; wake whoever waits.
     fn tick(&self) {
         self.timer_runs.inc();
         {
@@ -621,6 +674,21 @@ impl Group {
             s.polled = false;
             if s.dead {
                 return;
+            }
+            let now = now_ns();
+            match s.lease {
+                Some(l) if now >= l.until => {
+                    // Back to the setting before the lease.
+                    s.lease = None;
+                    s.rate = l.rate;
+                    s.burst = l.burst;
+                    let b = l.burst.unwrap_or_else(|| default_burst(self.kind, l.rate));
+                    s.bucket.set(l.rate, b, now);
+                    self.lease_expired.inc();
+                }
+                // The timer ran for a quota wait: keep it for the lease too.
+                Some(l) => self.arm_locked(&mut s, l.until, now),
+                None => {}
             }
         }
         self.wake_all();
@@ -652,6 +720,10 @@ impl Group {
                 s.bucket.burst()
             },
             flags: self.flags.load(Relaxed),
+            lease: s.lease.map(|l| {
+                let left = l.until.saturating_sub(now_ns()).div_ceil(1_000_000);
+                (u32::try_from(left).unwrap_or(u32::MAX), l.rate)
+            }),
             members,
             stats: [
                 (group_stat::ADMITTED, self.admitted.get()),
@@ -660,6 +732,7 @@ impl Group {
                 (group_stat::TOKENS, tokens),
                 (group_stat::FTP_JOINED, self.ftp_joined.get()),
                 (group_stat::TIMER_RUNS, self.timer_runs.get()),
+                (group_stat::LEASE_EXPIRED, self.lease_expired.get()),
             ],
         }
     }

@@ -1479,22 +1479,50 @@ pub(crate) fn group_del(nets: &mut Nets, net: NetRef, id: u32) -> Result<(), Rej
     Ok(())
 }
 
+/// A `GROUP_SET` request: what to change (`None`: unchanged).
+pub(crate) struct GroupChange {
+    /// Connections or bytes per second.
+    pub(crate) rate: Option<u64>,
+    /// Bucket size.
+    pub(crate) burst: Option<u64>,
+    /// Bits of [`abi::group_flags`].
+    pub(crate) flags: Option<u32>,
+    /// A member port and its new weight (ratio groups).
+    pub(crate) weight: Option<(u16, u32)>,
+    /// The rate and burst hold this long (milliseconds), then the group goes back.
+    pub(crate) lease_ms: Option<u32>,
+}
+
 /// Changes a group live (`GROUP_SET`).
 pub(crate) fn group_set(
     nets: &mut Nets,
     net: NetRef,
     id: u32,
-    rate: Option<u64>,
-    burst: Option<u64>,
-    flags: Option<u32>,
-    weight: Option<(u16, u32)>,
+    change: GroupChange,
 ) -> Result<(), Rejection> {
+    let GroupChange {
+        rate,
+        burst,
+        flags,
+        weight,
+        lease_ms,
+    } = change;
     let g = group_find(nets, net, id)?;
+    // Weights are for ratio groups, the rest for the others: refused together before
+    // anything changes (a weight set and then a refused rate would be half a change).
+    let quota = rate.is_some() || burst.is_some() || lease_ms.is_some();
+    if weight.is_some() && quota {
+        return Err(reject(
+            EINVAL,
+            c_str!("a member's weight and a rate, burst or lease are for different group types"),
+            Some(abi::attr::WEIGHT),
+        ));
+    }
     if let Some((port, w)) = weight {
         g.set_weight(port, w)?;
     }
-    if rate.is_some() || burst.is_some() || flags.is_some() {
-        g.set(rate, burst, flags)?;
+    if quota || flags.is_some() {
+        g.set(rate, burst, flags, lease_ms)?;
     }
     Ok(())
 }

@@ -424,15 +424,14 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
                 )),
             };
             weight.and_then(|w| {
-                qos_classifier::group_set(
-                    &mut nets,
-                    net,
-                    gid,
-                    t.u64(attr::RATE),
-                    t.u64(attr::BURST),
-                    t.u32(attr::GROUP_FLAGS),
-                    w,
-                )
+                let change = qos_classifier::GroupChange {
+                    rate: t.u64(attr::RATE),
+                    burst: t.u64(attr::BURST),
+                    flags: t.u32(attr::GROUP_FLAGS),
+                    weight: w,
+                    lease_ms: t.u32(attr::LEASE_MS),
+                };
+                qos_classifier::group_set(&mut nets, net, gid, change)
             })
         }
         cmd::GROUP_PORT_ADD => qos_classifier::group_port_add(
@@ -985,6 +984,10 @@ fn put_group(m: &Msg, g: &Group) -> Result {
         m.put_u64(attr::BURST, r.burst)?;
     }
     m.put(attr::GROUP_FLAGS, &r.flags)?;
+    if let Some((left, fallback)) = r.lease {
+        m.put(attr::LEASE_MS, &left)?;
+        m.put_u64(attr::FALLBACK_RATE, fallback)?;
+    }
     for &(port, weight, hits, flags) in r.members.iter() {
         m.nest(attr::MEMBER, |m| {
             m.put(attr::PORT, &port)?;

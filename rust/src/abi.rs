@@ -54,7 +54,12 @@ pub mod cmd {
     /// Get one group (`GROUP_ID`) or dump every group of the namespace (no attribute).
     pub const GROUP_GET: u8 = 14;
     /// Change a group live: `GROUP_ID` and any of `RATE`, `BURST`, `GROUP_FLAGS`; or
-    /// `PORT` with `WEIGHT` to change a member's weight in an accept-ratio group.
+    /// `PORT` with `WEIGHT` to change a member's weight in an accept-ratio group. With
+    /// `LEASE_MS` (accept-rate and output groups), the rate and burst given hold only
+    /// until the lease runs out unless a later leased change renews it; then the group
+    /// goes back by itself to the setting it had before the first leased change (its
+    /// fallback). A change of `RATE` or `BURST` without a lease is the new setting and
+    /// ends a lease.
     pub const GROUP_SET: u8 = 15;
     /// Attach a listening port to a group (the port gets a meter if it had none):
     /// `GROUP_ID`, `PORT`, optional `WEIGHT` (accept-ratio groups, default 1), optional
@@ -193,8 +198,14 @@ pub mod attr {
     pub const MEMBER: u16 = 29;
     /// Group statistics in a `GROUP_GET` reply (nested, [`super::group_stat`]).
     pub const GROUP_STATS: u16 = 30;
+    /// `GROUP_SET`: the rate and burst given hold for this many milliseconds, u32 in
+    /// `MIN_LEASE_MS..=MAX_LEASE_MS`. In a `GROUP_GET` reply: what is left of the lease.
+    pub const LEASE_MS: u16 = 31;
+    /// The rate a leased group goes back to when its lease runs out (`GROUP_GET`
+    /// replies of leased groups), u64.
+    pub const FALLBACK_RATE: u16 = 32;
     /// Highest attribute number.
-    pub const MAX: u16 = 30;
+    pub const MAX: u16 = 32;
 }
 
 /// Socket group types.
@@ -241,8 +252,10 @@ pub mod group_stat {
     pub const FTP_JOINED: u16 = 5;
     /// Times the group's timer ran.
     pub const TIMER_RUNS: u16 = 6;
+    /// Leases that ran out (the group went back to its fallback setting).
+    pub const LEASE_EXPIRED: u16 = 7;
     /// Highest group statistics attribute.
-    pub const MAX: u16 = 6;
+    pub const MAX: u16 = 7;
     /// Name of each attribute (as in `Documentation/netlink/openqos.yaml`).
     pub const NAMES: [(u16, &str); MAX as usize] = [
         (ADMITTED, "admitted"),
@@ -251,6 +264,7 @@ pub mod group_stat {
         (TOKENS, "tokens"),
         (FTP_JOINED, "ftp-joined"),
         (TIMER_RUNS, "timer-runs"),
+        (LEASE_EXPIRED, "lease-expired"),
     ];
 }
 
@@ -465,6 +479,10 @@ pub mod limits {
     /// leaves when its data connection is accepted, after the data timeout, or when its
     /// server closes it).
     pub const MAX_FTP_DATA: usize = 256;
+    /// Shortest lease of a group setting (`LEASE_MS`).
+    pub const MIN_LEASE_MS: u32 = 100;
+    /// Longest lease of a group setting: an hour.
+    pub const MAX_LEASE_MS: u32 = 3_600_000;
     /// Largest `RATE` and `BURST`.
     pub const MAX_RATE: u64 = crate::quota::MAX_RATE;
     /// Smallest default burst of an output group, bytes.
@@ -609,6 +627,14 @@ pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
     ),
     other(attr::MEMBER, "member", Kind::Reject),
     other(attr::GROUP_STATS, "group-stats", Kind::Reject),
+    int(
+        attr::LEASE_MS,
+        "lease-ms",
+        Kind::U32,
+        limits::MIN_LEASE_MS as u64,
+        limits::MAX_LEASE_MS as u64,
+    ),
+    other(attr::FALLBACK_RATE, "fallback-rate", Kind::Reject),
 ];
 
 /// Returns the policy of attribute `ty`, if it is one.
@@ -659,6 +685,7 @@ pub const fn command_attrs(cmd: u8) -> (&'static [u16], &'static [u16]) {
                 attr::GROUP_FLAGS,
                 attr::PORT,
                 attr::WEIGHT,
+                attr::LEASE_MS,
             ],
         ),
         cmd::GROUP_PORT_ADD => (

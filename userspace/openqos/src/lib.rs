@@ -366,6 +366,14 @@ pub struct Group {
     pub ftp_joined: u64,
     /// Times the group's timer ran.
     pub timer_runs: u64,
+    /// Milliseconds left of a leased setting ([`GroupSettings::lease_ms`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u32>,
+    /// The rate the group goes back to when its lease runs out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_rate: Option<u64>,
+    /// Leases that ran out.
+    pub lease_expired: u64,
 }
 
 /// Settings of a socket group to change ([`Client::set_group`]); `None` keeps one.
@@ -377,6 +385,9 @@ pub struct GroupSettings {
     pub burst: Option<u64>,
     /// Watch FTP passive replies.
     pub ftp: Option<bool>,
+    /// The rate and burst hold only this many milliseconds unless renewed; then the
+    /// kernel puts back the setting from before the first leased change.
+    pub lease_ms: Option<u32>,
 }
 
 /// Options of a new rule.
@@ -632,6 +643,9 @@ fn group_setting_attrs(s: &GroupSettings) -> Result<Vec<Attr>> {
             attr::GROUP_FLAGS,
             if f { group_flags::FTP } else { 0 },
         ));
+    }
+    if let Some(ms) = s.lease_ms {
+        attrs.push(u32_attr(attr::LEASE_MS, ms)?);
     }
     Ok(attrs)
 }
@@ -1177,6 +1191,12 @@ fn decode_group(m: &OqMsg) -> Result<Group> {
         tokens: c(group_stat::TOKENS)?,
         ftp_joined: c(group_stat::FTP_JOINED)?,
         timer_runs: c(group_stat::TIMER_RUNS)?,
+        lease_ms: int::<4>(a, attr::LEASE_MS).ok().map(u32::from_ne_bytes),
+        fallback_rate: int::<8>(a, attr::FALLBACK_RATE)
+            .ok()
+            .map(u64::from_ne_bytes),
+        // Modules before leases send no such counter.
+        lease_expired: c(group_stat::LEASE_EXPIRED).unwrap_or(0),
     })
 }
 

@@ -11,7 +11,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use openqos::{Client, Group, GroupSettings, GroupType};
+use openqos::{abi::abi::limits, Client, Group, GroupSettings, GroupType};
 use std::io::Write;
 
 #[derive(Parser, Debug)]
@@ -27,6 +27,7 @@ use std::io::Write;
         skex -N 3 -t ratio                    # share accepts 1:3 between two ports\n  \
         skex -a 3 -p 8080 -w 1; skex -a 3 -p 8081 -w 3\n  \
         skex -s 1 -r 200K                     # change a limit live\n  \
+        skex -s 2 -r 5 --lease 6s             # 5/s for 6 s unless renewed, then back\n  \
         skex -L -j                            # everything, as JSON\n\
         See skex(8)."
 )]
@@ -76,6 +77,11 @@ struct Args {
     /// Stop watching FTP replies.
     #[arg(long = "no-ftp")]
     no_ftp: bool,
+    /// With -s: the rate and burst hold only this long (e.g. 6s, 500ms; 100ms to 1h)
+    /// unless renewed by another -s with --lease; then the kernel puts back the
+    /// setting from before the first leased change.
+    #[arg(long = "lease", value_name = "DURATION", value_parser = parse_lease)]
+    lease: Option<u32>,
     /// Print JSON (with -L).
     #[arg(short = 'j', long = "json")]
     json: bool,
@@ -99,6 +105,16 @@ fn parse_amount(s: &str) -> std::result::Result<u64, String> {
     Ok(total.round() as u64)
 }
 
+/// `6s`, `500ms`, `1m`: a lease, in milliseconds.
+fn parse_lease(s: &str) -> std::result::Result<u32, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 6s, 500ms)"))?;
+    let (lo, hi) = (limits::MIN_LEASE_MS, limits::MAX_LEASE_MS);
+    u32::try_from(d.as_millis())
+        .ok()
+        .filter(|ms| (lo..=hi).contains(ms))
+        .ok_or_else(|| format!("{s:?}: a lease is from {lo} ms to {} h", hi / 3_600_000))
+}
+
 fn settings(args: &Args) -> GroupSettings {
     GroupSettings {
         rate: args.rate,
@@ -108,6 +124,7 @@ fn settings(args: &Args) -> GroupSettings {
             (_, true) => Some(false),
             _ => None,
         },
+        lease_ms: args.lease,
     }
 }
 
@@ -137,6 +154,18 @@ fn print_groups(out: &mut impl Write, groups: &[Group]) -> Result<()> {
         }
         if g.ftp {
             write!(out, " ftp")?;
+        }
+        if let (Some(ms), Some(r)) = (g.lease_ms, g.fallback_rate) {
+            write!(
+                out,
+                " leased ({}.{:03} s left, then {})",
+                ms / 1000,
+                ms % 1000,
+                amount(g.kind, r)
+            )?;
+        }
+        if g.lease_expired > 0 {
+            write!(out, " leases-expired {}", g.lease_expired)?;
         }
         writeln!(
             out,
@@ -174,7 +203,16 @@ fn print_groups(out: &mut impl Write, groups: &[Group]) -> Result<()> {
     Ok(())
 }
 
+/// Checks what the parser cannot: a lease is for a change (-s) only.
+fn check_args(args: &Args) -> Result<()> {
+    if args.lease.is_some() && args.set.is_none() {
+        bail!("--lease goes with -s (a change of the rate or burst)");
+    }
+    Ok(())
+}
+
 fn run(args: &Args) -> Result<()> {
+    check_args(args)?;
     let mut c = Client::connect().context("cannot talk to the openqos module")?;
     if let Some(id) = args.new {
         let kind = args
@@ -220,7 +258,7 @@ fn run(args: &Args) -> Result<()> {
             c.set_group(id, &s)
                 .with_context(|| format!("cannot change group {id}"))?;
         } else if args.port.is_none() {
-            bail!("-s needs something to change (-r, -b, --ftp, --no-ftp, or -p with -w)");
+            bail!("-s needs something to change (-r, -b, --lease, --ftp, --no-ftp, or -p with -w)");
         }
         return Ok(());
     }
@@ -303,11 +341,58 @@ mod tests {
             tokens: 0,
             ftp_joined: 0,
             timer_runs: 2,
+            lease_ms: None,
+            fallback_rate: None,
+            lease_expired: 0,
         };
         let mut out = Vec::new();
         print_groups(&mut out, &[g]).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("group 3 type ratio: admitted 40 held 5"));
         assert!(text.contains("port  8081  weight     3  accepted 30"));
+    }
+
+    #[test]
+    fn leases() {
+        let a = Args::try_parse_from(["skex", "-s", "2", "-r", "5", "--lease", "6s"]).unwrap();
+        assert_eq!((a.set, a.rate, a.lease), (Some(2), Some(5), Some(6000)));
+        let a = Args::try_parse_from(["skex", "-s", "2", "--lease", "1m 500ms"]).unwrap();
+        assert_eq!(a.lease, Some(60_500));
+        // Out of range, no unit, or without -s.
+        for bad in ["50ms", "2h", "6"] {
+            assert!(
+                Args::try_parse_from(["skex", "-s", "2", "--lease", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        let a = Args::try_parse_from(["skex", "-N", "2", "-t", "rate", "-r", "5", "--lease", "6s"])
+            .unwrap();
+        assert!(check_args(&a).is_err());
+        let g = Group {
+            id: 2,
+            kind: GroupType::Rate,
+            rate: Some(5),
+            burst: Some(1),
+            ftp: false,
+            members: vec![],
+            admitted: 0,
+            held: 0,
+            sleeping: 0,
+            tokens: 1,
+            ftp_joined: 0,
+            timer_runs: 0,
+            lease_ms: Some(4250),
+            fallback_rate: Some(100),
+            lease_expired: 3,
+        };
+        let mut out = Vec::new();
+        print_groups(&mut out, &[g]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "rate 5/s burst 1 tokens 1 leased (4.250 s left, then 100/s) leases-expired 3"
+            ),
+            "{text}"
+        );
     }
 }
