@@ -46,6 +46,10 @@ enum Mode {
 enum Cmd {
     /// Serve tagged answers on a port.
     Serve(ServeArgs),
+    /// One server with a fixed pool of workers on several ports (one instance shared by
+    /// classes): every worker polls all the ports and serves one connection at a time,
+    /// taking a fixed service time before it answers.
+    Pool(PoolArgs),
     /// Open connections and verify every answer.
     Load(LoadArgs),
     /// Open connections that send nothing and keep them open (silent clients).
@@ -73,6 +77,19 @@ enum Cmd {
     /// (v4-mapped) socket into an IPv4 one with IPV6_ADDRFORM instead. Both replace the
     /// socket's operations (`sock->ops`) behind the sensors' back.
     Ktls(KtlsArgs),
+}
+
+#[derive(clap::Args)]
+struct PoolArgs {
+    /// PORT:TAG, once per port.
+    #[arg(long = "port", value_name = "PORT:TAG", required = true)]
+    ports: Vec<String>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    workers: u64,
+    /// Time a worker spends on each connection before it answers.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    service_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -585,6 +602,70 @@ fn handle(mut s: TcpStream, tag: &str, bulk: &Bulk) {
     if writeln!(s, "{tag} {ip} {} {:016x}", peer.port(), fnv64(&buf)).is_ok() && bulk.len > 0 {
         let _ = bulk.send(&mut s);
     }
+}
+
+fn pool(a: &PoolArgs) -> Result<()> {
+    let mut ls = Vec::new();
+    for spec in &a.ports {
+        let (port, tag) = spec
+            .split_once(':')
+            .with_context(|| format!("{spec:?}: PORT:TAG"))?;
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("{spec:?}: bad port"))?;
+        let l = listener("0.0.0.0", port, 1024)?;
+        l.set_nonblocking(true)?;
+        println!("ready {tag} 0.0.0.0 {port}");
+        ls.push((l, Arc::<str>::from(tag)));
+    }
+    std::io::stdout().flush()?;
+    let ls = Arc::new(ls);
+    let service = Duration::from_millis(a.service_ms);
+    let workers: Vec<_> = (0..a.workers)
+        .map(|w| {
+            let ls = ls.clone();
+            std::thread::spawn(move || -> Result<()> {
+                let bulk = Bulk::new(0, false)?;
+                // Each worker starts its round at another port: no port is favoured.
+                let mut next = w as usize;
+                loop {
+                    let mut fds: Vec<_> = ls
+                        .iter()
+                        .map(|(l, _)| {
+                            nix::poll::PollFd::new(l.as_fd(), nix::poll::PollFlags::POLLIN)
+                        })
+                        .collect();
+                    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16)) {
+                        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                        Err(e) => bail!("poll: {e}"),
+                    }
+                    drop(fds);
+                    for i in 0..ls.len() {
+                        let (l, tag) = &ls[(next + i) % ls.len()];
+                        match l.accept() {
+                            Ok((s, _)) => {
+                                next = (next + i + 1) % ls.len();
+                                std::thread::sleep(service);
+                                handle(s, tag, &bulk);
+                                break;
+                            }
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    ErrorKind::WouldBlock | ErrorKind::Interrupted
+                                ) => {}
+                            Err(e) => bail!("accept: {e}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("a worker panicked"))??;
+    }
+    Ok(())
 }
 
 fn serve(args: &ServeArgs) -> Result<()> {
@@ -1249,6 +1330,7 @@ fn ktls(a: &KtlsArgs) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Serve(a) => serve(&a),
+        Cmd::Pool(a) => pool(&a),
         Cmd::Hold(a) => hold(&a),
         Cmd::Churn(a) => churn(&a),
         Cmd::Load(a) => load(&a),

@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The control library of `qosmgr`, the openqos QoS manager.
+//!
+//! A feedback loop is designed, not tuned by hand (the ControlWare method of the paper
+//! "Kernel Support for Open QoS-Aware Computing"):
+//!
+//! 1. **Identify** the plant around its operating point as a first-order model
+//!    `y(k+1) = a y(k) + b u(k) + c` ([`ident::fit`]): step the actuator `u` (an accept
+//!    rate, say) within its limits, record the measurement `y` (a mean delay) every
+//!    period, and fit `a`, `b`, `c` by least squares; `R^2` says how much of `y` the
+//!    model explains.
+//! 2. **Place the poles** ([`design::pi_gains`]): from a settling time (periods) and a
+//!    largest overshoot, the closed-loop poles `r e^{±jθ}`, and from them the gains of a
+//!    PI controller in velocity form ([`pi::Pi`]) for that model.
+//! 3. **Check robustness** ([`sim::check_robust`]): the design must stay stable, by its
+//!    closed-loop poles and in simulation, when the plant's gain `b` is halved or
+//!    doubled (real servers drift from any model).
+//! 4. **Run**: every period, [`pi::Pi::step`] turns set point and measurement into the
+//!    actuator's next value, within output and slew limits, without integrator windup,
+//!    and reports every term for the log. [`split::SplitRange`] drives several actuators
+//!    in sequence from one output.
+//!
+//! Everything is `f64` arithmetic on the host, without allocation in the loop.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod design;
+pub mod ident;
+pub mod pi;
+pub mod sim;
+pub mod split;

@@ -1,0 +1,389 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The configuration file: global settings and the loops, in TOML.
+//!
+//! ```toml
+//! period = "1s"
+//! lease_periods = 5
+//! status_file = "/run/qosmgr/status.json"
+//!
+//! [[loop]]
+//! name = "premium"
+//! type = "delay"
+//! port = 8080          # the mean queueing delay of this port is held ...
+//! set_point = "200ms"  # ... here,
+//! group = 2            # by the accept rate of this accept-rate group (other classes)
+//! min = 2              # its lowest rate (the other classes' floor)
+//! max = 200            # its highest rate
+//! safe = 200           # the rate it gets back on exit, or when the sensor is lost
+//! slew = 40            # largest change in one period
+//! deadband = "5ms"
+//! min_samples = 5      # a period with fewer accepted connections holds the output
+//! kp = 0.05            # gains: written by `qosmgr design`
+//! ki = 0.02
+//!
+//! [loop.model]         # written by `qosmgr identify`
+//! a = 0.5
+//! b = 2.0
+//! c = 10.0
+//! r2 = 0.9
+//! ```
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::{path::Path, time::Duration};
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Period of every loop.
+    #[serde(with = "humantime_serde", default = "default_period")]
+    pub period: Duration,
+    /// The limits set last this many periods unless renewed (every period).
+    #[serde(default = "default_lease_periods")]
+    pub lease_periods: u32,
+    /// Where `run` writes the loops' state for `status`.
+    #[serde(default = "default_status_file")]
+    pub status_file: String,
+    /// The loops.
+    #[serde(rename = "loop", default)]
+    pub loops: Vec<LoopConfig>,
+}
+
+fn default_period() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_lease_periods() -> u32 {
+    5
+}
+
+/// The default place of the status file.
+pub const STATUS_FILE: &str = "/run/qosmgr/status.json";
+
+fn default_status_file() -> String {
+    STATUS_FILE.into()
+}
+
+/// What a loop holds at its set point.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopType {
+    /// The mean connection delay (end of handshake to `accept()`) of one port, by the
+    /// accept rate of a group of other ports.
+    Delay,
+}
+
+/// A first-order model of the plant, from `qosmgr identify`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Pole.
+    pub a: f64,
+    /// Gain (milliseconds of delay per connection per second).
+    pub b: f64,
+    /// Offset.
+    #[serde(default)]
+    pub c: f64,
+    /// Fit quality.
+    #[serde(default)]
+    pub r2: Option<f64>,
+}
+
+/// One loop.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoopConfig {
+    /// Unique name.
+    pub name: String,
+    /// What it holds.
+    #[serde(rename = "type")]
+    pub kind: LoopType,
+    /// The measured port.
+    pub port: u16,
+    /// The delay to hold.
+    #[serde(with = "humantime_serde")]
+    pub set_point: Duration,
+    /// The accept-rate group it drives.
+    pub group: u32,
+    /// Lowest rate.
+    pub min: u64,
+    /// Highest rate.
+    pub max: u64,
+    /// The rate on exit or sensor loss.
+    pub safe: u64,
+    /// Largest change of the rate in one period (default: no limit).
+    #[serde(default)]
+    pub slew: Option<f64>,
+    /// Errors smaller than this count as none.
+    #[serde(with = "humantime_serde", default)]
+    pub deadband: Option<Duration>,
+    /// Fewest accepted connections in a period for a measurement.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u64,
+    /// Proportional gain (rate per millisecond of error).
+    pub kp: Option<f64>,
+    /// Integral gain.
+    pub ki: Option<f64>,
+    /// The identified model.
+    pub model: Option<ModelConfig>,
+}
+
+fn default_min_samples() -> u64 {
+    5
+}
+
+impl LoopConfig {
+    /// The set point in milliseconds.
+    pub fn set_point_ms(&self) -> f64 {
+        self.set_point.as_secs_f64() * 1000.0
+    }
+
+    /// The deadband in milliseconds.
+    pub fn deadband_ms(&self) -> f64 {
+        self.deadband.map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+
+    /// The controller settings, if the gains are set.
+    pub fn pi(&self) -> Result<openqos_control::pi::PiConfig> {
+        let (Some(kp), Some(ki)) = (self.kp, self.ki) else {
+            bail!(
+                "loop {:?} has no gains (kp, ki): run `qosmgr identify` and `qosmgr design` first",
+                self.name
+            );
+        };
+        let cfg = openqos_control::pi::PiConfig {
+            kp,
+            ki,
+            min: self.min as f64,
+            max: self.max as f64,
+            slew: self.slew.unwrap_or(f64::INFINITY),
+            deadband: self.deadband_ms(),
+        };
+        cfg.validate()
+            .with_context(|| format!("loop {:?}", self.name))?;
+        Ok(cfg)
+    }
+}
+
+impl Config {
+    /// Parses and checks `text`; nothing is applied anywhere.
+    pub fn parse(text: &str) -> Result<Self> {
+        let c: Config = toml::from_str(text).context("malformed configuration")?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// The checks that need no kernel.
+    pub fn check(&self) -> Result<()> {
+        if self.period < Duration::from_millis(100) || self.period > Duration::from_secs(600) {
+            bail!("period must be from 100ms to 10m");
+        }
+        if !(2..=100).contains(&self.lease_periods) {
+            bail!("lease_periods must be from 2 to 100");
+        }
+        let lease = self.lease_ms();
+        if !(100..=3_600_000).contains(&lease) {
+            bail!("a lease of {lease} ms (period x lease_periods) is outside 100 ms to 1 h");
+        }
+        if self.loops.is_empty() {
+            bail!("no loop configured ([[loop]])");
+        }
+        for (i, l) in self.loops.iter().enumerate() {
+            if self.loops[..i].iter().any(|o| o.name == l.name) {
+                bail!("two loops are named {:?}", l.name);
+            }
+            if self.loops[..i].iter().any(|o| o.group == l.group) {
+                bail!(
+                    "loops {:?} and another drive the same group {}",
+                    l.name,
+                    l.group
+                );
+            }
+            let ctx = || format!("loop {:?}", l.name);
+            if l.port == 0 {
+                bail!("{}: port 0", ctx());
+            }
+            if l.set_point.is_zero() {
+                bail!("{}: the set point must be above 0", ctx());
+            }
+            if l.min == 0 || l.min > l.max {
+                bail!("{}: min must be at least 1 and at most max", ctx());
+            }
+            if l.safe < l.min || l.safe > l.max {
+                bail!("{}: safe must be within min..=max", ctx());
+            }
+            if l.slew.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
+                bail!("{}: slew must be a positive number", ctx());
+            }
+            if l.min_samples == 0 {
+                bail!("{}: min_samples must be at least 1", ctx());
+            }
+            if l.kp.is_some() || l.ki.is_some() {
+                l.pi()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The lease of every limit set, milliseconds.
+    pub fn lease_ms(&self) -> u64 {
+        self.period.as_millis() as u64 * u64::from(self.lease_periods)
+    }
+
+    /// The loop named `name`.
+    pub fn find(&self, name: &str) -> Result<&LoopConfig> {
+        self.loops
+            .iter()
+            .find(|l| l.name == name)
+            .with_context(|| format!("no loop named {name:?}"))
+    }
+}
+
+/// Writes `values` (key, number) into the table of loop `name` in the file at `path`
+/// (into `[loop.model]` when `model`), keeping everything else of the file as it is.
+pub fn write_values(path: &Path, name: &str, model: bool, values: &[(&str, f64)]) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut doc: toml_edit::DocumentMut = text.parse().context("malformed configuration")?;
+    let loops = doc
+        .get_mut("loop")
+        .and_then(|l| l.as_array_of_tables_mut())
+        .context("no [[loop]] in the configuration")?;
+    let t = loops
+        .iter_mut()
+        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
+        .with_context(|| format!("no loop named {name:?}"))?;
+    let t = if model {
+        if !t.contains_key("model") {
+            t.insert("model", toml_edit::Item::Table(toml_edit::Table::new()));
+        }
+        t.get_mut("model")
+            .and_then(|m| m.as_table_mut())
+            .context("model is not a table")?
+    } else {
+        t
+    };
+    for (k, v) in values {
+        // Rounded to 6 significant digits: what the fit or design can stand behind.
+        let v: f64 = format!("{v:.6e}").parse().unwrap_or(*v);
+        t.insert(k, toml_edit::value(v));
+    }
+    let new = doc.to_string();
+    // Checked before it replaces the file.
+    Config::parse(&new)?;
+    let tmp = path.with_extension("toml.new");
+    std::fs::write(&tmp, new).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+period = "500ms"
+lease_periods = 4
+
+[[loop]]
+name = "premium"
+type = "delay"
+port = 8080
+set_point = "200ms"
+group = 2
+min = 2
+max = 200
+safe = 200
+slew = 40
+deadband = "5ms"
+kp = 0.05
+ki = 0.02
+"#;
+
+    #[test]
+    fn parses_a_loop() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.period, Duration::from_millis(500));
+        assert_eq!(c.lease_ms(), 2000);
+        let l = &c.loops[0];
+        assert_eq!((l.port, l.group, l.min_samples), (8080, 2, 5));
+        assert_eq!(l.set_point_ms(), 200.0);
+        assert_eq!(l.deadband_ms(), 5.0);
+        let pi = l.pi().unwrap();
+        assert_eq!(
+            (pi.kp, pi.ki, pi.min, pi.max, pi.slew),
+            (0.05, 0.02, 2.0, 200.0, 40.0)
+        );
+        assert_eq!(c.status_file, STATUS_FILE);
+    }
+
+    #[test]
+    fn refuses_bad_configurations_with_a_reason() {
+        let bad = |from: &str, to: &str, want: &str| {
+            let text = GOOD.replace(from, to);
+            assert_ne!(text, GOOD, "{from}");
+            let e = format!("{:#}", Config::parse(&text).unwrap_err());
+            assert!(e.contains(want), "{from} -> {to}: {e}");
+        };
+        bad(
+            "set_point = \"200ms\"",
+            "set_point = \"0s\"",
+            "set point must be above 0",
+        );
+        bad(
+            "min = 2",
+            "min = 300",
+            "min must be at least 1 and at most max",
+        );
+        bad("type = \"delay\"", "type = \"cpu\"", "unknown variant");
+        bad("port = 8080", "port = 8080\nport = 1", "malformed");
+        bad("safe = 200", "safe = 500", "safe must be within");
+        bad("kp = 0.05", "kp = nan", "finite");
+        bad("slew = 40", "slew = -1", "slew must be a positive");
+        bad("group = 2", "group = 2\ncolour = 1", "unknown field");
+        bad("lease_periods = 4", "lease_periods = 1", "lease_periods");
+        assert!(Config::parse("[[loop]]\nname = 1").is_err());
+        assert!(format!("{:#}", Config::parse("period = \"1s\"").unwrap_err()).contains("no loop"));
+        let two = format!("{GOOD}\n{}", &GOOD[GOOD.find("[[loop]]").unwrap()..]);
+        assert!(format!("{:#}", Config::parse(&two).unwrap_err()).contains("two loops"));
+    }
+
+    #[test]
+    fn gains_needed_only_to_run() {
+        let c = Config::parse(&GOOD.replace("kp = 0.05\nki = 0.02\n", "")).unwrap();
+        assert!(format!("{:#}", c.loops[0].pi().unwrap_err()).contains("qosmgr design"));
+    }
+
+    #[test]
+    fn writes_values_in_place() {
+        let dir = std::env::temp_dir().join(format!("qosmgr-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("q.toml");
+        std::fs::write(&p, format!("# kept\n{GOOD}")).unwrap();
+        write_values(
+            &p,
+            "premium",
+            true,
+            &[("a", 0.5), ("b", 2.0), ("c", 1.0), ("r2", 0.93)],
+        )
+        .unwrap();
+        write_values(&p, "premium", false, &[("kp", 0.125), ("ki", 0.0625)]).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with("# kept\n"), "{text}");
+        let c = Config::parse(&text).unwrap();
+        let l = &c.loops[0];
+        assert_eq!((l.kp, l.ki), (Some(0.125), Some(0.0625)));
+        assert_eq!(l.model.unwrap().b, 2.0);
+        assert!(write_values(&p, "nobody", false, &[("kp", 1.0)]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,705 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `qosmgr`: the openqos QoS manager.
+//!
+//! Feedback loops that hold a class's mean connection delay at a set point by driving
+//! the accept rate of a socket group of the other classes (the paper's Figure 5
+//! configuration), designed by the ControlWare method: `identify` fits a first-order
+//! model at the current load, `design` places the closed loop's poles and checks
+//! robustness, `run` runs the loops. Every limit is set with a lease that `run` renews
+//! each period, so if the manager dies the kernel puts the configured limits back by
+//! itself. See qosmgr(8).
+
+mod config;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use config::{Config, LoopConfig};
+use openqos::{Client, GroupSettings, GroupType};
+use openqos_control::{
+    design,
+    ident::{self, prbs},
+    pi::{Pi, Saturation},
+    sim,
+};
+use serde::{Deserialize, Serialize};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "qosmgr",
+    version,
+    about = "The openqos QoS manager: hold a class's connection delay at a set point",
+    after_help = "Workflow:\n  \
+        qosmgr identify -c /etc/openqos/qosmgr.toml -l premium --write   # fit a model\n  \
+        qosmgr design -c /etc/openqos/qosmgr.toml -l premium --write     # place the poles\n  \
+        qosmgr run -c /etc/openqos/qosmgr.toml                           # run the loops\n  \
+        qosmgr status                                                    # watch them\n\
+        See qosmgr(8)."
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// The configuration file and one of its loops.
+#[derive(clap::Args)]
+struct LoopArgs {
+    /// Configuration file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        default_value = "/etc/openqos/qosmgr.toml"
+    )]
+    config: PathBuf,
+    /// The loop.
+    #[arg(short = 'l', long = "loop")]
+    name: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the loops (SIGHUP reloads the configuration, SIGTERM or SIGINT puts every
+    /// actuator back to its safe value and exits).
+    Run {
+        /// Configuration file.
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "/etc/openqos/qosmgr.toml"
+        )]
+        config: PathBuf,
+        /// Append the step log (one JSON line per loop and period) to this file instead
+        /// of standard output.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Stop after this many periods (tests, experiments).
+        #[arg(long, value_name = "N")]
+        periods: Option<u64>,
+        /// Check the configuration against the kernel and exit (nothing applied).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Show the running loops (table, or JSON with -j).
+    Status {
+        /// The status file `run` writes (default: the configuration's, else
+        /// /run/qosmgr/status.json).
+        #[arg(long)]
+        status_file: Option<PathBuf>,
+        /// Read the status file's place from this configuration.
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// JSON output.
+        #[arg(short = 'j', long = "json")]
+        json: bool,
+    },
+    /// Step the loop's actuator between two rates (a pseudo-random binary sequence,
+    /// one period each) at the current load and fit y(k+1) = a y(k) + b u(k) + c.
+    Identify {
+        #[command(flatten)]
+        at: LoopArgs,
+        /// Periods to run.
+        #[arg(long, default_value_t = 60)]
+        periods: usize,
+        /// Low rate (default: a quarter of the way from min to max).
+        #[arg(long)]
+        low: Option<u64>,
+        /// High rate (default: three quarters of the way).
+        #[arg(long)]
+        high: Option<u64>,
+        /// Write the model into the configuration ([loop.model]).
+        #[arg(long)]
+        write: bool,
+    },
+    /// Turn the loop's model into PI gains by pole placement, check them with b halved
+    /// and doubled, and (with --write) put them into the configuration.
+    Design {
+        #[command(flatten)]
+        at: LoopArgs,
+        /// Settling time, in periods.
+        #[arg(long, default_value_t = 10.0)]
+        settling: f64,
+        /// Largest overshoot, a fraction (0.1: 10 %).
+        #[arg(long, default_value_t = 0.1)]
+        overshoot: f64,
+        /// Write kp and ki into the configuration (only if the design is robust).
+        #[arg(long)]
+        write: bool,
+    },
+}
+
+/// Seconds since the epoch.
+fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A meter's counters at one moment.
+#[derive(Clone, Copy, Debug)]
+struct Snap {
+    accepted: u64,
+    delay_ns: u64,
+}
+
+/// What a period measured on a port.
+#[derive(Clone, Copy, Debug)]
+struct Measured {
+    /// Connections accepted in the period.
+    samples: u64,
+    /// Their mean queueing delay, ms (`None` without any).
+    mean_ms: Option<f64>,
+}
+
+/// Reads `port`'s meter and the change since `last`.
+fn measure(c: &mut Client, port: u16, last: &mut Option<Snap>) -> Result<Measured> {
+    let m = c
+        .meters(Some(port))
+        .with_context(|| format!("cannot read the meter of port {port}"))?
+        .into_iter()
+        .next()
+        .with_context(|| format!("port {port} is not metered"))?;
+    let now = Snap {
+        accepted: m.accepted,
+        delay_ns: m.delay_ns,
+    };
+    let prev = last.replace(now);
+    let Some(prev) = prev.filter(|p| p.accepted <= now.accepted && p.delay_ns <= now.delay_ns)
+    else {
+        // First reading, or the meter was made anew (its counters started again).
+        return Ok(Measured {
+            samples: 0,
+            mean_ms: None,
+        });
+    };
+    let samples = now.accepted - prev.accepted;
+    let mean_ms =
+        (samples > 0).then(|| (now.delay_ns - prev.delay_ns) as f64 / samples as f64 / 1e6);
+    Ok(Measured { samples, mean_ms })
+}
+
+/// The accept rate group `id` has now, checking that it is an accept-rate group.
+fn group_rate(c: &mut Client, id: u32) -> Result<u64> {
+    let g = c
+        .groups(Some(id))
+        .with_context(|| format!("cannot read group {id}"))?
+        .into_iter()
+        .next()
+        .with_context(|| format!("group {id} does not exist"))?;
+    if g.kind != GroupType::Rate {
+        bail!(
+            "group {id} is a {} group; a delay loop drives an accept-rate group",
+            g.kind.name()
+        );
+    }
+    g.rate.with_context(|| format!("group {id} has no rate"))
+}
+
+/// Sets group `id`'s rate, leased for `lease_ms` (`None`: for good).
+fn set_rate(c: &mut Client, id: u32, rate: u64, lease_ms: Option<u64>) -> Result<()> {
+    let s = GroupSettings {
+        rate: Some(rate),
+        lease_ms: lease_ms.map(|ms| ms.min(u64::from(u32::MAX)) as u32),
+        ..Default::default()
+    };
+    c.set_group(id, &s)
+        .with_context(|| format!("cannot set the rate of group {id}"))
+}
+
+/// How a loop is doing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum State {
+    /// Measuring and acting.
+    Run,
+    /// Too few connections this period to measure: the output is held.
+    Hold,
+    /// The sensor or the actuator failed: the actuator is back at its safe value
+    /// until both answer again.
+    Released,
+}
+
+/// A running loop.
+struct Loop {
+    cfg: LoopConfig,
+    pi: Pi,
+    last: Option<Snap>,
+    state: State,
+    status: LoopStatus,
+}
+
+/// One loop in the status file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LoopStatus {
+    name: String,
+    port: u16,
+    group: u32,
+    state: State,
+    set_point_ms: f64,
+    measured_ms: Option<f64>,
+    samples: u64,
+    output: f64,
+    saturation: String,
+    reason: Option<String>,
+}
+
+/// The status file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Status {
+    pid: u32,
+    updated: f64,
+    period_ms: u64,
+    lease_ms: u64,
+    running: bool,
+    loops: Vec<LoopStatus>,
+}
+
+/// Checks `cfg` against the kernel (every port metered, every group an accept-rate
+/// group, gains set) and builds its loops, each starting from its group's rate now
+/// (bumpless). Nothing is changed in the kernel.
+fn start(c: &mut Client, cfg: &Config) -> Result<Vec<Loop>> {
+    let mut loops = Vec::new();
+    for l in &cfg.loops {
+        let pi_cfg = l.pi()?;
+        let mut last = None;
+        measure(c, l.port, &mut last).with_context(|| format!("loop {:?}", l.name))?;
+        let rate = group_rate(c, l.group).with_context(|| format!("loop {:?}", l.name))?;
+        let pi = Pi::new(pi_cfg, rate as f64)?;
+        loops.push(Loop {
+            status: LoopStatus {
+                name: l.name.clone(),
+                port: l.port,
+                group: l.group,
+                state: State::Hold,
+                set_point_ms: l.set_point_ms(),
+                measured_ms: None,
+                samples: 0,
+                output: pi.output(),
+                saturation: Saturation::None.name().into(),
+                reason: None,
+            },
+            cfg: l.clone(),
+            pi,
+            last,
+            state: State::Hold,
+        });
+    }
+    Ok(loops)
+}
+
+/// The step log.
+struct Log(Box<dyn Write>);
+
+impl Log {
+    fn line(&mut self, v: serde_json::Value) {
+        // A log that cannot be written must not stop the loops.
+        let _ = writeln!(self.0, "{v}");
+        let _ = self.0.flush();
+    }
+}
+
+/// Puts loop `l`'s actuator back to its safe value, for good (no lease).
+fn release(c: &mut Client, l: &mut Loop, reason: String, log: &mut Log) {
+    let applied = set_rate(c, l.cfg.group, l.cfg.safe, None).is_ok();
+    if l.state != State::Released {
+        log.line(serde_json::json!({
+            "time": now_s(), "loop": l.cfg.name, "state": "released",
+            "reason": reason, "safe": l.cfg.safe, "applied": applied,
+        }));
+    }
+    l.state = State::Released;
+    l.last = None;
+    l.status.state = State::Released;
+    l.status.reason = Some(reason);
+    l.status.output = l.cfg.safe as f64;
+}
+
+/// One period of loop `l`.
+fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
+    let m = match measure(c, l.cfg.port, &mut l.last) {
+        Ok(m) => m,
+        Err(e) => return release(c, l, format!("{e:#}"), log),
+    };
+    if l.state == State::Released {
+        // The sensor answers again: start from the actuator as it is (bumpless).
+        match group_rate(c, l.cfg.group) {
+            Ok(r) => l.pi.reset_output(r as f64),
+            Err(e) => return release(c, l, format!("{e:#}"), log),
+        }
+        l.state = State::Hold;
+        l.status.reason = None;
+        log.line(serde_json::json!({"time": now_s(), "loop": l.cfg.name, "state": "resumed"}));
+        // This period's counters started with this reading.
+        return;
+    }
+    let sp = l.cfg.set_point_ms();
+    let (state, step) = match m.mean_ms {
+        Some(y) if m.samples >= l.cfg.min_samples => (State::Run, Some(l.pi.step(sp, y))),
+        _ => (State::Hold, None),
+    };
+    let output = step.map_or(l.pi.output(), |s| s.output);
+    let rate = output.round().max(1.0) as u64;
+    if let Err(e) = set_rate(c, l.cfg.group, rate, Some(lease_ms)) {
+        return release(c, l, format!("{e:#}"), log);
+    }
+    l.state = state.clone();
+    let sat = step.map_or(Saturation::None, |s| s.saturation);
+    log.line(serde_json::json!({
+        "time": now_s(),
+        "loop": l.cfg.name,
+        "state": state,
+        "set_point_ms": sp,
+        "measured_ms": m.mean_ms,
+        "samples": m.samples,
+        "error": step.map(|s| s.error),
+        "p_term": step.map(|s| s.p_term),
+        "i_term": step.map(|s| s.i_term),
+        "unclamped": step.map(|s| s.unclamped),
+        "output": output,
+        "rate": rate,
+        "saturation": sat.name(),
+        "lease_ms": lease_ms,
+    }));
+    l.status = LoopStatus {
+        state,
+        measured_ms: m.mean_ms,
+        samples: m.samples,
+        output,
+        saturation: sat.name().into(),
+        reason: None,
+        ..l.status.clone()
+    };
+}
+
+fn write_status(path: &str, cfg: &Config, loops: &[Loop], running: bool) {
+    let st = Status {
+        pid: std::process::id(),
+        updated: now_s(),
+        period_ms: cfg.period.as_millis() as u64,
+        lease_ms: cfg.lease_ms(),
+        running,
+        loops: loops.iter().map(|l| l.status.clone()).collect(),
+    };
+    let p = Path::new(path);
+    if let Some(dir) = p.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let tmp = p.with_extension("new");
+    if let Ok(text) = serde_json::to_string_pretty(&st) {
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, p);
+        }
+    }
+}
+
+fn run(config: &Path, log: Option<&Path>, periods: Option<u64>, check: bool) -> Result<()> {
+    let mut cfg = Config::load(config)?;
+    let mut c = Client::connect().context("cannot talk to the openqos module")?;
+    let mut loops = start(&mut c, &cfg)?;
+    if check {
+        println!(
+            "{}: {} loops, all checked against the kernel",
+            config.display(),
+            loops.len()
+        );
+        return Ok(());
+    }
+    let mut log = Log(match log {
+        Some(p) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    });
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, term.clone())?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
+    log.line(serde_json::json!({
+        "time": now_s(), "event": "start", "loops": cfg.loops.len(),
+        "period_ms": cfg.period.as_millis() as u64, "lease_ms": cfg.lease_ms(),
+    }));
+    let mut next = Instant::now() + cfg.period;
+    let mut done = 0u64;
+    loop {
+        while Instant::now() < next && !term.load(Ordering::Relaxed) && !hup.load(Ordering::Relaxed)
+        {
+            std::thread::sleep((next - Instant::now()).min(Duration::from_millis(50)));
+        }
+        if term.load(Ordering::Relaxed) || periods.is_some_and(|n| done >= n) {
+            break;
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            // All or nothing: the new configuration replaces the old only if it parses
+            // and checks against the kernel.
+            match Config::load(config).and_then(|new| Ok((start(&mut c, &new)?, new))) {
+                Ok((new_loops, new)) => {
+                    // Groups no loop drives any more go back to their safe value.
+                    for old in loops.iter_mut() {
+                        if !new.loops.iter().any(|l| l.group == old.cfg.group) {
+                            release(
+                                &mut c,
+                                old,
+                                "removed from the configuration".into(),
+                                &mut log,
+                            );
+                        }
+                    }
+                    loops = new_loops;
+                    cfg = new;
+                    log.line(serde_json::json!({"time": now_s(), "event": "reloaded", "loops": cfg.loops.len()}));
+                }
+                Err(e) => log.line(serde_json::json!({
+                    "time": now_s(), "event": "reload refused", "error": format!("{e:#}"),
+                })),
+            }
+            continue;
+        }
+        let lease = cfg.lease_ms();
+        for l in loops.iter_mut() {
+            period(&mut c, l, lease, &mut log);
+        }
+        write_status(&cfg.status_file, &cfg, &loops, true);
+        done += 1;
+        next += cfg.period;
+        let now = Instant::now();
+        if next < now {
+            next = now + cfg.period;
+        }
+    }
+    // Every actuator back to its safe value, for good.
+    for l in loops.iter_mut() {
+        release(&mut c, l, "qosmgr stopped".into(), &mut log);
+    }
+    write_status(&cfg.status_file, &cfg, &loops, false);
+    log.line(serde_json::json!({"time": now_s(), "event": "stop"}));
+    Ok(())
+}
+
+fn status(file: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> Result<()> {
+    let path = match (file, config) {
+        (Some(f), _) => f,
+        (None, Some(c)) => PathBuf::from(Config::load(&c)?.status_file),
+        (None, None) => PathBuf::from(config::STATUS_FILE),
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {} (is qosmgr running?)", path.display()))?;
+    let st: Status = serde_json::from_str(&text).context("malformed status file")?;
+    let age = now_s() - st.updated;
+    let stale = st.running && age * 1000.0 > 3.0 * st.period_ms as f64;
+    if json {
+        let mut v = serde_json::to_value(&st)?;
+        v["age_s"] = serde_json::json!(age);
+        v["stale"] = serde_json::json!(stale);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "qosmgr pid {} {}, updated {:.1} s ago, period {} ms, leases {} ms{}",
+        st.pid,
+        if st.running { "running" } else { "stopped" },
+        age,
+        st.period_ms,
+        st.lease_ms,
+        if stale { " (STALE: not running?)" } else { "" }
+    );
+    println!(
+        "{:<16} {:>5} {:>5} {:<8} {:>10} {:>10} {:>7} {:>9} {:<5}",
+        "loop", "port", "group", "state", "set(ms)", "meas(ms)", "samples", "rate", "sat"
+    );
+    for l in &st.loops {
+        println!(
+            "{:<16} {:>5} {:>5} {:<8} {:>10.1} {:>10} {:>7} {:>9.1} {:<5}{}",
+            l.name,
+            l.port,
+            l.group,
+            serde_json::to_value(&l.state)?.as_str().unwrap_or("?"),
+            l.set_point_ms,
+            l.measured_ms.map_or("-".into(), |m| format!("{m:.1}")),
+            l.samples,
+            l.output,
+            l.saturation,
+            l.reason
+                .as_ref()
+                .map_or(String::new(), |r| format!("  ({r})"))
+        );
+    }
+    Ok(())
+}
+
+fn identify(
+    config: &Path,
+    name: &str,
+    periods: usize,
+    low: Option<u64>,
+    high: Option<u64>,
+    write: bool,
+) -> Result<()> {
+    let cfg = Config::load(config)?;
+    let l = cfg.find(name)?.clone();
+    let span = l.max - l.min;
+    let low = low.unwrap_or(l.min + span / 4);
+    let high = high.unwrap_or(l.max - span / 4);
+    if low >= high || low < l.min || high > l.max {
+        bail!(
+            "the rates must satisfy min <= low < high <= max ({} <= {low} < {high} <= {})",
+            l.min,
+            l.max
+        );
+    }
+    if periods < ident::MIN_SAMPLES + 2 {
+        bail!("at least {} periods", ident::MIN_SAMPLES + 2);
+    }
+    let mut c = Client::connect().context("cannot talk to the openqos module")?;
+    let before = group_rate(&mut c, l.group)?;
+    let mut last = None;
+    measure(&mut c, l.port, &mut last)?;
+    let lease = cfg.lease_ms();
+    let seq = prbs(periods);
+    let mut ys: Vec<Option<f64>> = Vec::new();
+    let mut us: Vec<f64> = Vec::new();
+    let run = (|| -> Result<()> {
+        // One period at the low rate first, so that y(0) is measured under a known input.
+        set_rate(&mut c, l.group, low, Some(lease))?;
+        std::thread::sleep(cfg.period);
+        let m = measure(&mut c, l.port, &mut last)?;
+        ys.push(m.mean_ms.filter(|_| m.samples >= l.min_samples));
+        for (k, h) in seq.iter().enumerate() {
+            let u = if *h { high } else { low };
+            set_rate(&mut c, l.group, u, Some(lease))?;
+            us.push(u as f64);
+            std::thread::sleep(cfg.period);
+            let m = measure(&mut c, l.port, &mut last)?;
+            let y = m.mean_ms.filter(|_| m.samples >= l.min_samples);
+            ys.push(y);
+            eprintln!(
+                "period {:>3}/{periods}: rate {u:>6}  delay {}  ({} accepted)",
+                k + 1,
+                y.map_or("-".into(), |y| format!("{y:.2} ms")),
+                m.samples
+            );
+        }
+        Ok(())
+    })();
+    // The group as it was, whatever happened.
+    let restored = set_rate(&mut c, l.group, before, None);
+    run?;
+    restored?;
+    let pairs: Vec<(f64, f64, f64)> = (0..us.len())
+        .filter_map(|k| Some((ys[k]?, us[k], ys[k + 1]?)))
+        .collect();
+    let m = ident::fit_pairs(&pairs).with_context(|| {
+        format!(
+            "{} usable periods of {periods} (too few connections per period?)",
+            pairs.len()
+        )
+    })?;
+    println!(
+        "loop {name}: y(k+1) = {:.4} y(k) + {:.5} u(k) + {:.3}   (y: mean delay, ms; u: rate of group {}, /s)",
+        m.a, m.b, m.c, l.group
+    );
+    println!("fit: R^2 {:.3} over {} samples", m.r2, m.samples);
+    if m.r2 < 0.5 {
+        println!("warning: the model explains little of the delay (R^2 < 0.5): more periods, a wider step, or steadier load");
+    }
+    if write {
+        config::write_values(
+            config,
+            name,
+            true,
+            &[("a", m.a), ("b", m.b), ("c", m.c), ("r2", m.r2)],
+        )?;
+        println!("written to [loop.model] of {}", config.display());
+    }
+    Ok(())
+}
+
+fn design_cmd(config: &Path, name: &str, settling: f64, overshoot: f64, write: bool) -> Result<()> {
+    let cfg = Config::load(config)?;
+    let l = cfg.find(name)?;
+    let m = l.model.with_context(|| {
+        format!("loop {name:?} has no model: run `qosmgr identify --write` first")
+    })?;
+    let (g, p) = design::pi_gains(m.a, m.b, settling, overshoot)?;
+    println!(
+        "loop {name}: model a {:.4} b {:.5}; poles {:.4} e^(±j{:.4}) for {settling} periods, {:.0} % overshoot",
+        m.a,
+        m.b,
+        p.r,
+        p.theta,
+        overshoot * 100.0
+    );
+    println!("gains: kp {:.6} ki {:.6}", g.kp, g.ki);
+    let rep = sim::check_robust(m.a, m.b, g, 400);
+    println!(
+        "{:<8} {:>9} {:<7} {:>9} {:>10}",
+        "b", "max|pole|", "stable", "settling", "overshoot"
+    );
+    for c in &rep.cases {
+        println!(
+            "{:<8} {:>9.4} {:<7} {:>9} {:>9.1}%",
+            format!("{}b", c.b_factor),
+            c.spectral_radius,
+            c.stable,
+            c.response
+                .settling
+                .map_or("never".into(), |s| s.to_string()),
+            c.response.overshoot * 100.0
+        );
+    }
+    if !rep.robust() {
+        bail!("the design is not stable for b halved and doubled: ask for a longer settling time");
+    }
+    if write {
+        config::write_values(config, name, false, &[("kp", g.kp), ("ki", g.ki)])?;
+        println!("written to loop {name:?} of {}", config.display());
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    let r = match args.cmd {
+        Cmd::Run {
+            config,
+            log,
+            periods,
+            check,
+        } => run(&config, log.as_deref(), periods, check),
+        Cmd::Status {
+            status_file,
+            config,
+            json,
+        } => status(status_file, config, json),
+        Cmd::Identify {
+            at,
+            periods,
+            low,
+            high,
+            write,
+        } => identify(&at.config, &at.name, periods, low, high, write),
+        Cmd::Design {
+            at,
+            settling,
+            overshoot,
+            write,
+        } => design_cmd(&at.config, &at.name, settling, overshoot, write),
+    };
+    if let Err(e) = r {
+        eprintln!("qosmgr: {e:#}");
+        std::process::exit(1);
+    }
+}
