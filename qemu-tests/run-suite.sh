@@ -77,8 +77,10 @@ start() {
 	(
 		echo "openqos-suite: begin $1" >/dev/kmsg
 		# Its own network namespace, and its own /tmp, /srv and /var/tmp (scenarios
-		# running side by side use the same file names for their servers' logs).
-		unshare -n -m sh -c "mount -t tmpfs tmp /tmp || exit 100
+		# running side by side use the same file names for their servers' logs). A
+		# scenario that hangs is killed after 25 minutes (the slowest takes under 5 on
+		# this machine) and fails, so the suite still finishes and reports.
+		timeout -s KILL 1500 unshare -n -m sh -c "mount -t tmpfs tmp /tmp || exit 100
 			mount -t tmpfs srv /srv || exit 100
 			mkdir -p /var/tmp && mount -t tmpfs vartmp /var/tmp || exit 100
 			. /qemu-tests/lib.sh; . $2" >/tmp/$1.out 2>&1

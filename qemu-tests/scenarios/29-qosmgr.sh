@@ -85,7 +85,8 @@ expect_eq "stopped: safe rate back" "$(skex -L -j -g 5 | qostest json groups.0.r
 
 # Fail-safe: SIGKILL leaves the lease (3 periods = 6 s) to run out; the kernel restores
 # the group's rate from before the first leased change.
-qosmgr run -c /tmp/q.toml --log /tmp/q2.log &
+# (bg: killed when the scenario ends, whatever happens before.)
+bg qosmgr run -c /tmp/q.toml --log /tmp/q2.log
 m=$!
 for i in $(seq 1 100); do
 	[ "$(skex -L -j -g 5 | grep -c '"lease_ms"')" -ge 1 ] && break
@@ -106,11 +107,25 @@ expect_eq "fallback rate after SIGKILL" "$(skex -L -j -g 5 | qostest json groups
 # The status file was last written with the last renewal: older than 3 periods now.
 sleep 1
 qosmgr status -c /tmp/q.toml | grep -q "STALE" || fail "status after SIGKILL: $(qosmgr status -c /tmp/q.toml)"
-# SIGTERM: the safe value at once, no lease left.
+# SIGHUP reloads all or nothing: a broken file is refused and the loop goes on; a good
+# one (another set point) replaces it. Then SIGTERM: the safe value at once, no lease.
 skex -s 5 -r 10
-qosmgr run -c /tmp/q.toml --log /tmp/q3.log &
+bg qosmgr run -c /tmp/q.toml --log /tmp/q3.log
 m=$!
-sleep 5
+sleep 3
+cp /tmp/q.toml /tmp/q.good
+sed -i 's/^min = 1/min = 50/' /tmp/q.toml
+kill -HUP $m
+sleep 3
+grep '"event":"reload refused"' /tmp/q3.log | grep -q 'min must be at least 1 and at most max' ||
+	fail "broken reload: $(tail -3 /tmp/q3.log)"
+grep -q '"set_point_ms":600' /tmp/q3.log || fail "no step after a refused reload: $(tail -3 /tmp/q3.log)"
+sed "s/^set_point = .*/set_point = \"700ms\"/" /tmp/q.good >/tmp/q.toml
+kill -HUP $m
+sleep 3
+grep -q '"event":"reloaded"' /tmp/q3.log || fail "reload: $(tail -3 /tmp/q3.log)"
+qosmgr status -j -c /tmp/q.toml | grep -q '"set_point_ms": 700' || fail "status after reload: $(qosmgr status -c /tmp/q.toml)"
+cp /tmp/q.good /tmp/q.toml
 kill -TERM $m
 wait $m || fail "qosmgr exit status after SIGTERM"
 expect_eq "safe rate after SIGTERM" "$(skex -L -j -g 5 | qostest json groups.0.rate)" 9
