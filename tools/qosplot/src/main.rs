@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `qosplot CSV PNG [TITLE]`: plots an openqos experiment.
+//!
+//! The CSV has a header line and the columns `t_s, phase, premium_delay_ms,
+//! basic_delay_ms, basic_rate_limit, ...`; comment lines (`#`) may give the set point as
+//! `set point N ms`. The plot shows both classes' mean delay per period and the set point
+//! on the left axis, the basic class's admitted rate (the actuator) on the right axis,
+//! and a dashed line with the phase's name where a phase begins. The font is Debian's
+//! DejaVu Sans (fonts-dejavu-core), read from its file: no fontconfig.
+
+use anyhow::{bail, Context, Result};
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+struct Row {
+    t: f64,
+    phase: String,
+    premium: Option<f64>,
+    basic: Option<f64>,
+    rate: Option<f64>,
+}
+
+fn parse(text: &str) -> Result<(Vec<Row>, Option<f64>)> {
+    let mut rows = Vec::new();
+    let mut set_point = None;
+    for line in text.lines() {
+        if let Some(c) = line.strip_prefix('#') {
+            if let Some(rest) = c.split("set point ").nth(1) {
+                set_point = rest.split_whitespace().next().and_then(|v| v.parse().ok());
+            }
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() < 5 || f[0] == "t_s" {
+            continue;
+        }
+        let num = |s: &str| s.trim().parse::<f64>().ok();
+        rows.push(Row {
+            t: num(f[0]).with_context(|| format!("bad time in {line:?}"))?,
+            phase: f[1].to_string(),
+            premium: num(f[2]),
+            basic: num(f[3]),
+            rate: num(f[4]),
+        });
+    }
+    if rows.is_empty() {
+        bail!("no data rows");
+    }
+    Ok((rows, set_point))
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, csv, png, rest @ ..] = &args[..] else {
+        bail!("usage: qosplot CSV PNG [TITLE]");
+    };
+    let title = rest.first().map_or("openqos experiment", String::as_str);
+    let (rows, set_point) = parse(&std::fs::read_to_string(csv).with_context(|| csv.clone())?)?;
+    let font = std::fs::read(FONT).with_context(|| format!("{FONT} (Debian: fonts-dejavu-core)"))?;
+    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
+    register_font("sans-serif", FontStyle::Normal, font)
+        .map_err(|_| anyhow::anyhow!("{FONT} is not a usable TrueType font"))?;
+
+    let t_max = rows.iter().map(|r| r.t).fold(0.0, f64::max);
+    let d_max = rows
+        .iter()
+        .flat_map(|r| [r.premium, r.basic])
+        .flatten()
+        .chain(set_point)
+        .fold(1.0, f64::max)
+        * 1.1;
+    let r_max = rows.iter().filter_map(|r| r.rate).fold(1.0, f64::max) * 1.1;
+
+    let root = BitMapBackend::new(png, (1200, 700)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(0.0..t_max, 0.0..d_max)?
+        .set_secondary_coord(0.0..t_max, 0.0..r_max);
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("mean connection delay in the period (ms)")
+        .label_style(("sans-serif", 15))
+        .draw()?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("basic class: accept rate limit (/s)")
+        .label_style(("sans-serif", 15))
+        .draw()?;
+
+    let series = |get: fn(&Row) -> Option<f64>| -> Vec<(f64, f64)> {
+        rows.iter().filter_map(|r| get(r).map(|v| (r.t, v))).collect()
+    };
+    let blue = RGBColor(31, 119, 180);
+    let orange = RGBColor(230, 120, 20);
+    chart
+        .draw_series(LineSeries::new(series(|r| r.premium), blue.stroke_width(2)))?
+        .label("premium delay")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], blue.stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(series(|r| r.basic), orange.stroke_width(2)))?
+        .label("basic delay")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], orange.stroke_width(2)));
+    if let Some(sp) = set_point {
+        chart
+            .draw_series(LineSeries::new([(0.0, sp), (t_max, sp)], BLACK.stroke_width(1)))?
+            .label(format!("set point {sp} ms"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
+    }
+    let green = RGBColor(44, 160, 44);
+    chart
+        .draw_secondary_series(LineSeries::new(series(|r| r.rate), green.stroke_width(2)))?
+        .label("basic rate limit (right axis)")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.stroke_width(2)));
+
+    // Phase boundaries.
+    let grey = RGBColor(120, 120, 120);
+    let mut last = "";
+    for r in &rows {
+        if r.phase != last {
+            last = &r.phase;
+            chart.draw_series(DashedLineSeries::new(
+                [(r.t, 0.0), (r.t, d_max)],
+                6,
+                4,
+                grey.stroke_width(1),
+            ))?;
+            chart.draw_series(std::iter::once(Text::new(
+                r.phase.clone(),
+                (r.t, d_max * 0.97),
+                ("sans-serif", 13).into_font().color(&grey),
+            )))?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
