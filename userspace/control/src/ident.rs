@@ -11,8 +11,17 @@
 //! the origin, which real servers do not do.
 //!
 //! The fit is only as good as the input's excitation: an actuator held constant gives a
-//! singular system ([`IdentError::NotExciting`]). `R^2` is computed on the one-step
-//! predictions.
+//! singular system ([`IdentError::NotExciting`]). A pseudo-random binary sequence
+//! ([`prbs`]) between two actuator levels excites all frequencies. `R^2` is computed on
+//! the one-step predictions.
+//!
+//! Least squares is unbiased when the noise enters the plant (`y(k+1) = a y(k) +
+//! b u(k) + c + n(k)`, white `n`). Noise on the measurement only (`y_m = y + v`) makes
+//! the regressor `y(k)` noisy and biases `a` towards 0 (`b` much less): with 500 samples
+//! of a PRBS and noise of 5 % of the output's standard deviation the bias of `a` is
+//! under 0.003; at 20 % it reaches 0.02 to 0.04 for `a` of 0.5 to 0.95. Measure over
+//! periods long enough for the mean to be steady, or check the design's margin
+//! ([`crate::sim::Report::b_range`]) rather than trust the last digit.
 
 /// An identified model.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -155,30 +164,73 @@ mod tests {
         y
     }
 
+    /// The actuator levels: a PRBS between 80 and 120.
+    fn input(len: usize) -> Vec<f64> {
+        prbs(len)
+            .into_iter()
+            .map(|h| if h { 120.0 } else { 80.0 })
+            .collect()
+    }
+
+    /// Standard deviation.
+    fn sd(v: &[f64]) -> f64 {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+    }
+
     #[test]
     fn recovers_a_and_b_from_noisy_data() {
+        // 500 periods of a PRBS; uniform noise with a standard deviation of 5 % of that
+        // of the noise-free output, in the plant or on the measurement; 20 seeds each.
+        let u = input(500);
         for (a, b, c) in [
-            (0.6f64, 2.0f64, 50.0f64),
+            (0.0f64, 1.0f64, 20.0f64),
+            (0.6, 2.0, 50.0),
             (0.85, -0.4, 300.0),
-            (0.2, 10.0, 0.0),
+            (0.95, 3.0, 0.0),
         ] {
-            let u: Vec<f64> = prbs(500)
-                .into_iter()
-                .map(|h| if h { 120.0 } else { 80.0 })
-                .collect();
-            // Noise of 5 % of the output's swing.
-            let swing = (b * 40.0 / (1.0 - a)).abs();
-            let y = simulate(a, b, c, &u, 0.05 * swing, 7);
-            let m = fit(&y, &u).unwrap();
+            let clean = simulate(a, b, c, &u, 0.0, 0);
+            // Uniform in [-h, h) has a standard deviation of h / sqrt(3).
+            let h = 0.05 * sd(&clean) * 3f64.sqrt();
+            let (mut worst_a, mut worst_b, mut worst_r2) = (0.0f64, 0.0f64, 1.0f64);
+            for seed in 0..20 {
+                let in_plant = simulate(a, b, c, &u, h, seed);
+                let mut n = Noise::new(seed + 1000);
+                let on_measurement: Vec<f64> = clean.iter().map(|y| y + h * n.sample()).collect();
+                for y in [in_plant, on_measurement] {
+                    let m = fit(&y, &u).unwrap();
+                    assert_eq!(m.samples, 499);
+                    worst_a = worst_a.max((m.a - a).abs());
+                    worst_b = worst_b.max(((m.b - b) / b).abs());
+                    worst_r2 = worst_r2.min(m.r2);
+                }
+            }
             eprintln!(
-                "ident: a {a} -> {:.4}, b {b} -> {:.4}, R2 {:.3}",
-                m.a, m.b, m.r2
+                "ident a {a} b {b}: worst |a error| {worst_a:.4}, worst |b error| {:.2} %, lowest R^2 {worst_r2:.3}",
+                worst_b * 100.0
             );
-            assert!((m.a - a).abs() < 0.05, "a {a}: {m:?}");
-            assert!((m.b - b).abs() < 0.05 * b.abs(), "b {b}: {m:?}");
-            assert!(m.r2 > 0.8, "{m:?}");
-            assert_eq!(m.samples, 499);
+            assert!(worst_a < 0.02, "a {a}: {worst_a}");
+            assert!(worst_b < 0.04, "b {b}: {worst_b}");
+            assert!(worst_r2 > 0.95, "{worst_r2}");
         }
+    }
+
+    #[test]
+    fn offset_and_gaps() {
+        // The offset is recovered, and a sequence with gaps (every 7th period lost)
+        // fits as well through fit_pairs.
+        let u = input(300);
+        let y = simulate(0.7, -1.5, 400.0, &u, 0.0, 0);
+        let m = fit(&y, &u).unwrap();
+        assert!((m.a - 0.7).abs() < 1e-9 && (m.b + 1.5).abs() < 1e-9);
+        assert!((m.c - 400.0).abs() < 1e-6 && (m.r2 - 1.0).abs() < 1e-9);
+        let pairs: Vec<(f64, f64, f64)> = (0..299)
+            .filter(|k| k % 7 != 3)
+            .map(|k| (y[k], u[k], y[k + 1]))
+            .collect();
+        let g = fit_pairs(&pairs).unwrap();
+        assert_eq!(g.samples, pairs.len());
+        assert!((g.a - 0.7).abs() < 1e-9 && (g.b + 1.5).abs() < 1e-9);
     }
 
     #[test]

@@ -15,13 +15,17 @@
 //!    PI controller in velocity form ([`pi::Pi`]) for that model.
 //! 3. **Check robustness** ([`sim::check_robust`]): the design must stay stable, by its
 //!    closed-loop poles and in simulation, when the plant's gain `b` is halved or
-//!    doubled (real servers drift from any model).
+//!    doubled (real servers drift from any model); the report also gives the whole
+//!    interval of factors of `b` that keep the loop stable ([`design::stable_b_range`]).
 //! 4. **Run**: every period, [`pi::Pi::step`] turns set point and measurement into the
 //!    actuator's next value, within output and slew limits, without integrator windup,
 //!    and reports every term for the log. [`split::SplitRange`] drives several actuators
 //!    in sequence from one output.
 //!
-//! Everything is `f64` arithmetic on the host, without allocation in the loop.
+//! The formulas, their derivation and the figures the tests pin are in the modules'
+//! documentation and in the crate's `README.md`. Everything is `f64` arithmetic on the
+//! host, with no dependency; [`pi::Pi::step`] and [`split::SplitRange::apply_into`] do
+//! not allocate.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

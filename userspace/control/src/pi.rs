@@ -14,6 +14,29 @@
 //! while the output sits at a limit the controller does not accumulate error, and it
 //! leaves the limit as soon as the error changes sign (a positional PI's integral keeps
 //! growing while saturated and holds the output at the limit long after).
+//!
+//! The first step after [`Pi::new`] or [`Pi::reset_output`] has no previous error, so
+//! it has no proportional term: starting a loop (or restarting it with a new set point)
+//! never kicks the actuator.
+//!
+//! # Set-point weight
+//!
+//! With the proportional term on the error, a set point changed while the loop runs
+//! moves the output at once by `Kp Δr`, which adds a zero at `Kp / (Kp + Ki)` to the
+//! closed loop from set point to measurement; for a slow plant (`a` near 1) that zero
+//! lies close to the poles and the step overshoots well past the design (a plant with
+//! `a = 0.95` designed for 10 % overshoot in 20 periods overshoots 25 %). A set-point
+//! weight `w` ([`Pi::with_set_point_weight`]) puts `w r - y` in the proportional term
+//! instead:
+//!
+//! ```text
+//! du(k) = Kp ((w r(k) - y(k)) - (w r(k-1) - y(k-1))) + Ki e(k)
+//! ```
+//!
+//! The characteristic polynomial, so the poles, the response to load and the absence of
+//! windup, do not depend on `w`; with `w = 0` a set-point change acts through the
+//! integral term only and the step is the one the poles were placed for. The default,
+//! `w = 1`, is the textbook form above. With a constant set point the two are the same.
 
 /// Settings of a [`Pi`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,6 +64,8 @@ pub enum ConfigError {
     Range,
     /// A negative slew limit or deadband.
     Negative,
+    /// A set-point weight outside `[0, 1]`.
+    Weight,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -49,6 +74,7 @@ impl core::fmt::Display for ConfigError {
             ConfigError::NotFinite => "gains and limits must be finite numbers",
             ConfigError::Range => "the lowest output is above the highest",
             ConfigError::Negative => "slew limit and deadband cannot be negative",
+            ConfigError::Weight => "the set-point weight must be from 0 to 1",
         })
     }
 }
@@ -106,7 +132,7 @@ pub struct Step {
     pub measurement: f64,
     /// Error after the deadband.
     pub error: f64,
-    /// `Kp (e(k) - e(k-1))`.
+    /// `Kp (e(k) - e(k-1))` (with a set-point weight `w`, `e` is `w r - y` here).
     pub p_term: f64,
     /// `Ki e(k)`.
     pub i_term: f64,
@@ -122,22 +148,42 @@ pub struct Step {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pi {
     cfg: PiConfig,
+    /// Weight of the set point in the proportional term.
+    weight: f64,
     /// The output applied last.
     output: f64,
-    /// The previous error (after the deadband); `None` before the first step.
+    /// The previous proportional error, `w r - y` (after the deadband); `None` before
+    /// the first step.
     last_error: Option<f64>,
 }
 
 impl Pi {
     /// A controller whose output starts at `initial` (the actuator's value now, for a
-    /// bumpless start), clamped to the limits.
+    /// bumpless start), clamped to the limits (NaN: the lowest output).
     pub fn new(cfg: PiConfig, initial: f64) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        let output = if initial.is_nan() { cfg.min } else { initial };
         Ok(Self {
             cfg,
-            output: initial.clamp(cfg.min, cfg.max),
+            weight: 1.0,
+            output: output.clamp(cfg.min, cfg.max),
             last_error: None,
         })
+    }
+
+    /// The same controller with set-point weight `w` in `[0, 1]` in the proportional
+    /// term (see the module documentation; the default is 1).
+    pub fn with_set_point_weight(mut self, w: f64) -> Result<Self, ConfigError> {
+        if !(0.0..=1.0).contains(&w) {
+            return Err(ConfigError::Weight);
+        }
+        self.weight = w;
+        Ok(self)
+    }
+
+    /// The set-point weight.
+    pub fn set_point_weight(&self) -> f64 {
+        self.weight
     }
 
     /// The settings.
@@ -153,6 +199,7 @@ impl Pi {
     /// One period: the output for set point `r` and measurement `y`. A NaN or
     /// infinite measurement changes nothing (the output is held).
     pub fn step(&mut self, r: f64, y: f64) -> Step {
+        let y_measured = y;
         let raw = r - y;
         if !raw.is_finite() {
             return Step {
@@ -166,13 +213,12 @@ impl Pi {
                 saturation: Saturation::None,
             };
         }
-        let e = if raw.abs() < self.cfg.deadband {
-            0.0
-        } else {
-            raw
-        };
+        // Inside the deadband the measurement counts as on the set point.
+        let y = if raw.abs() < self.cfg.deadband { r } else { y };
+        let e = r - y;
+        let ep = self.weight * r - y;
         // The first step has no previous error: no proportional kick.
-        let p_term = self.cfg.kp * (e - self.last_error.unwrap_or(e));
+        let p_term = self.cfg.kp * (ep - self.last_error.unwrap_or(ep));
         let i_term = self.cfg.ki * e;
         let du = p_term + i_term;
         let unclamped = self.output + du;
@@ -190,10 +236,10 @@ impl Pi {
             saturation = Saturation::Min;
         }
         self.output = next;
-        self.last_error = Some(e);
+        self.last_error = Some(ep);
         Step {
             set_point: r,
-            measurement: y,
+            measurement: y_measured,
             error: e,
             p_term,
             i_term,
@@ -204,9 +250,12 @@ impl Pi {
     }
 
     /// Sets the output from outside (the actuator was changed by someone else, or a
-    /// period was skipped): the next step continues from `u`, clamped to the limits.
+    /// period was skipped): the next step continues from `u`, clamped to the limits (a
+    /// NaN is ignored), without a proportional term.
     pub fn reset_output(&mut self, u: f64) {
-        self.output = u.clamp(self.cfg.min, self.cfg.max);
+        if !u.is_nan() {
+            self.output = u.clamp(self.cfg.min, self.cfg.max);
+        }
         self.last_error = None;
     }
 }
@@ -297,5 +346,38 @@ mod tests {
             }),
             ConfigError::Negative
         );
+        let pi = Pi::new(cfg(), 0.0).unwrap();
+        assert_eq!(
+            pi.clone().with_set_point_weight(1.5).unwrap_err(),
+            ConfigError::Weight
+        );
+        assert_eq!(
+            pi.with_set_point_weight(f64::NAN).unwrap_err(),
+            ConfigError::Weight
+        );
+        // A NaN starting value or reset starts from the lowest output, not from NaN.
+        let mut pi = Pi::new(cfg(), f64::NAN).unwrap();
+        assert_eq!(pi.output(), 0.0);
+        pi.reset_output(f64::NAN);
+        assert_eq!(pi.step(1.0, 0.0).output, 0.2);
+    }
+
+    #[test]
+    fn set_point_weight() {
+        let mut one = Pi::new(cfg(), 10.0).unwrap();
+        let mut zero = Pi::new(cfg(), 10.0)
+            .unwrap()
+            .with_set_point_weight(0.0)
+            .unwrap();
+        // The same measurements under a constant set point: the same outputs.
+        for y in [3.0, 4.0, 4.5, 6.0, 5.2] {
+            let (a, b) = (one.step(5.0, y), zero.step(5.0, y));
+            assert!((a.output - b.output).abs() < 1e-12, "{a:?} {b:?}");
+        }
+        // A set-point change: weight 1 kicks by Kp times the change, weight 0 does not.
+        let (a, b) = (one.step(9.0, 5.2), zero.step(9.0, 5.2));
+        assert!((a.p_term - 0.5 * 4.0).abs() < 1e-12, "{a:?}");
+        assert!(b.p_term.abs() < 1e-12, "{b:?}");
+        assert_eq!(a.i_term, b.i_term);
     }
 }
