@@ -148,6 +148,27 @@ pub fn prbs(len: usize) -> Vec<bool> {
         .collect()
 }
 
+/// The input of a relay experiment (Åström and Hägglund, 1984): the high actuator level
+/// while the measurement is below `set_point`, the low one from the period it reaches
+/// it; `last` again when a period has no measurement.
+///
+/// A PRBS between two fixed levels suits a plant with a steady state at each level. A
+/// queue fed open-loop has none near its balance: the delay grows for as long as the
+/// actuator leaves the server less capacity than the class's arrival rate, and falls to
+/// nothing for as long as it leaves more, so a PRBS whose two levels lie on one side of
+/// the balance drives the queue to empty or to overflow and the fit learns the drift.
+/// The relay keeps the measurement oscillating around the set point whatever the
+/// balance (as long as it lies between the levels), in the region the loop will work
+/// in, and its square wave excites the plant enough for [`fit_pairs`]. The relay
+/// assumes that raising the actuator raises the measurement (`b > 0`: the delay of one
+/// class against the rate admitted for the others).
+pub fn relay(measured: Option<f64>, set_point: f64, last: bool) -> bool {
+    match measured {
+        Some(y) => y < set_point,
+        None => last,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +272,60 @@ mod tests {
         assert_eq!(&s[..127], &s[127..]);
         let ones = s[..127].iter().filter(|b| **b).count();
         assert_eq!(ones, 64);
+    }
+
+    #[test]
+    fn relay_identifies_an_integrating_queue() {
+        // A queue fed open-loop: each period the delay grows by b (u - u0), where u0 is
+        // the balance (unknown to the experiment), and cannot fall below 0. The two
+        // actuator levels lie on either side of u0. The relay holds the queue around the
+        // set point and recovers a = 1 and b; a PRBS between the same levels (their mean
+        // below the balance) drains the queue to its floor and fits a pole of 0.91.
+        let (b, u0, sp, lo, hi) = (40.0, 11.0, 1000.0, 6.0, 14.0);
+        let step = |y: f64, u: f64, n: f64| (y + b * (u - u0) + n).max(0.0);
+        for seed in 0..20 {
+            let mut noise = Noise::new(seed);
+            let (mut y, mut high) = (0.0, true);
+            let mut pairs = Vec::new();
+            for _ in 0..40 {
+                high = relay(Some(y), sp, high);
+                let u = if high { hi } else { lo };
+                let y1 = step(y, u, 15.0 * noise.sample());
+                pairs.push((y, u, y1));
+                y = y1;
+            }
+            // Drop the climb from the empty queue to the set point, as qosmgr's
+            // experiment starts near it.
+            let from = pairs.iter().position(|p| p.0 >= sp).unwrap();
+            let m = fit_pairs(&pairs[from..]).unwrap();
+            assert!((m.a - 1.0).abs() < 0.05, "seed {seed}: a {}", m.a);
+            assert!((m.b - b).abs() < 0.1 * b, "seed {seed}: b {}", m.b);
+            // Never at the floor once it got there: the fit saw only the linear region.
+            assert!(pairs[from..].iter().all(|p| p.2 > 0.0));
+        }
+        // The same plant under a PRBS between the same levels, from the same start.
+        let mut noise = Noise::new(7);
+        let (mut y, mut pairs) = (0.0, Vec::new());
+        for h in prbs(40) {
+            let u = if h { hi } else { lo };
+            let y1 = step(y, u, 15.0 * noise.sample());
+            pairs.push((y, u, y1));
+            y = y1;
+        }
+        let zeros = pairs.iter().filter(|p| p.2 == 0.0).count();
+        let m = fit_pairs(&pairs).unwrap();
+        eprintln!(
+            "PRBS: empty in {zeros} of 40 periods, a {:.3} b {:.1}",
+            m.a, m.b
+        );
+        assert!(
+            zeros > 0 && (m.a - 1.0).abs() > 0.05,
+            "PRBS: a {} b {}",
+            m.a,
+            m.b
+        );
+        assert!(!relay(None, sp, false));
+        assert!(relay(None, sp, true));
+        assert!(!relay(Some(sp), sp, true));
     }
 }

@@ -102,7 +102,8 @@ enum Cmd {
         json: bool,
     },
     /// Step the loop's actuator between two rates (a pseudo-random binary sequence,
-    /// one period each) at the current load and fit y(k+1) = a y(k) + b u(k) + c.
+    /// one period each, or with --relay a relay around the set point) at the current
+    /// load and fit y(k+1) = a y(k) + b u(k) + c.
     Identify {
         #[command(flatten)]
         at: LoopArgs,
@@ -115,6 +116,11 @@ enum Cmd {
         /// High rate (default: three quarters of the way).
         #[arg(long)]
         high: Option<u64>,
+        /// A relay experiment instead of the PRBS: the high rate while the delay is
+        /// below the set point, the low one while it is above, for a queue that has no
+        /// steady state between the two rates (an open-loop class near its balance).
+        #[arg(long)]
+        relay: bool,
         /// Write the model into the configuration ([loop.model]).
         #[arg(long)]
         write: bool,
@@ -540,12 +546,19 @@ fn status(file: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> Result<
     Ok(())
 }
 
+/// How `identify` moves the actuator.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Excitation {
+    Prbs,
+    Relay,
+}
+
 fn identify(
     config: &Path,
     name: &str,
     periods: usize,
-    low: Option<u64>,
-    high: Option<u64>,
+    (low, high): (Option<u64>, Option<u64>),
+    excitation: Excitation,
     write: bool,
 ) -> Result<()> {
     let cfg = Config::load(config)?;
@@ -577,8 +590,13 @@ fn identify(
         std::thread::sleep(cfg.period);
         let m = measure(&mut c, l.port, &mut last)?;
         ys.push(m.mean_ms.filter(|_| m.samples >= l.min_samples));
+        let mut high_now = false;
         for (k, h) in seq.iter().enumerate() {
-            let u = if *h { high } else { low };
+            high_now = match excitation {
+                Excitation::Prbs => *h,
+                Excitation::Relay => ident::relay(ys[k], l.set_point_ms(), high_now),
+            };
+            let u = if high_now { high } else { low };
             set_rate(&mut c, l.group, u, Some(lease))?;
             us.push(u as f64);
             std::thread::sleep(cfg.period);
@@ -689,8 +707,20 @@ fn main() {
             periods,
             low,
             high,
+            relay,
             write,
-        } => identify(&at.config, &at.name, periods, low, high, write),
+        } => identify(
+            &at.config,
+            &at.name,
+            periods,
+            (low, high),
+            if relay {
+                Excitation::Relay
+            } else {
+                Excitation::Prbs
+            },
+            write,
+        ),
         Cmd::Design {
             at,
             settling,
