@@ -17,6 +17,8 @@
 //!    closed-loop poles and in simulation, when the plant's gain `b` is halved or
 //!    doubled (real servers drift from any model); the report also gives the whole
 //!    interval of factors of `b` that keep the loop stable ([`design::stable_b_range`]).
+//!    A plant that answers a period or more late (a queue's mean delay) is identified
+//!    and designed with its dead time ([`deadtime`]).
 //! 4. **Run**: every period, [`pi::Pi::step`] turns set point and measurement into the
 //!    actuator's next value, within output and slew limits, without integrator windup,
 //!    and reports every term for the log. [`split::SplitRange`] drives several actuators
@@ -30,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod deadtime;
 pub mod design;
 pub mod ident;
 pub mod pi;

@@ -84,18 +84,33 @@ pub fn run(
 /// `a ≥ 1`).
 pub fn run_pi(
     plant: Plant,
-    mut pi: Pi,
+    pi: Pi,
     r: impl Fn(usize) -> f64,
     periods: usize,
     noise: f64,
     seed: u64,
 ) -> Vec<Sample> {
     let mut n = Noise::new(seed);
-    let mut y = if plant.a < 1.0 {
+    let y0 = if plant.a < 1.0 {
         plant.steady(pi.output())
     } else {
         0.0
     };
+    closed_loop(pi, r, periods, y0, |y, u| {
+        plant.a * y + plant.b * u + plant.c + noise * n.sample()
+    })
+}
+
+/// Runs `pi` for `periods` periods from the measurement `y0`; `plant(y, u)` is the
+/// next measurement after `y` under the output `u`.
+pub fn closed_loop(
+    mut pi: Pi,
+    r: impl Fn(usize) -> f64,
+    periods: usize,
+    y0: f64,
+    mut plant: impl FnMut(f64, f64) -> f64,
+) -> Vec<Sample> {
+    let mut y = y0;
     let mut out = Vec::with_capacity(periods);
     for k in 0..periods {
         let s = pi.step(r(k), y);
@@ -104,7 +119,7 @@ pub fn run_pi(
             y,
             u: s.output,
         });
-        y = plant.a * y + plant.b * s.output + plant.c + noise * n.sample();
+        y = plant(y, s.output);
     }
     out
 }
@@ -182,12 +197,37 @@ impl Report {
 /// unit circle and the simulated step settles within `periods`: give slow designs
 /// enough periods (a few times the settling time).
 pub fn check_robust(a: f64, b: f64, g: Gains, periods: usize) -> Report {
-    let cases = [1.0, 0.5, 2.0]
+    let cases = cases(
+        g,
+        |f| spectral_radius(a, b * f, g),
+        |f, pi| {
+            let plant = Plant {
+                a,
+                b: b * f,
+                c: 0.0,
+            };
+            run_pi(plant, pi, |_| 1.0, periods, 0.0, 0)
+        },
+    );
+    Report {
+        cases,
+        b_range: stable_b_range(a, b, g),
+    }
+}
+
+/// The three cases of a robustness check (`b`, `b / 2`, `2 b`) of the gains `g`:
+/// `radius(f)` is the closed loop's spectral radius with the plant's gain times `f`,
+/// and `step(f, pi)` simulates a set-point step from 0 to 1 at the first period under
+/// `pi` (unlimited) on that plant, from 0.
+pub fn cases(
+    g: Gains,
+    radius: impl Fn(f64) -> f64,
+    step: impl Fn(f64, Pi) -> Vec<Sample>,
+) -> Vec<Case> {
+    [1.0, 0.5, 2.0]
         .into_iter()
         .map(|f| {
-            let bf = b * f;
-            let rho = spectral_radius(a, bf, g);
-            let plant = Plant { a, b: bf, c: 0.0 };
+            let rho = radius(f);
             let cfg = PiConfig {
                 kp: g.kp,
                 ki: g.ki,
@@ -196,10 +236,8 @@ pub fn check_robust(a: f64, b: f64, g: Gains, periods: usize) -> Report {
                 slew: f64::INFINITY,
                 deadband: 0.0,
             };
-            let from = 0.0;
-            let to = 1.0;
-            let response = run(plant, cfg, 0.0, |_| to, periods, 0.0, 0)
-                .map(|s| step_response(&s, from, to))
+            let response = Pi::new(cfg, 0.0)
+                .map(|pi| step_response(&step(f, pi), 0.0, 1.0))
                 .unwrap_or(StepResponse {
                     settling: None,
                     overshoot: f64::INFINITY,
@@ -211,11 +249,7 @@ pub fn check_robust(a: f64, b: f64, g: Gains, periods: usize) -> Report {
                 response,
             }
         })
-        .collect();
-    Report {
-        cases,
-        b_range: stable_b_range(a, b, g),
-    }
+        .collect()
 }
 
 #[cfg(test)]

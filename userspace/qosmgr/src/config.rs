@@ -89,6 +89,9 @@ pub struct ModelConfig {
     /// Fit quality.
     #[serde(default)]
     pub r2: Option<f64>,
+    /// Dead time: whole periods before the actuator shows in the measurement.
+    #[serde(default)]
+    pub delay: usize,
 }
 
 /// One loop.
@@ -251,6 +254,24 @@ impl Config {
 /// Writes `values` (key, number) into the table of loop `name` in the file at `path`
 /// (into `[loop.model]` when `model`), keeping everything else of the file as it is.
 pub fn write_values(path: &Path, name: &str, model: bool, values: &[(&str, f64)]) -> Result<()> {
+    let items: Vec<(&str, toml_edit::Value)> = values
+        .iter()
+        .map(|(k, v)| {
+            // Rounded to 6 significant digits: what the fit or design can stand behind.
+            let v: f64 = format!("{v:.6e}").parse().unwrap_or(*v);
+            (*k, toml_edit::Value::from(v))
+        })
+        .collect();
+    write_items(path, name, model, &items)
+}
+
+/// [`write_values`] for values of any TOML type.
+pub fn write_items(
+    path: &Path,
+    name: &str,
+    model: bool,
+    values: &[(&str, toml_edit::Value)],
+) -> Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut doc: toml_edit::DocumentMut = text.parse().context("malformed configuration")?;
@@ -273,9 +294,7 @@ pub fn write_values(path: &Path, name: &str, model: bool, values: &[(&str, f64)]
         t
     };
     for (k, v) in values {
-        // Rounded to 6 significant digits: what the fit or design can stand behind.
-        let v: f64 = format!("{v:.6e}").parse().unwrap_or(*v);
-        t.insert(k, toml_edit::value(v));
+        t.insert(k, toml_edit::value(v.clone()));
     }
     let new = doc.to_string();
     // Checked before it replaces the file.

@@ -17,10 +17,9 @@ use clap::{Parser, Subcommand};
 use config::{Config, LoopConfig};
 use openqos::{Client, GroupSettings, GroupType};
 use openqos_control::{
-    design,
+    deadtime,
     ident::{self, prbs},
     pi::{Pi, Saturation},
-    sim,
 };
 use serde::{Deserialize, Serialize};
 use std::{
@@ -616,17 +615,37 @@ fn identify(
     let restored = set_rate(&mut c, l.group, before, None);
     run?;
     restored?;
-    let pairs: Vec<(f64, f64, f64)> = (0..us.len())
-        .filter_map(|k| Some((ys[k]?, us[k], ys[k + 1]?)))
+    // The model for each dead time d (y(k+1) from u(k-d)): the shortest whose fit is
+    // within 0.02 of the best R^2.
+    let fits: Vec<(usize, Result<ident::Model, ident::IdentError>)> = (0..=deadtime::MAX_DEAD_TIME)
+        .map(|d| {
+            let pairs: Vec<(f64, f64, f64)> = (d..us.len())
+                .filter_map(|k| Some((ys[k]?, us[k - d], ys[k + 1]?)))
+                .collect();
+            (d, ident::fit_pairs(&pairs))
+        })
         .collect();
-    let m = ident::fit_pairs(&pairs).with_context(|| {
-        format!(
-            "{} usable periods of {periods} (too few connections per period?)",
-            pairs.len()
-        )
-    })?;
+    let best = fits
+        .iter()
+        .filter_map(|(_, f)| f.as_ref().ok().map(|m| m.r2))
+        .fold(f64::NEG_INFINITY, f64::max);
+    for (d, f) in &fits {
+        match f {
+            Ok(m) => println!(
+                "dead time {d}: y(k+1) = {:.4} y(k) + {:.5} u(k-{d}) + {:.3}   R^2 {:.3}",
+                m.a, m.b, m.c, m.r2
+            ),
+            Err(e) => println!("dead time {d}: {e}"),
+        }
+    }
+    let (delay, m) = fits
+        .into_iter()
+        .find_map(|(d, f)| f.ok().filter(|m| m.r2 >= best - 0.02).map(|m| (d, m)))
+        .with_context(|| {
+            format!("too few usable periods of {periods} (too few connections per period?)")
+        })?;
     println!(
-        "loop {name}: y(k+1) = {:.4} y(k) + {:.5} u(k) + {:.3}   (y: mean delay, ms; u: rate of group {}, /s)",
+        "loop {name}: y(k+1) = {:.4} y(k) + {:.5} u(k-{delay}) + {:.3}   (y: mean delay, ms; u: rate of group {}, /s; dead time {delay} periods)",
         m.a, m.b, m.c, l.group
     );
     println!("fit: R^2 {:.3} over {} samples", m.r2, m.samples);
@@ -634,11 +653,18 @@ fn identify(
         println!("warning: the model explains little of the delay (R^2 < 0.5): more periods, a wider step, or steadier load");
     }
     if write {
-        config::write_values(
+        let f = |v: f64| toml_edit::Value::from(format!("{v:.6e}").parse::<f64>().unwrap_or(v));
+        config::write_items(
             config,
             name,
             true,
-            &[("a", m.a), ("b", m.b), ("c", m.c), ("r2", m.r2)],
+            &[
+                ("a", f(m.a)),
+                ("b", f(m.b)),
+                ("c", f(m.c)),
+                ("r2", f(m.r2)),
+                ("delay", toml_edit::Value::from(delay as i64)),
+            ],
         )?;
         println!("written to [loop.model] of {}", config.display());
     }
@@ -651,17 +677,26 @@ fn design_cmd(config: &Path, name: &str, settling: f64, overshoot: f64, write: b
     let m = l.model.with_context(|| {
         format!("loop {name:?} has no model: run `qosmgr identify --write` first")
     })?;
-    let (g, p) = design::pi_gains(m.a, m.b, settling, overshoot)?;
+    let dz = deadtime::design(m.a, m.b, m.delay, settling, overshoot)?;
+    let (g, p) = (dz.gains, dz.poles);
     println!(
-        "loop {name}: model a {:.4} b {:.5}; poles {:.4} e^(±j{:.4}) for {settling} periods, {:.0} % overshoot",
+        "loop {name}: model a {:.4} b {:.5} dead time {}; poles {:.4} e^(±j{:.4}) for {} periods, {:.0} % overshoot",
         m.a,
         m.b,
+        m.delay,
         p.r,
         p.theta,
+        dz.settling,
         overshoot * 100.0
     );
+    if dz.settling > settling {
+        println!(
+            "(the dead time allows no robust loop settling in {settling} periods: {} is the shortest)",
+            dz.settling
+        );
+    }
     println!("gains: kp {:.6} ki {:.6}", g.kp, g.ki);
-    let rep = sim::check_robust(m.a, m.b, g, 400);
+    let rep = deadtime::check_robust(m.a, m.b, m.delay, g, 400);
     println!(
         "{:<8} {:>9} {:<7} {:>9} {:>10}",
         "b", "max|pole|", "stable", "settling", "overshoot"
@@ -677,6 +712,9 @@ fn design_cmd(config: &Path, name: &str, settling: f64, overshoot: f64, write: b
                 .map_or("never".into(), |s| s.to_string()),
             c.response.overshoot * 100.0
         );
+    }
+    if let Some((lo, hi)) = rep.b_range {
+        println!("stable for b x {lo:.3} to {hi:.3}");
     }
     if !rep.robust() {
         bail!("the design is not stable for b halved and doubled: ask for a longer settling time");
