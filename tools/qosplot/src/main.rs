@@ -4,9 +4,12 @@
 //!
 //! The CSV has a header line and the columns `t_s, phase, premium_delay_ms,
 //! basic_delay_ms, basic_rate_limit, ...`; comment lines (`#`) may give the set point as
-//! `set point N ms`. The plot shows both classes' mean delay per period and the set point
-//! on the left axis, the basic class's admitted rate (the actuator) on the right axis,
-//! and a dashed line with the phase's name where a phase begins. The font is Debian's
+//! `set point N ms`; a seventh column, if any, is the basic connections accepted in the
+//! period. The plot shows both classes' mean delay per period (one line when the two
+//! columns are the same queue's) and the set point on the left axis, the basic class's
+//! accept rate limit (the actuator) and admitted rate on the right axis, and a dashed
+//! line with the phase's name where a phase begins. The delays are on a log scale: a
+//! throttled class waits a hundred times longer than the one held at its set point. The font is Debian's
 //! DejaVu Sans (fonts-dejavu-core), read from its file: no fontconfig.
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +24,8 @@ struct Row {
     premium: Option<f64>,
     basic: Option<f64>,
     rate: Option<f64>,
+    /// Basic connections accepted in the period.
+    basic_accepted: Option<f64>,
 }
 
 fn parse(text: &str) -> Result<(Vec<Row>, Option<f64>)> {
@@ -44,6 +49,7 @@ fn parse(text: &str) -> Result<(Vec<Row>, Option<f64>)> {
             premium: num(f[2]),
             basic: num(f[3]),
             rate: num(f[4]),
+            basic_accepted: f.get(6).and_then(|v| num(v)),
         });
     }
     if rows.is_empty() {
@@ -59,7 +65,8 @@ fn main() -> Result<()> {
     };
     let title = rest.first().map_or("openqos experiment", String::as_str);
     let (rows, set_point) = parse(&std::fs::read_to_string(csv).with_context(|| csv.clone())?)?;
-    let font = std::fs::read(FONT).with_context(|| format!("{FONT} (Debian: fonts-dejavu-core)"))?;
+    let font =
+        std::fs::read(FONT).with_context(|| format!("{FONT} (Debian: fonts-dejavu-core)"))?;
     let font: &'static [u8] = Box::leak(font.into_boxed_slice());
     register_font("sans-serif", FontStyle::Normal, font)
         .map_err(|_| anyhow::anyhow!("{FONT} is not a usable TrueType font"))?;
@@ -72,7 +79,23 @@ fn main() -> Result<()> {
         .chain(set_point)
         .fold(1.0, f64::max)
         * 1.1;
-    let r_max = rows.iter().filter_map(|r| r.rate).fold(1.0, f64::max) * 1.1;
+    // The basic class's admitted rate: accepted in a period over the period's length.
+    let admitted: Vec<(f64, f64)> = rows
+        .windows(2)
+        .filter_map(|w| {
+            let dt = w[1].t - w[0].t;
+            Some((w[1].t, w[1].basic_accepted? / dt)).filter(|_| dt > 0.0)
+        })
+        .collect();
+    // The right axis goes to 1.5 times the highest admitted rate: a limit far above it
+    // (the group left "unlimited") is drawn at the top.
+    let admitted_max = admitted.iter().map(|a| a.1).fold(0.0, f64::max);
+    let r_max = if admitted_max > 0.0 {
+        admitted_max * 1.5
+    } else {
+        rows.iter().filter_map(|r| r.rate).fold(1.0, f64::max) * 1.1
+    };
+    let one_queue = rows.iter().all(|r| r.premium == r.basic);
 
     let root = BitMapBackend::new(png, (1200, 700)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -82,44 +105,80 @@ fn main() -> Result<()> {
         .x_label_area_size(45)
         .y_label_area_size(70)
         .right_y_label_area_size(70)
-        .build_cartesian_2d(0.0..t_max, 0.0..d_max)?
+        .build_cartesian_2d(0.0..t_max, (1.0..d_max).log_scale())?
         .set_secondary_coord(0.0..t_max, 0.0..r_max);
     chart
         .configure_mesh()
         .x_desc("time (s)")
-        .y_desc("mean connection delay in the period (ms)")
+        .y_desc("mean connection delay in the period (ms, log scale)")
         .label_style(("sans-serif", 15))
         .draw()?;
     chart
         .configure_secondary_axes()
-        .y_desc("basic class: accept rate limit (/s)")
+        .y_desc("basic class: connections/s")
         .label_style(("sans-serif", 15))
         .draw()?;
 
     let series = |get: fn(&Row) -> Option<f64>| -> Vec<(f64, f64)> {
-        rows.iter().filter_map(|r| get(r).map(|v| (r.t, v))).collect()
+        rows.iter()
+            .filter_map(|r| get(r).map(|v| (r.t, v)))
+            .collect()
     };
     let blue = RGBColor(31, 119, 180);
     let orange = RGBColor(230, 120, 20);
     chart
         .draw_series(LineSeries::new(series(|r| r.premium), blue.stroke_width(2)))?
-        .label("premium delay")
+        .label(if one_queue {
+            "delay, every client (one queue)"
+        } else {
+            "premium delay"
+        })
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], blue.stroke_width(2)));
-    chart
-        .draw_series(LineSeries::new(series(|r| r.basic), orange.stroke_width(2)))?
-        .label("basic delay")
-        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], orange.stroke_width(2)));
+    if !one_queue {
+        chart
+            .draw_series(LineSeries::new(series(|r| r.basic), orange.stroke_width(2)))?
+            .label("basic delay")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], orange.stroke_width(2)));
+    }
     if let Some(sp) = set_point {
         chart
-            .draw_series(LineSeries::new([(0.0, sp), (t_max, sp)], BLACK.stroke_width(1)))?
+            .draw_series(LineSeries::new(
+                [(0.0, sp), (t_max, sp)],
+                BLACK.stroke_width(1),
+            ))?
             .label(format!("set point {sp} ms"))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
+        for f in [0.9, 1.1] {
+            let band = chart.draw_series(DashedLineSeries::new(
+                [(0.0, sp * f), (t_max, sp * f)],
+                3,
+                3,
+                BLACK.stroke_width(1),
+            ))?;
+            if f < 1.0 {
+                band.label("set point +-10 % (dashed)")
+                    .legend(|(x, y)| PathElement::new([(x, y), (x + 8, y)], BLACK.stroke_width(1)));
+            }
+        }
     }
     let green = RGBColor(44, 160, 44);
-    chart
-        .draw_secondary_series(LineSeries::new(series(|r| r.rate), green.stroke_width(2)))?
-        .label("basic rate limit (right axis)")
-        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.stroke_width(2)));
+    let limit: Vec<(f64, f64)> = series(|r| r.rate)
+        .into_iter()
+        .map(|(t, v)| (t, v.min(r_max)))
+        .collect();
+    if !limit.is_empty() {
+        chart
+            .draw_secondary_series(LineSeries::new(limit, green.stroke_width(2)))?
+            .label("basic accept rate limit (/s, right axis; unlimited: at the top)")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.stroke_width(2)));
+    }
+    let purple = RGBColor(148, 103, 189);
+    if !admitted.is_empty() && !one_queue {
+        chart
+            .draw_secondary_series(LineSeries::new(admitted, purple.stroke_width(1)))?
+            .label("basic admitted (/s, right axis)")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], purple.stroke_width(1)));
+    }
 
     // Phase boundaries.
     let grey = RGBColor(120, 120, 120);
@@ -128,14 +187,14 @@ fn main() -> Result<()> {
         if r.phase != last {
             last = &r.phase;
             chart.draw_series(DashedLineSeries::new(
-                [(r.t, 0.0), (r.t, d_max)],
+                [(r.t, 1.0), (r.t, d_max)],
                 6,
                 4,
                 grey.stroke_width(1),
             ))?;
             chart.draw_series(std::iter::once(Text::new(
                 r.phase.clone(),
-                (r.t, d_max * 0.97),
+                (r.t, d_max * 0.8),
                 ("sans-serif", 13).into_font().color(&grey),
             )))?;
         }
