@@ -94,6 +94,9 @@ for i in $(seq 1 100); do
 done
 expect_eq "leased while running" "$(skex -L -j -g 5 | grep -c '"lease_ms"')" 1
 qosmgr status -c /tmp/q.toml | grep -q "premium" || fail "status: $(qosmgr status -c /tmp/q.toml)"
+# Watch mode: one JSON object a line and interval.
+w=$(qosmgr status -c /tmp/q.toml -j -w 0.3 -n 3 | grep -c '"name":"premium"')
+expect_eq "status watch lines" "$w" 3
 kill -9 $m
 wait $m 2>/dev/null || true
 t0=$(now_ms)

@@ -96,9 +96,15 @@ enum Cmd {
         /// Read the status file's place from this configuration.
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
-        /// JSON output.
+        /// JSON output (in watch mode one object per line and interval).
         #[arg(short = 'j', long = "json")]
         json: bool,
+        /// Watch: show the loops every SECONDS (fractions allowed) until interrupted.
+        #[arg(short = 'w', long = "watch", value_name = "SECONDS")]
+        watch: Option<f64>,
+        /// Watch: stop after COUNT intervals.
+        #[arg(short = 'n', long = "count", value_name = "COUNT", requires = "watch")]
+        count: Option<u64>,
     },
     /// Step the loop's actuator between two rates (a pseudo-random binary sequence,
     /// one period each, or with --relay a relay around the set point) at the current
@@ -494,13 +500,41 @@ fn run(config: &Path, log: Option<&Path>, periods: Option<u64>, check: bool) -> 
     Ok(())
 }
 
-fn status(file: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> Result<()> {
+fn status(
+    file: Option<PathBuf>,
+    config: Option<PathBuf>,
+    json: bool,
+    watch: Option<f64>,
+    count: Option<u64>,
+) -> Result<()> {
     let path = match (file, config) {
         (Some(f), _) => f,
         (None, Some(c)) => PathBuf::from(Config::load(&c)?.status_file),
         (None, None) => PathBuf::from(config::STATUS_FILE),
     };
-    let text = std::fs::read_to_string(&path)
+    let Some(every) = watch else {
+        return status_once(&path, json, false);
+    };
+    if !(every.is_finite() && every > 0.0) {
+        bail!("--watch takes a positive number of seconds");
+    }
+    let mut shown = 0u64;
+    loop {
+        status_once(&path, json, true)?;
+        shown += 1;
+        if count.is_some_and(|c| shown >= c) {
+            return Ok(());
+        }
+        if !json {
+            println!();
+        }
+        std::thread::sleep(Duration::from_secs_f64(every));
+    }
+}
+
+/// Shows the status file at `path` once: a table, or JSON (on one line if `compact`).
+fn status_once(path: &Path, json: bool, compact: bool) -> Result<()> {
+    let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {} (is qosmgr running?)", path.display()))?;
     let st: Status = serde_json::from_str(&text).context("malformed status file")?;
     let age = now_s() - st.updated;
@@ -509,7 +543,12 @@ fn status(file: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> Result<
         let mut v = serde_json::to_value(&st)?;
         v["age_s"] = serde_json::json!(age);
         v["stale"] = serde_json::json!(stale);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        if compact {
+            println!("{}", serde_json::to_string(&v)?);
+            std::io::stdout().flush()?;
+        } else {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
         return Ok(());
     }
     println!(
@@ -542,6 +581,7 @@ fn status(file: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> Result<
                 .map_or(String::new(), |r| format!("  ({r})"))
         );
     }
+    std::io::stdout().flush()?;
     Ok(())
 }
 
@@ -739,7 +779,9 @@ fn main() {
             status_file,
             config,
             json,
-        } => status(status_file, config, json),
+            watch,
+            count,
+        } => status(status_file, config, json, watch, count),
         Cmd::Identify {
             at,
             periods,
