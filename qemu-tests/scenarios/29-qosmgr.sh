@@ -9,7 +9,8 @@
 # class's mean delay settles at the set point. Then the fail-safe: qosmgr killed with
 # SIGKILL leaves the basic class throttled only until its lease runs out (the kernel
 # restores the group's rate); SIGTERM restores it at once. Bad configurations are
-# refused with a message and nothing applied.
+# refused with a message and nothing applied. The other actuators (a probabilistic
+# rule's weight, a ratio group member's weight) are driven and checked briefly.
 add_client_addrs 10.7.0.1/32
 bg qostest pool --port 8701:premium --port 8702:basic --workers 2 --service-ms 200 >/tmp/pool.log 2>&1
 for i in $(seq 1 100); do [ "$(grep -c ready /tmp/pool.log)" = 2 ] && break; sleep 0.05; done
@@ -82,6 +83,47 @@ echo "premium delay over the last $n measured periods: mean $mean ms (set point 
 within_pct "$mean" 80 120 "$SP" || fail "premium mean delay $mean ms, set point $SP ms"
 [ $((within * 100)) -ge $((n * 60)) ] || fail "only $within of $n periods within +-25 % of the set point"
 expect_eq "stopped: safe rate back" "$(skex -L -j -g 5 | qostest json groups.0.rate)" 9
+
+# The other actuators: a probabilistic rule's condition weight (and, refused here, a
+# ratio group member that is not one). The mechanism only: three periods, every value
+# within min..max and logged with its actuator, the safe weight back at the end.
+tcpchains -A d -p 88 -o 8701
+tcpchains -a d -p 88 -r 8702 -c 5000
+kp=$(sed -n 's/^kp = //p' /tmp/q.toml)
+ki=$(sed -n 's/^ki = //p' /tmp/q.toml)
+cat >/tmp/w.toml <<EOF
+period = "1s"
+lease_periods = 3
+status_file = "/tmp/w.status"
+
+[[loop]]
+name = "share"
+type = "delay"
+port = 8701
+set_point = "${SP}ms"
+rule = 88
+condition = 1
+min = 1000
+max = 9000
+safe = 5000
+min_samples = 1
+kp = $kp
+ki = $ki
+EOF
+qosmgr run -c /tmp/w.toml --periods 3 --log /tmp/w.log
+expect_eq "share loop steps" "$(grep -c '"actuator":"weight of condition 1 of rule 88"' /tmp/w.log)" 3
+grep '"loop":"share"' /tmp/w.log | sed -n 's/.*"value":\([0-9]*\).*/\1/p' |
+	awk '$1 < 1000 || $1 > 9000 { bad = 1 } END { exit bad }' || fail "share outside 1000..9000: $(cat /tmp/w.log)"
+tcpchains -S | grep -q -- '-a d -p 88 -c 5000 -r 8702' || fail "safe share not restored: $(tcpchains -S)"
+set +e
+sed 's/^condition = 1/condition = 5/' /tmp/w.toml >/tmp/bad.toml
+qosmgr run -c /tmp/bad.toml --check 2>/tmp/err; rc=$?
+[ "$rc" -ne 0 ] && grep -q "rule 88 has no condition 5" /tmp/err || fail "missing condition: rc $rc $(cat /tmp/err)"
+sed 's/^rule = 88/group = 6\nmember = 8799/; /^condition/d; s/^max = 9000/max = 90/; s/^min = 1000/min = 1/; s/^safe = 5000/safe = 5/' /tmp/w.toml >/tmp/bad.toml
+qosmgr run -c /tmp/bad.toml --check 2>/tmp/err; rc=$?
+[ "$rc" -ne 0 ] && grep -q "port 8799 is not a member of group 6" /tmp/err || fail "not a member: rc $rc $(cat /tmp/err)"
+set -e
+tcpchains -D -p 88
 
 # Fail-safe: SIGKILL leaves the lease (3 periods = 6 s) to run out; the kernel restores
 # the group's rate from before the first leased change.

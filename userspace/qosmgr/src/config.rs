@@ -12,7 +12,10 @@
 //! type = "delay"
 //! port = 8080          # the mean queueing delay of this port is held ...
 //! set_point = "200ms"  # ... here,
-//! group = 2            # by the accept rate of this accept-rate group (other classes)
+//! group = 2            # by the accept rate of this accept-rate group (other classes);
+//!                      # or: group = 6 with member = 8081 (a ratio group member's
+//!                      # weight), or rule = 80 with condition = 1 (a probabilistic
+//!                      # condition's weight, 1/10000): see [`Actuator`]
 //! min = 2              # its lowest rate (the other classes' floor)
 //! max = 200            # its highest rate
 //! safe = 200           # the rate it gets back on exit, or when the sensor is lost
@@ -27,6 +30,7 @@
 //! b = 2.0
 //! c = 10.0
 //! r2 = 0.9
+//! delay = 0            # dead time, periods
 //! ```
 
 use anyhow::{bail, Context, Result};
@@ -108,15 +112,27 @@ pub struct LoopConfig {
     /// The delay to hold.
     #[serde(with = "humantime_serde")]
     pub set_point: Duration,
-    /// The accept-rate group it drives.
-    pub group: u32,
-    /// Lowest rate.
+    /// The group it drives: an accept-rate group (its rate), or with `member` an
+    /// accept-ratio group (that member's weight).
+    #[serde(default)]
+    pub group: Option<u32>,
+    /// The member port of a ratio group whose weight the loop drives.
+    #[serde(default)]
+    pub member: Option<u16>,
+    /// The probabilistic rule (its incoming port) whose condition's weight the loop
+    /// drives (with `condition`).
+    #[serde(default)]
+    pub rule: Option<u16>,
+    /// The condition of `rule` (1-based, as tcpchains lists them).
+    #[serde(default)]
+    pub condition: Option<u32>,
+    /// Lowest value of the actuator (a rate, a weight, a weight in 1/10000).
     pub min: u64,
-    /// Highest rate.
+    /// Highest value.
     pub max: u64,
-    /// The rate on exit or sensor loss.
+    /// The value on exit or sensor loss.
     pub safe: u64,
-    /// Largest change of the rate in one period (default: no limit).
+    /// Largest change of the actuator in one period (default: no limit).
     #[serde(default)]
     pub slew: Option<f64>,
     /// Errors smaller than this count as none.
@@ -137,7 +153,76 @@ fn default_min_samples() -> u64 {
     5
 }
 
+/// What a loop drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actuator {
+    /// The rate (connections/s) of an accept-rate group; set with a kernel lease.
+    Rate {
+        /// The group.
+        group: u32,
+    },
+    /// The weight of one member port of an accept-ratio group (no lease: the kernel
+    /// has none for weights).
+    Weight {
+        /// The group.
+        group: u32,
+        /// The member port.
+        port: u16,
+    },
+    /// The weight, in 1/10000, of one condition of a probabilistic rule (no lease).
+    Share {
+        /// The rule's incoming port.
+        rule: u16,
+        /// The condition, 1-based.
+        condition: u32,
+    },
+}
+
+impl Actuator {
+    /// Whether the kernel restores the value by itself when the manager stops
+    /// renewing it.
+    pub fn leased(self) -> bool {
+        matches!(self, Actuator::Rate { .. })
+    }
+}
+
+impl core::fmt::Display for Actuator {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Actuator::Rate { group } => write!(f, "rate of group {group}"),
+            Actuator::Weight { group, port } => write!(f, "weight of port {port} in group {group}"),
+            Actuator::Share { rule, condition } => {
+                write!(f, "weight of condition {condition} of rule {rule}")
+            }
+        }
+    }
+}
+
 impl LoopConfig {
+    /// What the loop drives (the configuration was checked: one of them is set).
+    pub fn actuator(&self) -> Result<Actuator> {
+        match (self.group, self.member, self.rule, self.condition) {
+            (Some(group), None, None, None) => Ok(Actuator::Rate { group }),
+            (Some(group), Some(port), None, None) => Ok(Actuator::Weight { group, port }),
+            (None, None, Some(rule), Some(condition)) if condition > 0 => {
+                Ok(Actuator::Share { rule, condition })
+            }
+            (None, None, Some(_), _) => bail!(
+                "loop {:?}: rule needs condition (1-based, as tcpchains -L lists them)",
+                self.name
+            ),
+            (None, Some(_), _, _) => bail!("loop {:?}: member needs group", self.name),
+            (None, None, None, _) => bail!(
+                "loop {:?}: no actuator: set group (a rate group, or with member a ratio group) or rule and condition",
+                self.name
+            ),
+            _ => bail!(
+                "loop {:?}: one actuator only: group (with or without member), or rule and condition",
+                self.name
+            ),
+        }
+    }
+
     /// The set point in milliseconds.
     pub fn set_point_ms(&self) -> f64 {
         self.set_point.as_secs_f64() * 1000.0
@@ -204,11 +289,34 @@ impl Config {
             if self.loops[..i].iter().any(|o| o.name == l.name) {
                 bail!("two loops are named {:?}", l.name);
             }
-            if self.loops[..i].iter().any(|o| o.group == l.group) {
+            let act = l.actuator()?;
+            let same = |o: &LoopConfig| match (o.actuator(), act) {
+                (Ok(Actuator::Share { rule: r, .. }), Actuator::Share { rule, .. }) => r == rule,
+                (Ok(Actuator::Rate { group: g } | Actuator::Weight { group: g, .. }), _) => {
+                    Some(g) == l.group
+                }
+                _ => false,
+            };
+            if self.loops[..i].iter().any(same) {
                 bail!(
-                    "loops {:?} and another drive the same group {}",
+                    "loops {:?} and another drive the same {}",
                     l.name,
-                    l.group
+                    match act {
+                        Actuator::Share { rule, .. } => format!("rule {rule}"),
+                        Actuator::Rate { group } | Actuator::Weight { group, .. } =>
+                            format!("group {group}"),
+                    }
+                );
+            }
+            let top = match act {
+                Actuator::Rate { .. } => u64::MAX,
+                Actuator::Weight { .. } => u64::from(u16::MAX),
+                Actuator::Share { .. } => 10_000,
+            };
+            if l.max > top {
+                bail!(
+                    "loop {:?}: max is above {top}, the most the {act} can be",
+                    l.name
                 );
             }
             let ctx = || format!("loop {:?}", l.name);
@@ -334,7 +442,8 @@ ki = 0.02
         assert_eq!(c.period, Duration::from_millis(500));
         assert_eq!(c.lease_ms(), 2000);
         let l = &c.loops[0];
-        assert_eq!((l.port, l.group, l.min_samples), (8080, 2, 5));
+        assert_eq!((l.port, l.group, l.min_samples), (8080, Some(2), 5));
+        assert_eq!(l.actuator().unwrap(), Actuator::Rate { group: 2 });
         assert_eq!(l.set_point_ms(), 200.0);
         assert_eq!(l.deadband_ms(), 5.0);
         let pi = l.pi().unwrap();
@@ -374,6 +483,60 @@ ki = 0.02
         assert!(format!("{:#}", Config::parse("period = \"1s\"").unwrap_err()).contains("no loop"));
         let two = format!("{GOOD}\n{}", &GOOD[GOOD.find("[[loop]]").unwrap()..]);
         assert!(format!("{:#}", Config::parse(&two).unwrap_err()).contains("two loops"));
+    }
+
+    #[test]
+    fn actuators() {
+        let act = |from: &str, to: &str| {
+            Config::parse(&GOOD.replace(from, to)).map(|c| c.loops[0].actuator().unwrap())
+        };
+        assert_eq!(
+            act("group = 2", "group = 6\nmember = 8081").unwrap(),
+            Actuator::Weight {
+                group: 6,
+                port: 8081
+            }
+        );
+        assert_eq!(
+            act(
+                "group = 2\nmin = 2\nmax = 200",
+                "rule = 80\ncondition = 2\nmin = 2\nmax = 200"
+            )
+            .unwrap(),
+            Actuator::Share {
+                rule: 80,
+                condition: 2
+            }
+        );
+        let err = |from: &str, to: &str, want: &str| {
+            let e = format!("{:#}", act(from, to).unwrap_err());
+            assert!(e.contains(want), "{to}: {e}");
+        };
+        err("group = 2\n", "", "no actuator");
+        err("group = 2", "member = 8081", "member needs group");
+        err("group = 2", "rule = 80", "rule needs condition");
+        err(
+            "group = 2",
+            "rule = 80\ncondition = 0",
+            "rule needs condition",
+        );
+        err(
+            "group = 2",
+            "group = 2\nrule = 80\ncondition = 1",
+            "one actuator only",
+        );
+        err(
+            "group = 2\nmin = 2\nmax = 200\nsafe = 200",
+            "rule = 80\ncondition = 1\nmin = 2\nmax = 20000\nsafe = 200",
+            "max is above 10000",
+        );
+        let two = format!(
+            "{GOOD}\n{}",
+            &GOOD[GOOD.find("[[loop]]").unwrap()..]
+                .replace("premium", "other")
+                .replace("group = 2", "group = 2\nmember = 9")
+        );
+        assert!(format!("{:#}", Config::parse(&two).unwrap_err()).contains("the same group 2"));
     }
 
     #[test]

@@ -14,8 +14,8 @@ mod config;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use config::{Config, LoopConfig};
-use openqos::{Client, GroupSettings, GroupType};
+use config::{Actuator, Config, LoopConfig};
+use openqos::{Client, GroupSettings, GroupType, Matcher};
 use openqos_control::{
     deadtime,
     ident::{self, prbs},
@@ -197,32 +197,87 @@ fn measure(c: &mut Client, port: u16, last: &mut Option<Snap>) -> Result<Measure
     Ok(Measured { samples, mean_ms })
 }
 
-/// The accept rate group `id` has now, checking that it is an accept-rate group.
-fn group_rate(c: &mut Client, id: u32) -> Result<u64> {
-    let g = c
-        .groups(Some(id))
-        .with_context(|| format!("cannot read group {id}"))?
-        .into_iter()
-        .next()
-        .with_context(|| format!("group {id} does not exist"))?;
-    if g.kind != GroupType::Rate {
-        bail!(
-            "group {id} is a {} group; a delay loop drives an accept-rate group",
-            g.kind.name()
-        );
+/// The actuator's value now, checking that it is what the configuration says (an
+/// accept-rate group, a member of a ratio group, a probabilistic rule's condition).
+fn act_read(c: &mut Client, a: Actuator) -> Result<u64> {
+    match a {
+        Actuator::Rate { group } | Actuator::Weight { group, .. } => {
+            let g = c
+                .groups(Some(group))
+                .with_context(|| format!("cannot read group {group}"))?
+                .into_iter()
+                .next()
+                .with_context(|| format!("group {group} does not exist"))?;
+            let want = match a {
+                Actuator::Rate { .. } => GroupType::Rate,
+                _ => GroupType::Ratio,
+            };
+            if g.kind != want {
+                bail!(
+                    "group {group} is a {} group; the {a} needs a {} group",
+                    g.kind.name(),
+                    want.name()
+                );
+            }
+            match a {
+                Actuator::Weight { port, .. } => g
+                    .members
+                    .iter()
+                    .find(|m| m.port == port)
+                    .map(|m| u64::from(m.weight))
+                    .with_context(|| format!("port {port} is not a member of group {group}")),
+                _ => g.rate.with_context(|| format!("group {group} has no rate")),
+            }
+        }
+        Actuator::Share { rule, condition } => {
+            let (w, _) = share(c, rule, condition)?;
+            Ok(u64::from(w))
+        }
     }
-    g.rate.with_context(|| format!("group {id} has no rate"))
 }
 
-/// Sets group `id`'s rate, leased for `lease_ms` (`None`: for good).
-fn set_rate(c: &mut Client, id: u32, rate: u64, lease_ms: Option<u64>) -> Result<()> {
-    let s = GroupSettings {
-        rate: Some(rate),
-        lease_ms: lease_ms.map(|ms| ms.min(u64::from(u32::MAX)) as u32),
-        ..Default::default()
-    };
-    c.set_group(id, &s)
-        .with_context(|| format!("cannot set the rate of group {id}"))
+/// The weight and outgoing port of condition `condition` of the probabilistic rule on
+/// `rule`.
+fn share(c: &mut Client, rule: u16, condition: u32) -> Result<(u16, u16)> {
+    let r = c
+        .rules(Some(rule))
+        .with_context(|| format!("cannot read rule {rule}"))?
+        .into_iter()
+        .next()
+        .with_context(|| format!("no rule on port {rule}"))?;
+    let cond = r
+        .conditions
+        .iter()
+        .find(|k| k.index == condition)
+        .with_context(|| format!("rule {rule} has no condition {condition}"))?;
+    match cond.matcher {
+        Matcher::Weight { weight } => Ok((weight, cond.out_port)),
+        _ => bail!("rule {rule} is not a probabilistic rule"),
+    }
+}
+
+/// Sets the actuator to `value`; a rate is leased for `lease_ms` (`None`: for good).
+/// Weights have no lease in the kernel: they stay until set again.
+fn act_set(c: &mut Client, a: Actuator, value: u64, lease_ms: Option<u64>) -> Result<()> {
+    match a {
+        Actuator::Rate { group } => {
+            let s = GroupSettings {
+                rate: Some(value),
+                lease_ms: lease_ms.map(|ms| ms.min(u64::from(u32::MAX)) as u32),
+                ..Default::default()
+            };
+            c.set_group(group, &s)
+        }
+        Actuator::Weight { group, port } => {
+            c.set_group_weight(group, port, value.min(u64::from(u16::MAX)) as u16)
+        }
+        Actuator::Share { rule, condition } => {
+            let (_, out) = share(c, rule, condition)?;
+            let weight = value.min(10_000) as u16;
+            c.set_condition(rule, Some(condition), Matcher::Weight { weight }, out)
+        }
+    }
+    .with_context(|| format!("cannot set the {a}"))
 }
 
 /// How a loop is doing.
@@ -241,6 +296,7 @@ enum State {
 /// A running loop.
 struct Loop {
     cfg: LoopConfig,
+    act: Actuator,
     pi: Pi,
     last: Option<Snap>,
     state: State,
@@ -252,7 +308,7 @@ struct Loop {
 struct LoopStatus {
     name: String,
     port: u16,
-    group: u32,
+    actuator: String,
     state: State,
     set_point_ms: f64,
     measured_ms: Option<f64>,
@@ -282,13 +338,14 @@ fn start(c: &mut Client, cfg: &Config) -> Result<Vec<Loop>> {
         let pi_cfg = l.pi()?;
         let mut last = None;
         measure(c, l.port, &mut last).with_context(|| format!("loop {:?}", l.name))?;
-        let rate = group_rate(c, l.group).with_context(|| format!("loop {:?}", l.name))?;
-        let pi = Pi::new(pi_cfg, rate as f64)?;
+        let act = l.actuator()?;
+        let value = act_read(c, act).with_context(|| format!("loop {:?}", l.name))?;
+        let pi = Pi::new(pi_cfg, value as f64)?;
         loops.push(Loop {
             status: LoopStatus {
                 name: l.name.clone(),
                 port: l.port,
-                group: l.group,
+                actuator: act.to_string(),
                 state: State::Hold,
                 set_point_ms: l.set_point_ms(),
                 measured_ms: None,
@@ -298,6 +355,7 @@ fn start(c: &mut Client, cfg: &Config) -> Result<Vec<Loop>> {
                 reason: None,
             },
             cfg: l.clone(),
+            act,
             pi,
             last,
             state: State::Hold,
@@ -319,7 +377,7 @@ impl Log {
 
 /// Puts loop `l`'s actuator back to its safe value, for good (no lease).
 fn release(c: &mut Client, l: &mut Loop, reason: String, log: &mut Log) {
-    let applied = set_rate(c, l.cfg.group, l.cfg.safe, None).is_ok();
+    let applied = act_set(c, l.act, l.cfg.safe, None).is_ok();
     if l.state != State::Released {
         log.line(serde_json::json!({
             "time": now_s(), "loop": l.cfg.name, "state": "released",
@@ -341,7 +399,7 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
     };
     if l.state == State::Released {
         // The sensor answers again: start from the actuator as it is (bumpless).
-        match group_rate(c, l.cfg.group) {
+        match act_read(c, l.act) {
             Ok(r) => l.pi.reset_output(r as f64),
             Err(e) => return release(c, l, format!("{e:#}"), log),
         }
@@ -358,7 +416,7 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
     };
     let output = step.map_or(l.pi.output(), |s| s.output);
     let rate = output.round().max(1.0) as u64;
-    if let Err(e) = set_rate(c, l.cfg.group, rate, Some(lease_ms)) {
+    if let Err(e) = act_set(c, l.act, rate, Some(lease_ms)) {
         return release(c, l, format!("{e:#}"), log);
     }
     l.state = state.clone();
@@ -375,9 +433,10 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
         "i_term": step.map(|s| s.i_term),
         "unclamped": step.map(|s| s.unclamped),
         "output": output,
-        "rate": rate,
+        "value": rate,
+        "actuator": l.status.actuator,
         "saturation": sat.name(),
-        "lease_ms": lease_ms,
+        "lease_ms": l.act.leased().then_some(lease_ms),
     }));
     l.status = LoopStatus {
         state,
@@ -460,7 +519,7 @@ fn run(config: &Path, log: Option<&Path>, periods: Option<u64>, check: bool) -> 
                 Ok((new_loops, new)) => {
                     // Groups no loop drives any more go back to their safe value.
                     for old in loops.iter_mut() {
-                        if !new.loops.iter().any(|l| l.group == old.cfg.group) {
+                        if !new.loops.iter().any(|l| l.actuator().ok() == Some(old.act)) {
                             release(
                                 &mut c,
                                 old,
@@ -561,21 +620,21 @@ fn status_once(path: &Path, json: bool, compact: bool) -> Result<()> {
         if stale { " (STALE: not running?)" } else { "" }
     );
     println!(
-        "{:<16} {:>5} {:>5} {:<8} {:>10} {:>10} {:>7} {:>9} {:<5}",
-        "loop", "port", "group", "state", "set(ms)", "meas(ms)", "samples", "rate", "sat"
+        "{:<16} {:>5} {:<8} {:>10} {:>10} {:>7} {:>9} {:<5} actuator",
+        "loop", "port", "state", "set(ms)", "meas(ms)", "samples", "value", "sat"
     );
     for l in &st.loops {
         println!(
-            "{:<16} {:>5} {:>5} {:<8} {:>10.1} {:>10} {:>7} {:>9.1} {:<5}{}",
+            "{:<16} {:>5} {:<8} {:>10.1} {:>10} {:>7} {:>9.1} {:<5} {}{}",
             l.name,
             l.port,
-            l.group,
             serde_json::to_value(&l.state)?.as_str().unwrap_or("?"),
             l.set_point_ms,
             l.measured_ms.map_or("-".into(), |m| format!("{m:.1}")),
             l.samples,
             l.output,
             l.saturation,
+            l.actuator,
             l.reason
                 .as_ref()
                 .map_or(String::new(), |r| format!("  ({r})"))
@@ -616,7 +675,8 @@ fn identify(
         bail!("at least {} periods", ident::MIN_SAMPLES + 2);
     }
     let mut c = Client::connect().context("cannot talk to the openqos module")?;
-    let before = group_rate(&mut c, l.group)?;
+    let act = l.actuator()?;
+    let before = act_read(&mut c, act)?;
     let mut last = None;
     measure(&mut c, l.port, &mut last)?;
     let lease = cfg.lease_ms();
@@ -625,7 +685,7 @@ fn identify(
     let mut us: Vec<f64> = Vec::new();
     let run = (|| -> Result<()> {
         // One period at the low rate first, so that y(0) is measured under a known input.
-        set_rate(&mut c, l.group, low, Some(lease))?;
+        act_set(&mut c, act, low, Some(lease))?;
         std::thread::sleep(cfg.period);
         let m = measure(&mut c, l.port, &mut last)?;
         ys.push(m.mean_ms.filter(|_| m.samples >= l.min_samples));
@@ -636,7 +696,7 @@ fn identify(
                 Excitation::Relay => ident::relay(ys[k], l.set_point_ms(), high_now),
             };
             let u = if high_now { high } else { low };
-            set_rate(&mut c, l.group, u, Some(lease))?;
+            act_set(&mut c, act, u, Some(lease))?;
             us.push(u as f64);
             std::thread::sleep(cfg.period);
             let m = measure(&mut c, l.port, &mut last)?;
@@ -651,8 +711,8 @@ fn identify(
         }
         Ok(())
     })();
-    // The group as it was, whatever happened.
-    let restored = set_rate(&mut c, l.group, before, None);
+    // The actuator as it was, whatever happened.
+    let restored = act_set(&mut c, act, before, None);
     run?;
     restored?;
     // The model for each dead time d (y(k+1) from u(k-d)): the shortest whose fit is
@@ -685,8 +745,8 @@ fn identify(
             format!("too few usable periods of {periods} (too few connections per period?)")
         })?;
     println!(
-        "loop {name}: y(k+1) = {:.4} y(k) + {:.5} u(k-{delay}) + {:.3}   (y: mean delay, ms; u: rate of group {}, /s; dead time {delay} periods)",
-        m.a, m.b, m.c, l.group
+        "loop {name}: y(k+1) = {:.4} y(k) + {:.5} u(k-{delay}) + {:.3}   (y: mean delay, ms; u: the {act}; dead time {delay} periods)",
+        m.a, m.b, m.c
     );
     println!("fit: R^2 {:.3} over {} samples", m.r2, m.samples);
     if m.r2 < 0.5 {
