@@ -4,7 +4,9 @@
 # alone, takes most of the CPU). A content rule on port 80 sends requests for
 # Host "premium" to 8080 and the rest to 8081; httperf drives premium (6/s: more than
 # its instance gets beside an unthrottled basic class, less than it serves alone) and
-# basic (40/s) clients open-loop. An accept-rate group on 8081 is qosmgr's actuator.
+# basic (40/s) clients open-loop. An accept-rate group on 8081 is qosmgr's actuator; the
+# loop holds the premium queue's delay (measure = "queue": waiting over accept rate),
+# and the CSV records the premium connections' real mean delay, the target's measure.
 # Phases: basic held at 1/s (what premium can get), basic unlimited (no guarantee: the
 # premium queue grows), qosmgr identify (a relay around the set point: an open-loop
 # queue has no steady state to step between) and design, then qosmgr holding the
@@ -69,6 +71,7 @@ name = "premium"
 type = "delay"
 port = 8080
 set_point = "${SP}ms"
+measure = "${MEASURE:-queue}"
 group = 2
 min = 1
 max = $MAX

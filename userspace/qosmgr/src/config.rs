@@ -112,6 +112,10 @@ pub struct LoopConfig {
     /// The delay to hold.
     #[serde(with = "humantime_serde")]
     pub set_point: Duration,
+    /// Which delay: the mean of the connections accepted in the period (default), or
+    /// the delay the queue holds now for a new arrival.
+    #[serde(default)]
+    pub measure: Measure,
     /// The group it drives: an accept-rate group (its rate), or with `member` an
     /// accept-ratio group (that member's weight).
     #[serde(default)]
@@ -151,6 +155,22 @@ pub struct LoopConfig {
 
 fn default_min_samples() -> u64 {
     5
+}
+
+/// Which delay a `delay` loop holds.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Measure {
+    /// The mean delay (end of handshake to `accept()`) of the connections accepted in
+    /// the period, from the meter's delay sum. It answers the actuator a period late:
+    /// those connections waited through the period before.
+    #[default]
+    Mean,
+    /// The delay a connection arriving now can expect: the connections waiting at the
+    /// end of the period over the period's accept rate (Little's law). No dead time,
+    /// and less noise when few connections are accepted a period; it predicts the
+    /// mean, so a loop on it holds the mean only as well as the prediction holds.
+    Queue,
 }
 
 /// What a loop drives.
@@ -444,6 +464,11 @@ ki = 0.02
         let l = &c.loops[0];
         assert_eq!((l.port, l.group, l.min_samples), (8080, Some(2), 5));
         assert_eq!(l.actuator().unwrap(), Actuator::Rate { group: 2 });
+        assert_eq!(l.measure, Measure::Mean);
+        let q =
+            Config::parse(&GOOD.replace("group = 2", "group = 2\nmeasure = \"queue\"")).unwrap();
+        assert_eq!(q.loops[0].measure, Measure::Queue);
+        assert!(Config::parse(&GOOD.replace("group = 2", "group = 2\nmeasure = \"p99\"")).is_err());
         assert_eq!(l.set_point_ms(), 200.0);
         assert_eq!(l.deadband_ms(), 5.0);
         let pi = l.pi().unwrap();

@@ -14,7 +14,7 @@ mod config;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use config::{Actuator, Config, LoopConfig};
+use config::{Actuator, Config, LoopConfig, Measure};
 use openqos::{Client, GroupSettings, GroupType, Matcher};
 use openqos_control::{
     deadtime,
@@ -159,6 +159,7 @@ fn now_s() -> f64 {
 struct Snap {
     accepted: u64,
     delay_ns: u64,
+    at: Instant,
 }
 
 /// What a period measured on a port.
@@ -168,6 +169,19 @@ struct Measured {
     samples: u64,
     /// Their mean queueing delay, ms (`None` without any).
     mean_ms: Option<f64>,
+    /// The delay a connection arriving now can expect: the connections waiting now
+    /// over the period's accept rate, ms (Little's law; `None` if none was accepted).
+    queue_ms: Option<f64>,
+}
+
+impl Measured {
+    /// The value a loop measuring `how` acts on.
+    fn value(&self, how: Measure) -> Option<f64> {
+        match how {
+            Measure::Mean => self.mean_ms,
+            Measure::Queue => self.queue_ms,
+        }
+    }
 }
 
 /// Reads `port`'s meter and the change since `last`.
@@ -181,6 +195,7 @@ fn measure(c: &mut Client, port: u16, last: &mut Option<Snap>) -> Result<Measure
     let now = Snap {
         accepted: m.accepted,
         delay_ns: m.delay_ns,
+        at: Instant::now(),
     };
     let prev = last.replace(now);
     let Some(prev) = prev.filter(|p| p.accepted <= now.accepted && p.delay_ns <= now.delay_ns)
@@ -189,12 +204,25 @@ fn measure(c: &mut Client, port: u16, last: &mut Option<Snap>) -> Result<Measure
         return Ok(Measured {
             samples: 0,
             mean_ms: None,
+            queue_ms: None,
         });
     };
     let samples = now.accepted - prev.accepted;
     let mean_ms =
         (samples > 0).then(|| (now.delay_ns - prev.delay_ns) as f64 / samples as f64 / 1e6);
-    Ok(Measured { samples, mean_ms })
+    let elapsed_ms = now.at.duration_since(prev.at).as_secs_f64() * 1000.0;
+    let queue_ms = queue_delay_ms(m.waiting, samples, elapsed_ms);
+    Ok(Measured {
+        samples,
+        mean_ms,
+        queue_ms,
+    })
+}
+
+/// Little's law: `waiting` connections served at `samples` per `elapsed_ms` wait
+/// `waiting / rate` (ms) for the last of them to be accepted.
+fn queue_delay_ms(waiting: u64, samples: u64, elapsed_ms: f64) -> Option<f64> {
+    (samples > 0 && elapsed_ms > 0.0).then(|| waiting as f64 * elapsed_ms / samples as f64)
 }
 
 /// The actuator's value now, checking that it is what the configuration says (an
@@ -410,7 +438,8 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
         return;
     }
     let sp = l.cfg.set_point_ms();
-    let (state, step) = match m.mean_ms {
+    let y = m.value(l.cfg.measure);
+    let (state, step) = match y {
         Some(y) if m.samples >= l.cfg.min_samples => (State::Run, Some(l.pi.step(sp, y))),
         _ => (State::Hold, None),
     };
@@ -426,7 +455,9 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
         "loop": l.cfg.name,
         "state": state,
         "set_point_ms": sp,
-        "measured_ms": m.mean_ms,
+        "measured_ms": y,
+        "mean_ms": m.mean_ms,
+        "queue_ms": m.queue_ms,
         "samples": m.samples,
         "error": step.map(|s| s.error),
         "p_term": step.map(|s| s.p_term),
@@ -440,7 +471,7 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
     }));
     l.status = LoopStatus {
         state,
-        measured_ms: m.mean_ms,
+        measured_ms: y,
         samples: m.samples,
         output,
         saturation: sat.name().into(),
@@ -688,7 +719,7 @@ fn identify(
         act_set(&mut c, act, low, Some(lease))?;
         std::thread::sleep(cfg.period);
         let m = measure(&mut c, l.port, &mut last)?;
-        ys.push(m.mean_ms.filter(|_| m.samples >= l.min_samples));
+        ys.push(m.value(l.measure).filter(|_| m.samples >= l.min_samples));
         let mut high_now = false;
         for (k, h) in seq.iter().enumerate() {
             high_now = match excitation {
@@ -700,7 +731,7 @@ fn identify(
             us.push(u as f64);
             std::thread::sleep(cfg.period);
             let m = measure(&mut c, l.port, &mut last)?;
-            let y = m.mean_ms.filter(|_| m.samples >= l.min_samples);
+            let y = m.value(l.measure).filter(|_| m.samples >= l.min_samples);
             ys.push(y);
             eprintln!(
                 "period {:>3}/{periods}: rate {u:>6}  delay {}  ({} accepted)",
@@ -745,8 +776,14 @@ fn identify(
             format!("too few usable periods of {periods} (too few connections per period?)")
         })?;
     println!(
-        "loop {name}: y(k+1) = {:.4} y(k) + {:.5} u(k-{delay}) + {:.3}   (y: mean delay, ms; u: the {act}; dead time {delay} periods)",
-        m.a, m.b, m.c
+        "loop {name}: y(k+1) = {:.4} y(k) + {:.5} u(k-{delay}) + {:.3}   (y: {} delay, ms; u: the {act}; dead time {delay} periods)",
+        m.a,
+        m.b,
+        m.c,
+        match l.measure {
+            Measure::Mean => "mean",
+            Measure::Queue => "queue",
+        }
     );
     println!("fit: R^2 {:.3} over {} samples", m.r2, m.samples);
     if m.r2 < 0.5 {
@@ -871,5 +908,27 @@ fn main() {
     if let Err(e) = r {
         eprintln!("qosmgr: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_delay_is_littles_law() {
+        // 12 waiting, 6 accepted in 2 s (3/s): the last of them in 4 s.
+        assert_eq!(queue_delay_ms(12, 6, 2000.0), Some(4000.0));
+        assert_eq!(queue_delay_ms(0, 6, 2000.0), Some(0.0));
+        assert_eq!(queue_delay_ms(12, 0, 2000.0), None);
+        let m = Measured {
+            samples: 6,
+            mean_ms: Some(1.0),
+            queue_ms: Some(2.0),
+        };
+        assert_eq!(
+            (m.value(Measure::Mean), m.value(Measure::Queue)),
+            (Some(1.0), Some(2.0))
+        );
     }
 }
