@@ -276,13 +276,22 @@ impl Policy {
             return Some(Verdict::Default);
         };
         let dfa = a.dfa();
-        let mut scan = a.scans.lock().get(key).unwrap_or_default();
+        // Taken out of the cache: a connection decided at this look costs one lookup and
+        // leaves nothing to forget; an undecided one is put back below.
+        let cached = a.scans.lock().take(key);
+        let mut scan = cached.unwrap_or_default();
         let from = scan.seen;
-        let end = peek(from as u32, limits::LOOKAHEAD as u32, &mut |data| {
+        let Some(end) = peek(from as u32, limits::LOOKAHEAD as u32, &mut |data| {
             scan.feed(&dfa, data);
             // Condition 0 cannot be beaten: stop there.
             scan.best != 0
-        })?;
+        }) else {
+            // Not readable now: the next look resumes from where the last one stopped.
+            if let Some(c) = cached {
+                a.scans.lock().put(key, &c);
+            }
+            return None;
+        };
         stats.looks.inc();
         stats.scanned.add((scan.seen - from) as u64);
         let verdict = match scan.found() {
@@ -295,10 +304,9 @@ impl Policy {
             None if end.fin || end.full => Verdict::Default,
             None => Verdict::Wait,
         };
-        // Kept only while undecided (the cache forgets decided ones).
-        match verdict {
-            Verdict::Wait => a.scans.lock().put(key, &scan),
-            _ => a.scans.lock().forget(key),
+        // Kept only while undecided.
+        if let Verdict::Wait = verdict {
+            a.scans.lock().put(key, &scan);
         }
         Some(verdict)
     }

@@ -448,6 +448,25 @@ impl<V: core::ops::DerefMut<Target = [Slot]>> ScanCache<V> {
             })
     }
 
+    /// The scan left by the connection with cookie `key`, taken out of the cache (its
+    /// slot is free again): what a look at new data starts from. One lookup for a
+    /// connection decided at this look, and nothing to forget afterwards; an undecided
+    /// one is [`put`](Self::put) back.
+    pub fn take(&mut self, key: u64) -> Option<Scan> {
+        if key == 0 {
+            return None;
+        }
+        let r = self.bucket(key);
+        let s = self.slots.get_mut(r)?.iter_mut().find(|s| s.key == key)?;
+        let scan = Scan {
+            state: s.state,
+            best: NONE,
+            seen: usize::from(s.seen),
+        };
+        *s = Slot::EMPTY;
+        Some(scan)
+    }
+
     /// Remembers `scan` for the connection with cookie `key`. A scan that found a string
     /// (it decides) or is too long to store is not kept, and any older one is forgotten.
     pub fn put(&mut self, key: u64, scan: &Scan) {
@@ -652,14 +671,14 @@ mod tests {
         let mut stepped = 0;
         for chunk in arrivals {
             data.extend_from_slice(chunk);
-            let mut scan = cache.get(key).unwrap_or_default();
+            let mut scan = cache.take(key).unwrap_or_default();
             let from = scan.seen;
             scan.feed(&a.dfa(), &data[from..]);
             stepped += data.len() - from;
-            cache.put(key, &scan);
             if let Some(c) = scan.found() {
                 return (Some(c), stepped);
             }
+            cache.put(key, &scan);
         }
         (None, stepped)
     }
@@ -707,6 +726,12 @@ mod tests {
         for k in 3..=WAYS as u64 {
             assert_eq!(c.get(k), Some(scan(k as usize)));
         }
+        // take returns the scan and frees its slot.
+        assert_eq!(c.take(99), Some(scan(99)));
+        assert_eq!(c.get(99), None);
+        assert_eq!(c.take(99), None);
+        c.put(99, &scan(98));
+        assert_eq!(c.get(99), Some(scan(98)));
         // Cookie 0 (none) is never stored, a decided scan is not kept, nor one too long.
         c.put(0, &scan(5));
         assert_eq!(c.get(0), None);
@@ -799,11 +824,13 @@ mod tests {
                     }
                     data[i].extend_from_slice(chunk);
                     let key = i as u64 + 1;
-                    let mut scan = cache.get(key).unwrap_or_default();
+                    let mut scan = cache.take(key).unwrap_or_default();
                     let from = scan.seen;
                     prop_assert!(from <= data[i].len());
                     scan.feed(&a.dfa(), &data[i][from..]);
-                    cache.put(key, &scan);
+                    if scan.found().is_none() {
+                        cache.put(key, &scan);
+                    }
                     verdict[i] = scan.found();
                     // What a scan from byte 0 of the data so far decides (the module's
                     // way before the cache).
