@@ -280,8 +280,8 @@ pub fn design(a: f64, b: f64, d: usize, settling: f64, mp: f64) -> Result<Design
     if d > MAX_DEAD_TIME {
         return Err(Refused::DeadTime);
     }
-    let first = design::poles(settling, mp).map_err(Refused::Design)?;
-    design::gains_for(a, b, first).map_err(Refused::Design)?;
+    // The asked values are checked here: a NaN settling time would skip the loop.
+    design::poles(settling, mp).map_err(Refused::Design)?;
     let mut ks = settling;
     while ks <= 10.0 * settling {
         let p = design::poles(ks, mp).map_err(Refused::Design)?;

@@ -204,6 +204,15 @@ impl Actuator {
     pub fn leased(self) -> bool {
         matches!(self, Actuator::Rate { .. })
     }
+
+    /// The kernel object it changes: `(true, port)` for a rule, `(false, id)` for a
+    /// group. Two loops on one object would fight.
+    pub fn owner(self) -> (bool, u32) {
+        match self {
+            Actuator::Rate { group } | Actuator::Weight { group, .. } => (false, group),
+            Actuator::Share { rule, .. } => (true, u32::from(rule)),
+        }
+    }
 }
 
 impl core::fmt::Display for Actuator {
@@ -310,22 +319,15 @@ impl Config {
                 bail!("two loops are named {:?}", l.name);
             }
             let act = l.actuator()?;
-            let same = |o: &LoopConfig| match (o.actuator(), act) {
-                (Ok(Actuator::Share { rule: r, .. }), Actuator::Share { rule, .. }) => r == rule,
-                (Ok(Actuator::Rate { group: g } | Actuator::Weight { group: g, .. }), _) => {
-                    Some(g) == l.group
-                }
-                _ => false,
-            };
-            if self.loops[..i].iter().any(same) {
+            if self.loops[..i]
+                .iter()
+                .any(|o| o.actuator().is_ok_and(|a| a.owner() == act.owner()))
+            {
+                let (rule, id) = act.owner();
                 bail!(
-                    "loops {:?} and another drive the same {}",
+                    "loops {:?} and another drive the same {} {id}",
                     l.name,
-                    match act {
-                        Actuator::Share { rule, .. } => format!("rule {rule}"),
-                        Actuator::Rate { group } | Actuator::Weight { group, .. } =>
-                            format!("group {group}"),
-                    }
+                    if rule { "rule" } else { "group" }
                 );
             }
             let top = match act {
