@@ -135,3 +135,38 @@ within_pct() {
 
 # cpu_ticks PID: user + system time of a process, in clock ticks (1/100 s).
 cpu_ticks() { awk '{ print $14 + $15 }' /proc/$1/stat; }
+
+# qosmgr_fixture SET_POINT_MS: the Figure 5 configuration in small, for 29 and 30. One
+# server (qostest pool: 2 workers, 200 ms a connection) serves premium port 8701 and
+# basic port 8702; an address rule on 87 sends 10.7.0.1 to 8701, everyone else to 8702;
+# accept-rate group 5 (10/s) on 8702 is the actuator; /tmp/q.toml holds one delay loop
+# (no gains); 4 premium and 8 basic clients keep the server overloaded.
+qosmgr_fixture() {
+	add_client_addrs 10.7.0.1/32
+	bg qostest pool --port 8701:premium --port 8702:basic --workers 2 --service-ms 200 >/tmp/pool.log 2>&1
+	for i in $(seq 1 100); do [ "$(grep -c ready /tmp/pool.log)" = 2 ] && break; sleep 0.05; done
+	[ "$(grep -c ready /tmp/pool.log)" = 2 ] || fail "pool server: $(cat /tmp/pool.log)"
+	tcpchains -A a -p 87 -o 8702
+	tcpchains -a a -p 87 -i 10.7.0.1/32 -r 8701
+	skex -N 5 -t rate -r 10 -b 1
+	skex -a 5 -p 8702
+	cat >/tmp/q.toml <<EOF
+period = "2s"
+lease_periods = 3
+status_file = "/tmp/qosmgr.status"
+
+[[loop]]
+name = "premium"
+type = "delay"
+port = 8701
+set_point = "${1}ms"
+group = 5
+min = 1
+max = 9
+safe = 9
+slew = 3
+min_samples = 4
+EOF
+	bg qostest load --to 127.0.0.1:87 --from 10.7.0.1 --count 1000000 --concurrency 4 --size 16 --timeout 60
+	bg qostest load --to 127.0.0.1:87 --count 1000000 --concurrency 8 --size 16 --timeout 60
+}
