@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod imap;
+
 #[derive(Parser)]
 #[command(name = "qostest", about = "openqos test helpers")]
 struct Cli {
@@ -77,6 +79,10 @@ enum Cmd {
     /// (v4-mapped) socket into an IPv4 one with IPV6_ADDRFORM instead. Both replace the
     /// socket's operations (`sock->ops`) behind the sensors' back.
     Ktls(KtlsArgs),
+    /// Open-loop IMAP sessions at a fixed rate (the paper's mail workload): select,
+    /// fetch N headers then their bodies, delete, undelete, log out; every answer
+    /// checked. Prints `sessions= ok= bad= skipped= seconds= max_ms=`.
+    Imap(imap::ImapArgs),
 }
 
 #[derive(clap::Args)]
@@ -1339,6 +1345,7 @@ fn main() -> Result<()> {
         Cmd::Ftp(a) => ftp(&a),
         Cmd::Pingpong(a) => pingpong(&a),
         Cmd::Ktls(a) => ktls(&a),
+        Cmd::Imap(a) => imap::imap(a),
     }
 }
 
