@@ -215,6 +215,43 @@ impl Actuator {
     }
 }
 
+/// The sign a delay loop's model must have for its actuator: +1 if raising the value
+/// raises the loop's delay, -1 if it lowers it. `own` says whether the actuator works on
+/// the loop's own port: a rate group it is a member of, its weight in a ratio group, a
+/// probabilistic condition that sends connections to it. More rate or weight for the
+/// port itself serves its queue faster (lower delay); for other ports, it takes the
+/// server from it (higher delay). A condition's weight works the other way: more
+/// weight toward the port brings it more arrivals (higher delay); toward another port,
+/// fewer.
+pub fn expected_sign(act: Actuator, own: bool) -> f64 {
+    let more_for_own_port_lowers = !matches!(act, Actuator::Share { .. });
+    if own == more_for_own_port_lowers {
+        -1.0
+    } else {
+        1.0
+    }
+}
+
+/// Why an identified model is not written: b of the wrong sign for the actuator, or a
+/// fit that explains too little. `None` if the model may be used.
+pub fn implausible(b: f64, sign: f64, r2: f64) -> Option<String> {
+    if b * sign <= 0.0 {
+        return Some(format!(
+            "b is {b:.5}, but raising this actuator must {} the delay: the delay did not follow the actuator",
+            if sign > 0.0 { "raise" } else { "lower" }
+        ));
+    }
+    if r2 < MIN_R2 {
+        return Some(format!(
+            "R^2 is {r2:.3} (below {MIN_R2}): the model explains almost none of the delay"
+        ));
+    }
+    None
+}
+
+/// The smallest R^2 of a model `qosmgr identify --write` writes without `--force`.
+pub const MIN_R2: f64 = 0.3;
+
 impl core::fmt::Display for Actuator {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -594,5 +631,35 @@ ki = 0.02
         assert_eq!(l.model.unwrap().b, 2.0);
         assert!(write_values(&p, "nobody", false, &[("kp", 1.0)]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn model_signs() {
+        let rate = Actuator::Rate { group: 2 };
+        let weight = Actuator::Weight { group: 2, port: 80 };
+        let share = Actuator::Share {
+            rule: 80,
+            condition: 1,
+        };
+        // The Figure 5 configuration: basic's rate up, premium's delay up.
+        assert_eq!(expected_sign(rate, false), 1.0);
+        assert_eq!(expected_sign(rate, true), -1.0);
+        assert_eq!(expected_sign(weight, true), -1.0);
+        assert_eq!(expected_sign(weight, false), 1.0);
+        // More weight toward the loop's port: more arrivals there.
+        assert_eq!(expected_sign(share, true), 1.0);
+        assert_eq!(expected_sign(share, false), -1.0);
+    }
+
+    #[test]
+    fn implausible_models_are_refused() {
+        assert!(implausible(52.0, 1.0, 0.85).is_none());
+        assert!(implausible(-3.0, -1.0, 0.6).is_none());
+        // fig8's first run: b < 0 for a rate group on the basic port.
+        let why = implausible(-95.7, 1.0, 0.282).unwrap();
+        assert!(why.contains("must raise"), "{why}");
+        assert!(implausible(0.0, 1.0, 0.9).is_some());
+        let why = implausible(10.0, 1.0, 0.1).unwrap();
+        assert!(why.contains("R^2 is 0.100"), "{why}");
     }
 }

@@ -14,7 +14,7 @@ mod config;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use config::{Actuator, Config, LoopConfig, Measure};
+use config::{expected_sign, implausible, Actuator, Config, LoopConfig, Measure};
 use openqos::{Client, GroupSettings, GroupType, Matcher};
 use openqos_control::{
     deadtime,
@@ -126,9 +126,13 @@ enum Cmd {
         /// steady state between the two rates (an open-loop class near its balance).
         #[arg(long)]
         relay: bool,
-        /// Write the model into the configuration ([loop.model]).
+        /// Write the model into the configuration ([loop.model]); refused for a model
+        /// whose b has the wrong sign for the actuator or whose R^2 is below 0.3.
         #[arg(long)]
         write: bool,
+        /// With --write: write such a model all the same.
+        #[arg(long, requires = "write")]
+        force: bool,
     },
     /// Turn the loop's model into PI gains by pole placement, check them with b halved
     /// and doubled, and (with --write) put them into the configuration.
@@ -262,6 +266,21 @@ fn act_read(c: &mut Client, a: Actuator) -> Result<u64> {
             Ok(u64::from(w))
         }
     }
+}
+
+/// Whether `act` works on `port` itself: a rate group it is a member of, its own weight
+/// in a ratio group, a probabilistic condition that sends connections to it (see
+/// [`config::expected_sign`]).
+fn acts_on(c: &mut Client, act: Actuator, port: u16) -> Result<bool> {
+    Ok(match act {
+        Actuator::Rate { group } => c
+            .groups(Some(group))
+            .with_context(|| format!("cannot read group {group}"))?
+            .into_iter()
+            .any(|g| g.members.iter().any(|m| m.port == port)),
+        Actuator::Weight { port: p, .. } => p == port,
+        Actuator::Share { rule, condition } => share(c, rule, condition)?.1 == port,
+    })
 }
 
 /// The weight and outgoing port of condition `condition` of the probabilistic rule on
@@ -688,7 +707,7 @@ fn identify(
     periods: usize,
     (low, high): (Option<u64>, Option<u64>),
     excitation: Excitation,
-    write: bool,
+    (write, force): (bool, bool),
 ) -> Result<()> {
     let cfg = Config::load(config)?;
     let l = cfg.find(name)?.clone();
@@ -708,6 +727,7 @@ fn identify(
     let mut c = Client::connect().context("cannot talk to the openqos module")?;
     let act = l.actuator()?;
     let before = act_read(&mut c, act)?;
+    let sign = expected_sign(act, acts_on(&mut c, act, l.port)?);
     let mut last = None;
     measure(&mut c, l.port, &mut last)?;
     let lease = cfg.lease_ms();
@@ -788,6 +808,13 @@ fn identify(
     println!("fit: R^2 {:.3} over {} samples", m.r2, m.samples);
     if m.r2 < 0.5 {
         println!("warning: the model explains little of the delay (R^2 < 0.5): more periods, a wider step, or steadier load");
+    }
+    match implausible(m.b, sign, m.r2) {
+        Some(why) if write && !force => bail!(
+            "loop {name}: the model is not written: {why}. Identify again (more periods, a wider range, steadier load), or write it with --force"
+        ),
+        Some(why) => println!("warning: {why}"),
+        None => {}
     }
     if write {
         let f = |v: f64| toml_edit::Value::from(format!("{v:.6e}").parse::<f64>().unwrap_or(v));
@@ -886,6 +913,7 @@ fn main() {
             high,
             relay,
             write,
+            force,
         } => identify(
             &at.config,
             &at.name,
@@ -896,7 +924,7 @@ fn main() {
             } else {
                 Excitation::Prbs
             },
-            write,
+            (write, force),
         ),
         Cmd::Design {
             at,
