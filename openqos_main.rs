@@ -39,6 +39,7 @@ mod quota;
 
 mod qos_actuators;
 mod qos_classifier;
+mod qos_ffi;
 mod qos_netlink;
 mod qos_sensor;
 mod qos_sock;

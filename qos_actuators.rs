@@ -18,6 +18,7 @@
 //! the timer (initializing, arming, cancelling the work item, finding the group from
 //! it).
 
+use crate::qos_ffi as shim;
 use crate::{
     abi::{group_flags, group_stat, group_type, limits},
     qos_classifier::{reject, Rejection},
@@ -33,22 +34,6 @@ use kernel::{
     },
     types::Opaque,
 };
-
-// The bindings contain zero-sized placeholder structs (`its_array`), as in the kernel's own
-// `bindings` crate, which allows the same lint.
-#[allow(improper_ctypes)]
-mod shim {
-    use kernel::bindings;
-
-    unsafe extern "C" {
-        pub(super) fn oq_now_ns() -> u64;
-        pub(super) fn oq_init_group_work(
-            dw: *mut bindings::delayed_work,
-            f: unsafe extern "C" fn(*mut bindings::work_struct),
-        );
-        pub(super) fn oq_work_in(dw: *mut bindings::delayed_work, ms: u32);
-    }
-}
 
 /// The clock quotas are computed from.
 pub(crate) fn now_ns() -> u64 {

@@ -13,6 +13,7 @@
 //! never a mix). A rule set replacement switches every rule of the namespace at once
 //! ([`Epoch`]), so the rules in force always form one set that passed the chain check.
 
+use crate::qos_ffi as shim;
 use crate::{
     abi::{self, limits, rule_flags, rule_type},
     addr::{Client, Prefix},
@@ -865,20 +866,6 @@ impl NetId {
 
 /// The id of our slot in every namespace's `net_generic` array.
 pub(crate) static NET_ID: NetId = NetId(core::cell::UnsafeCell::new(0));
-
-// The bindings contain zero-sized placeholder structs (`its_array`), as in the kernel's own
-// `bindings` crate, which allows the same lint.
-#[allow(improper_ctypes)]
-mod shim {
-    use kernel::bindings;
-
-    unsafe extern "C" {
-        pub(super) fn oq_net_generic(
-            net: *const bindings::net,
-            id: core::ffi::c_uint,
-        ) -> *mut core::ffi::c_void;
-    }
-}
 
 /// The slot of `net` that holds its state (a pointer from `Arc::into_raw`).
 ///

@@ -9,6 +9,7 @@
 //! message and the offending attribute, before any handler runs. Handlers then check the
 //! per-command required attributes and the semantics, again with an extack message.
 
+use crate::qos_ffi as shim;
 use crate::{
     abi::{self, attr, cmd, hist, limits, replace_flags, stat, Kind},
     addr::Prefix,
@@ -20,44 +21,6 @@ use crate::{
 };
 use core::{ffi::c_int, ptr::NonNull};
 use kernel::{bindings, c_str, prelude::*, ThisModule};
-
-// The bindings contain zero-sized placeholder structs (`its_array`), as in the kernel's own
-// `bindings` crate, which allows the same lint.
-#[allow(improper_ctypes)]
-mod shim {
-    use kernel::bindings;
-
-    unsafe extern "C" {
-        pub(super) fn oq_genl_info_net(info: *const bindings::genl_info) -> *mut bindings::net;
-        pub(super) fn oq_genl_info_payload(
-            info: *const bindings::genl_info,
-            len: *mut u32,
-        ) -> *const core::ffi::c_void;
-        pub(super) fn oq_cb_net(cb: *const bindings::netlink_callback) -> *mut bindings::net;
-        pub(super) fn oq_cb_portid(cb: *const bindings::netlink_callback) -> u32;
-        pub(super) fn oq_cb_seq(cb: *const bindings::netlink_callback) -> u32;
-        pub(super) fn oq_cb_args(cb: *mut bindings::netlink_callback) -> *mut core::ffi::c_long;
-        pub(super) fn oq_cb_attr(
-            cb: *mut bindings::netlink_callback,
-            ty: i32,
-        ) -> *const bindings::nlattr;
-        pub(super) fn oq_cb_family(
-            cb: *mut bindings::netlink_callback,
-        ) -> *const bindings::genl_family;
-        pub(super) fn oq_cb_extack(
-            cb: *mut bindings::netlink_callback,
-        ) -> *mut bindings::netlink_ext_ack;
-        pub(super) fn oq_skb_len(skb: *const bindings::sk_buff) -> u32;
-        pub(super) fn oq_genlmsg_end(skb: *mut bindings::sk_buff, hdr: *mut core::ffi::c_void);
-        pub(super) fn oq_genlmsg_cancel(skb: *mut bindings::sk_buff, hdr: *mut core::ffi::c_void);
-        pub(super) fn oq_nla_nest_start(
-            skb: *mut bindings::sk_buff,
-            ty: i32,
-        ) -> *mut bindings::nlattr;
-        pub(super) fn oq_nla_nest_end(skb: *mut bindings::sk_buff, start: *mut bindings::nlattr);
-        pub(super) fn oq_nla_nest_cancel(skb: *mut bindings::sk_buff, start: *mut bindings::nlattr);
-    }
-}
 
 const NLA_HDRLEN: usize = crate::nla::HDRLEN;
 const N_OPS: usize = cmd::MAX as usize;

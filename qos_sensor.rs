@@ -20,6 +20,7 @@
 //!
 //! This file holds all the unsafe code of the sensors.
 
+use crate::qos_ffi as shim;
 use crate::{
     abi::{hist, limits, meter_flags, meter_stat},
     ftp,
@@ -40,103 +41,6 @@ use kernel::{
     time::Delta,
     types::Opaque,
 };
-
-// The bindings contain zero-sized placeholder structs (`its_array`), as in the kernel's own
-// `bindings` crate, which allows the same lint.
-#[allow(improper_ctypes)]
-mod shim {
-    use kernel::bindings;
-
-    unsafe extern "C" {
-        pub(super) fn oq_port_listeners(
-            net: *mut bindings::net,
-            port: u16,
-            out: *mut *mut bindings::sock,
-            max: i32,
-        ) -> i32;
-        pub(super) fn oq_sock_put(sk: *mut bindings::sock);
-        pub(super) fn oq_sock_hold(sk: *mut bindings::sock);
-        pub(super) fn oq_sock_wrap(
-            sk: *mut bindings::sock,
-            expect: *const bindings::proto_ops,
-            ops: *const bindings::proto_ops,
-            rec: *const core::ffi::c_void,
-        ) -> bool;
-        pub(super) fn oq_sock_unwrap(
-            sk: *mut bindings::sock,
-            rec: *const core::ffi::c_void,
-            ours: *const bindings::proto_ops,
-            orig: *const bindings::proto_ops,
-        ) -> bool;
-        pub(super) fn oq_sk_read_lock(sk: *mut bindings::sock);
-        pub(super) fn oq_sk_read_unlock(sk: *mut bindings::sock);
-        pub(super) fn oq_sock_record(
-            sock: *mut bindings::socket,
-            ops: *const bindings::proto_ops,
-        ) -> *mut core::ffi::c_void;
-        pub(super) fn oq_socket_set_ops(
-            sock: *mut bindings::socket,
-            ops: *const bindings::proto_ops,
-        );
-        pub(super) fn oq_accept_delay_ns(sk: *const bindings::sock) -> u64;
-        pub(super) fn oq_kick_waiters(sk: *mut bindings::sock);
-        pub(super) fn oq_ops_alloc(orig: *const bindings::proto_ops) -> *mut bindings::proto_ops;
-        pub(super) fn oq_ops_free(ops: *mut bindings::proto_ops);
-        pub(super) fn oq_ops_neutralize(
-            ours: *mut bindings::proto_ops,
-            orig: *const bindings::proto_ops,
-        );
-        pub(super) fn oq_replaces_ops(v6: bool, level: i32, optname: i32) -> bool;
-        pub(super) fn oq_name_stuck_tasks() -> i32;
-        pub(super) fn oq_tasks_rcu_available() -> bool;
-        pub(super) fn oq_synchronize_rcu_tasks();
-        pub(super) fn oq_sk_has_user_data(sk: *const bindings::sock) -> bool;
-        pub(super) fn oq_sk_family(sk: *const bindings::sock) -> u16;
-        pub(super) fn oq_sk_ack_backlog(sk: *const bindings::sock) -> u32;
-        pub(super) fn oq_inet_stream_ops(v6: bool) -> *const bindings::proto_ops;
-        pub(super) fn oq_jiffies() -> core::ffi::c_ulong;
-        pub(super) fn oq_hz() -> core::ffi::c_ulong;
-        pub(super) fn oq_init_rescan_work(
-            dw: *mut bindings::delayed_work,
-            f: unsafe extern "C" fn(*mut bindings::work_struct),
-        );
-        pub(super) fn oq_work_now(dw: *mut bindings::delayed_work);
-        pub(super) fn oq_work_at(dw: *mut bindings::delayed_work, ms: u32);
-        pub(super) fn oq_ns_to_jiffies(ns: u64) -> core::ffi::c_long;
-        pub(super) fn oq_sock_timeo(
-            sk: *mut bindings::sock,
-            send: bool,
-            nonblock: bool,
-        ) -> core::ffi::c_long;
-        pub(super) fn oq_accept_queue_empty(sk: *mut bindings::sock) -> bool;
-        pub(super) fn oq_sk_wait(
-            sk: *mut bindings::sock,
-            timeo: *mut core::ffi::c_long,
-            ready: unsafe extern "C" fn(*mut core::ffi::c_void) -> core::ffi::c_long,
-            ctx: *mut core::ffi::c_void,
-        ) -> i32;
-        pub(super) fn oq_sk_wake(sk: *mut bindings::sock, out: bool);
-        pub(super) fn oq_accept_nonblock(arg: *mut bindings::proto_accept_arg, set: bool) -> bool;
-        pub(super) fn oq_msg_dontwait(msg: *const bindings::msghdr) -> bool;
-        pub(super) fn oq_msg_left(msg: *const bindings::msghdr) -> usize;
-        pub(super) fn oq_msg_limit(msg: *mut bindings::msghdr, n: usize) -> usize;
-        pub(super) fn oq_msg_unlimit(msg: *mut bindings::msghdr, cut: usize);
-        pub(super) fn oq_msg_peek(
-            msg: *const bindings::msghdr,
-            buf: *mut core::ffi::c_void,
-            n: usize,
-        ) -> usize;
-        pub(super) fn oq_sk_net(sk: *const bindings::sock) -> *mut bindings::net;
-        pub(super) fn oq_poll_bits(out: bool) -> bindings::__poll_t;
-        pub(super) fn oq_sk_same_owner(a: *const bindings::sock, b: *const bindings::sock) -> bool;
-        pub(super) fn oq_iter_read_back(
-            before: *const bindings::iov_iter,
-            buf: *mut core::ffi::c_void,
-            n: usize,
-        ) -> usize;
-        pub(super) fn oq_ftp_data_timeout_ms() -> core::ffi::c_uint;
-    }
-}
 
 /// A monotonically increasing event counter.
 pub(crate) struct Counter(Atomic<u64>);

@@ -7,6 +7,8 @@
 //! is safe Rust built on [`ModuleListener`]. See `Documentation/design.md` for the
 //! reasoning in prose; the `// SAFETY:` comments below point at it.
 
+use crate::qos_ffi as shim;
+pub(crate) use crate::qos_ffi::Peer;
 use core::{cell::Cell, ffi::c_void, marker::PhantomData, ptr::NonNull};
 use kernel::{
     bindings,
@@ -20,93 +22,6 @@ use kernel::{
 };
 
 /// Prototypes of `qos_shim.c` (see `qos_shim.h`).
-// The bindings contain zero-sized placeholder structs (`its_array`), as in the kernel's own
-// `bindings` crate, which allows the same lint.
-#[allow(improper_ctypes)]
-mod shim {
-    use super::Peer;
-    use core::ffi::c_void;
-    use kernel::bindings;
-
-    pub(super) type Hook = unsafe extern "C" fn(*mut bindings::sock);
-    pub(super) type WorkFn = unsafe extern "C" fn(*mut bindings::work_struct);
-    pub(super) type Feed = unsafe extern "C" fn(*mut c_void, *const u8, u32) -> bool;
-
-    unsafe extern "C" {
-        pub(super) fn oq_listen_sock_create(
-            net: *mut bindings::net,
-            family: i32,
-            port: u16,
-            v6only: bool,
-            res: *mut *mut bindings::socket,
-        ) -> i32;
-        pub(super) fn oq_socket_sk(sock: *mut bindings::socket) -> *mut bindings::sock;
-        pub(super) fn oq_sk_install_hook(sk: *mut bindings::sock, ctx: *mut c_void, hook: Hook);
-        pub(super) fn oq_sk_restore_hook(sk: *mut bindings::sock, hook: Hook);
-        pub(super) fn oq_sk_hook_ctx(sk: *mut bindings::sock) -> *mut c_void;
-        pub(super) fn oq_sk_is_listener(sk: *const bindings::sock) -> bool;
-        pub(super) fn oq_child_data_ready(child: *mut bindings::sock, hook: Hook);
-        pub(super) fn oq_child_default_ready(child: *mut bindings::sock);
-        pub(super) fn oq_child_peer(child: *const bindings::sock, peer: *mut Peer);
-        pub(super) fn oq_sk_ack_backlog(sk: *const bindings::sock) -> u32;
-        pub(super) fn oq_queue_head(
-            lsk: *mut bindings::sock,
-            peer: *mut Peer,
-            hook: Hook,
-            release: bool,
-        ) -> *mut bindings::request_sock;
-        pub(super) fn oq_queue_promote(
-            lsk: *mut bindings::sock,
-            child: *mut bindings::sock,
-        ) -> bool;
-        pub(super) fn oq_child_peek(
-            child: *mut bindings::sock,
-            skip: u32,
-            max: u32,
-            feed: Feed,
-            ctx: *mut c_void,
-        ) -> i32;
-        pub(super) fn oq_head_peek(
-            child: *mut bindings::sock,
-            skip: u32,
-            max: u32,
-            feed: Feed,
-            ctx: *mut c_void,
-        ) -> i32;
-        pub(super) fn oq_queue_reset_children(lsk: *mut bindings::sock, hook: Hook);
-        pub(super) fn oq_sock_cookie(sk: *mut bindings::sock) -> u64;
-        pub(super) fn oq_lookup_listener(
-            src: *const bindings::sock,
-            peer: *const Peer,
-            port: u16,
-        ) -> *mut bindings::sock;
-        pub(super) fn oq_move_head(
-            src: *mut bindings::sock,
-            req: *mut bindings::request_sock,
-            dst: *mut bindings::sock,
-            hook: Hook,
-            hand_over: bool,
-        ) -> i32;
-        pub(super) fn oq_move_child(
-            src: *mut bindings::sock,
-            child: *mut bindings::sock,
-            dst: *mut bindings::sock,
-            hook: Hook,
-            hand_over: bool,
-        ) -> i32;
-        pub(super) fn oq_sk_module_ctx(sk: *mut bindings::sock, hook: Hook) -> *mut c_void;
-        pub(super) fn oq_sk_has_user_data(sk: *const bindings::sock) -> bool;
-        pub(super) fn oq_child_lock(child: *mut bindings::sock) -> bool;
-        pub(super) fn oq_child_unlock(child: *mut bindings::sock);
-        pub(super) fn oq_sock_no_linger(sock: *mut bindings::socket);
-        pub(super) fn oq_init_listener_work(dw: *mut bindings::delayed_work, f: WorkFn);
-        pub(super) fn oq_work_now(dw: *mut bindings::delayed_work);
-        pub(super) fn oq_nest_enter(max: core::ffi::c_uint) -> bool;
-        pub(super) fn oq_nest_exit();
-        pub(super) fn oq_work_at(dw: *mut bindings::delayed_work, ms: u32);
-    }
-}
-
 /// Address family of a module listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Family {
@@ -116,40 +31,6 @@ pub(crate) enum Family {
     Inet6Only,
     /// `AF_INET6`, bound to `[::]`, dual stack (IPv4 clients arrive v4-mapped).
     Inet6Dual,
-}
-
-/// The addresses of a connection waiting in a module listener's queue.
-///
-/// Mirrors `struct oq_peer` in `qos_shim.h`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Peer {
-    family: u16,
-    rport: u16,
-    lport: u16,
-    pad: u16,
-    age_ms: u32,
-    pad2: u32,
-    child: Option<NonNull<bindings::sock>>,
-    raddr: [u8; 16],
-    laddr: [u8; 16],
-}
-
-impl Peer {
-    /// Milliseconds since the connection's handshake.
-    pub(crate) fn age_ms(&self) -> u32 {
-        self.age_ms
-    }
-
-    /// The client address, for classification.
-    pub(crate) fn client(&self) -> crate::addr::Client {
-        if u32::from(self.family) == bindings::AF_INET {
-            let a = [self.raddr[0], self.raddr[1], self.raddr[2], self.raddr[3]];
-            crate::addr::Client::V4(u32::from_be_bytes(a))
-        } else {
-            crate::addr::Client::V6(self.raddr)
-        }
-    }
 }
 
 /// Why a connection could not be moved to its target.
