@@ -53,6 +53,62 @@ impl Peer {
     }
 }
 
+/// `enum oq_move_result` of `qos_shim.h`: what moving a connection did. The values are
+/// checked against the header by `rust/tests/shim_abi.rs`.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MoveResult {
+    /// `OQ_MOVE_OK`: moved out of the module, into a server's queue.
+    Ok = 0,
+    /// `OQ_MOVE_RACE`: another context changed the queue head.
+    Race = 1,
+    /// `OQ_MOVE_NOT_LISTENING`: no listener on the outgoing port, or it is closing.
+    NotListening = 2,
+    /// `OQ_MOVE_FULL`: the target's accept queue is full.
+    Full = 3,
+    /// `OQ_MOVE_FAMILY`: the target cannot take a socket of this family.
+    Family = 4,
+    /// `OQ_MOVE_FASTOPEN`: a Fast Open request.
+    Fastopen = 5,
+    /// `OQ_MOVE_NETNS`: the namespace is going away.
+    Netns = 6,
+    /// `OQ_MOVE_LOOP`: the outgoing port is the module's own listener.
+    Loop = 7,
+    /// `OQ_MOVE_HEAD`: the connection is at its queue's head, which only the drainer moves.
+    Head = 8,
+    /// `OQ_MOVE_HANDED`: moved, and handed over to a module listener's rule.
+    Handed = 9,
+}
+
+impl MoveResult {
+    const ALL: [MoveResult; 10] = [
+        MoveResult::Ok,
+        MoveResult::Race,
+        MoveResult::NotListening,
+        MoveResult::Full,
+        MoveResult::Family,
+        MoveResult::Fastopen,
+        MoveResult::Netns,
+        MoveResult::Loop,
+        MoveResult::Head,
+        MoveResult::Handed,
+    ];
+
+    /// The result a shim move function returned; `None` for a value the header does not
+    /// define.
+    pub(crate) fn from_c(code: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| *r as i32 == code)
+    }
+}
+
+/// `OQ_PEEK_FIN` of `qos_shim.h`: the client has closed its side. (The peek flags the
+/// module reads; `OQ_PEEK_STOP` it does not. Checked by `rust/tests/shim_abi.rs`.)
+pub(crate) const OQ_PEEK_FIN: i32 = 1;
+/// `OQ_PEEK_FULL`: the byte limit was reached.
+pub(crate) const OQ_PEEK_FULL: i32 = 2;
+/// `OQ_PEEK_BUSY`: the child could not be examined.
+pub(crate) const OQ_PEEK_BUSY: i32 = 8;
+
 // The bindings contain zero-sized placeholder structs (`its_array`), as in the kernel's own
 // `bindings` crate, which allows the same lint.
 #[allow(improper_ctypes)]

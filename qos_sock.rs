@@ -67,16 +67,18 @@ pub(crate) enum Moved {
 
 impl MoveError {
     fn from_shim(code: i32) -> Result<Moved, MoveError> {
-        match code {
-            0 => Ok(Moved::Out),
-            9 => Ok(Moved::HandedOver),
-            1 => Err(MoveError::Race),
-            2 => Err(MoveError::NoListener),
-            3 => Err(MoveError::Full),
-            4 => Err(MoveError::Family),
-            7 => Err(MoveError::Loop),
-            8 => Err(MoveError::Head),
-            _ => Err(MoveError::Other),
+        match shim::MoveResult::from_c(code) {
+            Some(shim::MoveResult::Ok) => Ok(Moved::Out),
+            Some(shim::MoveResult::Handed) => Ok(Moved::HandedOver),
+            Some(shim::MoveResult::Race) => Err(MoveError::Race),
+            Some(shim::MoveResult::NotListening) => Err(MoveError::NoListener),
+            Some(shim::MoveResult::Full) => Err(MoveError::Full),
+            Some(shim::MoveResult::Family) => Err(MoveError::Family),
+            Some(shim::MoveResult::Loop) => Err(MoveError::Loop),
+            Some(shim::MoveResult::Head) => Err(MoveError::Head),
+            Some(shim::MoveResult::Fastopen | shim::MoveResult::Netns) | None => {
+                Err(MoveError::Other)
+            }
         }
     }
 }
@@ -108,9 +110,9 @@ pub(crate) struct PeekEnd {
 impl PeekEnd {
     /// Decodes the shim's `OQ_PEEK_*` flags; `None` for `OQ_PEEK_BUSY`.
     fn from_shim(flags: i32) -> Option<Self> {
-        (flags & 8 == 0).then_some(PeekEnd {
-            fin: flags & 1 != 0,
-            full: flags & 2 != 0,
+        (flags & shim::OQ_PEEK_BUSY == 0).then_some(PeekEnd {
+            fin: flags & shim::OQ_PEEK_FIN != 0,
+            full: flags & shim::OQ_PEEK_FULL != 0,
         })
     }
 }
