@@ -23,8 +23,8 @@ use crate::{
     qos_actuators::Group,
     qos_sensor::{self, Counter, Meter, RuleStats, Tracked},
     qos_sock::{
-        ChildOutcome, DrainCx, Drained, Family, Forwarder, LockedChild, ModuleListener, MoveError,
-        Moved, NetRef, PeekEnd, Peer, QueueHead, Target,
+        ChildOutcome, DrainCx, Drained, Family, Forwarder, ListenSock, LockedChild, ModuleListener,
+        MoveError, Moved, NetRef, PeekEnd, Peer, QueueHead, Target,
     },
 };
 use kernel::{
@@ -545,7 +545,7 @@ impl Forward {
     ) -> Step {
         let moved = {
             let rcu = rcu::read_lock();
-            match l.sock().lookup(&rcu, peer, why.port(policy)) {
+            match lookup(l.sock(), &rcu, peer, why.port(policy)) {
                 Some(target) if wants_data(&target) => l.hand_over_head(cx, head, &target),
                 Some(target) => l.move_head(cx, head, &target),
                 None => Err(MoveError::NoListener),
@@ -646,7 +646,7 @@ impl Forwarder for Forward {
         };
         let moved = {
             let rcu = rcu::read_lock();
-            match l.sock().lookup(&rcu, &child.peer(), why.port(&policy)) {
+            match lookup(l.sock(), &rcu, &child.peer(), why.port(&policy)) {
                 Some(target) => l.move_child(child, &target, wants_data(&target)),
                 None => Err(MoveError::NoListener),
             }
@@ -683,6 +683,22 @@ impl Forwarder for Forward {
         }
         ChildOutcome::Keep
     }
+}
+
+/// The listener a connection to `port` reaches. A bare one (neither a module listener
+/// nor metered yet) makes the sensors rescan soon: a server may have started listening
+/// on a metered port since they last looked.
+fn lookup<'a>(
+    sock: &ListenSock,
+    rcu: &'a rcu::Guard,
+    peer: &Peer,
+    port: u16,
+) -> Option<Target<'a>> {
+    let target = sock.lookup(rcu, peer, port)?;
+    if target.bare() {
+        qos_sensor::kick_rescan();
+    }
+    Some(target)
 }
 
 /// Whether `target` is the listener of a content rule, which must see the data a

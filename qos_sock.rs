@@ -227,6 +227,15 @@ pub(crate) struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
+    /// Whether the listener has no user data: it is neither a module listener nor
+    /// metered yet. (If its port is metered, a server started listening there since the
+    /// sensors last looked: the caller tells them; the socket core calls nothing above
+    /// it.)
+    pub(crate) fn bare(&self) -> bool {
+        // SAFETY: `sk` is a valid listener for `'a` (RCU).
+        !unsafe { shim::oq_sk_has_user_data(self.sk.as_ptr()) }
+    }
+
     /// The module listener this target is, if it is one.
     pub(crate) fn module<T: Forwarder>(&self) -> Option<&'a ModuleListener<T>> {
         // SAFETY: `sk` is a valid listener for `'a` (RCU). The shim returns its
@@ -333,14 +342,7 @@ impl ListenSock {
         // SAFETY: `sk()` is valid; the result is a listener, freed only after an RCU grace
         // period (SOCK_RCU_FREE), and `_g` keeps the read section open for `'a`.
         let sk = unsafe { shim::oq_lookup_listener(self.sk(), peer, port) };
-        let sk = NonNull::new(sk)?;
-        // A listener without user data is neither a module listener nor metered yet: if
-        // its port is metered, a server started listening there since the last scan.
-        // SAFETY: `sk` is valid for `'a`, as above.
-        if !unsafe { shim::oq_sk_has_user_data(sk.as_ptr()) } {
-            crate::qos_sensor::kick_rescan();
-        }
-        Some(sk).map(|sk| Target {
+        NonNull::new(sk).map(|sk| Target {
             sk,
             _rcu: PhantomData,
         })
