@@ -188,14 +188,26 @@ impl Measured {
     }
 }
 
-/// Reads `port`'s meter and the change since `last`.
-fn measure(c: &mut Client, port: u16, last: &mut Option<Snap>) -> Result<Measured> {
-    let m = c
-        .meters(Some(port))
-        .with_context(|| format!("cannot read the meter of port {port}"))?
+/// The one object a dump filtered by its key returns: `read` names it when the dump
+/// fails, `missing` says what an empty dump means.
+fn only<T>(
+    dump: openqos::Result<Vec<T>>,
+    read: impl FnOnce() -> String,
+    missing: impl FnOnce() -> String,
+) -> Result<T> {
+    dump.with_context(read)?
         .into_iter()
         .next()
-        .with_context(|| format!("port {port} is not metered"))?;
+        .with_context(missing)
+}
+
+/// Reads `port`'s meter and the change since `last`.
+fn measure(c: &mut Client, port: u16, last: &mut Option<Snap>) -> Result<Measured> {
+    let m = only(
+        c.meters(Some(port)),
+        || format!("cannot read the meter of port {port}"),
+        || format!("port {port} is not metered"),
+    )?;
     let now = Snap {
         accepted: m.accepted,
         delay_ns: m.delay_ns,
@@ -234,12 +246,7 @@ fn queue_delay_ms(waiting: u64, samples: u64, elapsed_ms: f64) -> Option<f64> {
 fn act_read(c: &mut Client, a: Actuator) -> Result<u64> {
     match a {
         Actuator::Rate { group } | Actuator::Weight { group, .. } => {
-            let g = c
-                .groups(Some(group))
-                .with_context(|| format!("cannot read group {group}"))?
-                .into_iter()
-                .next()
-                .with_context(|| format!("group {group} does not exist"))?;
+            let g = group_of(c, group)?;
             let want = match a {
                 Actuator::Rate { .. } => GroupType::Rate,
                 _ => GroupType::Ratio,
@@ -273,25 +280,29 @@ fn act_read(c: &mut Client, a: Actuator) -> Result<u64> {
 /// [`config::expected_sign`]).
 fn acts_on(c: &mut Client, act: Actuator, port: u16) -> Result<bool> {
     Ok(match act {
-        Actuator::Rate { group } => c
-            .groups(Some(group))
-            .with_context(|| format!("cannot read group {group}"))?
-            .into_iter()
-            .any(|g| g.members.iter().any(|m| m.port == port)),
+        Actuator::Rate { group } => group_of(c, group)?.members.iter().any(|m| m.port == port),
         Actuator::Weight { port: p, .. } => p == port,
         Actuator::Share { rule, condition } => share(c, rule, condition)?.1 == port,
     })
 }
 
+/// Group `group`, which must exist.
+fn group_of(c: &mut Client, group: u32) -> Result<openqos::Group> {
+    only(
+        c.groups(Some(group)),
+        || format!("cannot read group {group}"),
+        || format!("group {group} does not exist"),
+    )
+}
+
 /// The weight and outgoing port of condition `condition` of the probabilistic rule on
 /// `rule`.
 fn share(c: &mut Client, rule: u16, condition: u32) -> Result<(u16, u16)> {
-    let r = c
-        .rules(Some(rule))
-        .with_context(|| format!("cannot read rule {rule}"))?
-        .into_iter()
-        .next()
-        .with_context(|| format!("no rule on port {rule}"))?;
+    let r = only(
+        c.rules(Some(rule)),
+        || format!("cannot read rule {rule}"),
+        || format!("no rule on port {rule}"),
+    )?;
     let cond = r
         .conditions
         .iter()
