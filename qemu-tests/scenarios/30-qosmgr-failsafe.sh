@@ -30,7 +30,8 @@ expect_eq "nothing applied" "$(skex -L -j -g 5 | qostest json groups.0.rate)" 10
 
 # Gains as qosmgr design computed them in 29's run (model y(k+1) = 0.38 y(k) + 52 u(k) +
 # 46, settling 6 periods, overshoot 0.1).
-printf 'kp = 0.002248\nki = 0.012162\n' >>/tmp/q.toml
+KP=0.002248 KI=0.012162
+printf 'kp = %s\nki = %s\n' "$KP" "$KI" >>/tmp/q.toml
 qosmgr run -c /tmp/q.toml --check || fail "the configuration with gains is refused"
 
 # The other actuators: a probabilistic rule's condition weight (and, refused here, a
@@ -38,8 +39,6 @@ qosmgr run -c /tmp/q.toml --check || fail "the configuration with gains is refus
 # within min..max and logged with its actuator, the safe weight back at the end.
 tcpchains -A d -p 88 -o 8701
 tcpchains -a d -p 88 -r 8702 -c 5000
-kp=$(sed -n 's/^kp = //p' /tmp/q.toml)
-ki=$(sed -n 's/^ki = //p' /tmp/q.toml)
 cat >/tmp/w.toml <<EOF
 period = "1s"
 lease_periods = 3
@@ -56,8 +55,8 @@ min = 1000
 max = 9000
 safe = 5000
 min_samples = 1
-kp = $kp
-ki = $ki
+kp = $KP
+ki = $KI
 EOF
 qosmgr run -c /tmp/w.toml --periods 3 --log /tmp/w.log
 expect_eq "share loop steps" "$(grep -c '"actuator":"weight of condition 1 of rule 88"' /tmp/w.log)" 3

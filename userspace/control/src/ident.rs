@@ -159,12 +159,14 @@ pub fn prbs(len: usize) -> Vec<bool> {
 /// the balance drives the queue to empty or to overflow and the fit learns the drift.
 /// The relay keeps the measurement oscillating around the set point whatever the
 /// balance (as long as it lies between the levels), in the region the loop will work
-/// in, and its square wave excites the plant enough for [`fit_pairs`]. The relay
-/// assumes that raising the actuator raises the measurement (`b > 0`: the delay of one
-/// class against the rate admitted for the others).
-pub fn relay(measured: Option<f64>, set_point: f64, last: bool) -> bool {
+/// in, and its square wave excites the plant enough for [`fit_pairs`]. `raises` is the
+/// sign the plant must have: whether raising the actuator raises the measurement
+/// (`b > 0`: the delay of one class against the rate admitted for the others); if it
+/// lowers it, the relay takes the high level while the measurement is above the set
+/// point instead.
+pub fn relay(measured: Option<f64>, set_point: f64, last: bool, raises: bool) -> bool {
     match measured {
-        Some(y) => y < set_point,
+        Some(y) => (y < set_point) == raises,
         None => last,
     }
 }
@@ -288,7 +290,7 @@ mod tests {
             let (mut y, mut high) = (0.0, true);
             let mut pairs = Vec::new();
             for _ in 0..40 {
-                high = relay(Some(y), sp, high);
+                high = relay(Some(y), sp, high, true);
                 let u = if high { hi } else { lo };
                 let y1 = step(y, u, 15.0 * noise.sample());
                 pairs.push((y, u, y1));
@@ -324,8 +326,13 @@ mod tests {
             m.a,
             m.b
         );
-        assert!(!relay(None, sp, false));
-        assert!(relay(None, sp, true));
-        assert!(!relay(Some(sp), sp, true));
+        assert!(!relay(None, sp, false, true));
+        assert!(relay(None, sp, true, true));
+        assert!(!relay(Some(sp), sp, true, true));
+        // A plant whose measurement falls as the actuator rises (the loop's own port):
+        // the high level while the measurement is above the set point.
+        assert!(relay(Some(sp + 1.0), sp, false, false));
+        assert!(!relay(Some(sp - 1.0), sp, true, false));
+        assert!(relay(None, sp, true, false));
     }
 }

@@ -755,7 +755,7 @@ fn identify(
         for (k, h) in seq.iter().enumerate() {
             high_now = match excitation {
                 Excitation::Prbs => *h,
-                Excitation::Relay => ident::relay(ys[k], l.set_point_ms(), high_now),
+                Excitation::Relay => ident::relay(ys[k], l.set_point_ms(), high_now, sign > 0.0),
             };
             let u = if high_now { high } else { low };
             act_set(&mut c, act, u, Some(lease))?;
