@@ -8,7 +8,8 @@
 //! class) accept it as if the client had connected there. Configuration travels over the
 //! `openqos` generic netlink family; state is per network namespace.
 //!
-//! See `Documentation/design.md`.
+//! See `Documentation/design.md`. The module's files import one way, from this crate
+//! root down to the C boundary (design.md, "Layout"; `scripts/check-layers`).
 
 // The shared `no_std` code, compiled unchanged here and in the userspace tools. Some of
 // it (encoders, helpers for the tools) is unused in the kernel.
@@ -39,10 +40,13 @@ mod quota;
 
 mod qos_actuators;
 mod qos_classifier;
+mod qos_error;
 mod qos_ffi;
 mod qos_netlink;
 mod qos_sensor;
 mod qos_sock;
+mod qos_store;
+mod qos_work;
 
 use kernel::{bindings, prelude::*};
 
@@ -81,7 +85,7 @@ unsafe extern "C" fn net_init(net: *mut bindings::net) -> core::ffi::c_int {
     let Some(net) = (unsafe { qos_sock::NetRef::new(net) }) else {
         return EINVAL.to_errno();
     };
-    match qos_classifier::net_init(net) {
+    match qos_store::net_init(net) {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
@@ -96,7 +100,7 @@ unsafe extern "C" fn net_init(net: *mut bindings::net) -> core::ffi::c_int {
 unsafe extern "C" fn net_exit(net: *mut bindings::net) {
     // SAFETY: `net` is valid for the duration of the call.
     if let Some(net) = unsafe { qos_sock::NetRef::new(net) } {
-        qos_classifier::net_exit(net);
+        qos_store::net_exit(net);
     }
 }
 
@@ -106,8 +110,8 @@ impl Pernet {
         ops.init = Some(net_init);
         ops.exit = Some(net_exit);
         // One pointer per namespace in its `net_generic` array: its `NetState`.
-        ops.id = qos_classifier::NET_ID.ptr();
-        ops.size = core::mem::size_of::<*const qos_classifier::NetState>();
+        ops.id = qos_store::NET_ID.ptr();
+        ops.size = core::mem::size_of::<*const qos_store::NetState>();
         // SAFETY: `ops` is boxed and stays registered until `drop`.
         kernel::error::to_result(unsafe { bindings::register_pernet_subsys(&mut *ops) })?;
         // INVARIANT: registered just above.
@@ -135,7 +139,7 @@ impl Drop for OpenQos {
         // back, then tear down every rule (no more moves, so no more rescans), and last
         // wait until no task can be inside a wrapper of the sensors.
         drop(self.genl.take());
-        let graveyard = qos_classifier::shutdown_meters();
+        let graveyard = qos_store::shutdown_meters();
         drop(self.pernet.take());
         if let Some(s) = self.sensors.take() {
             s.unregister(graveyard);
@@ -146,8 +150,8 @@ impl Drop for OpenQos {
 impl kernel::Module for OpenQos {
     fn init(module: &'static ThisModule) -> Result<Self> {
         // SAFETY: called once, before anything can use the lock.
-        unsafe { qos_classifier::REGISTRY.init() };
-        let sensors = qos_sensor::Sensors::register()?;
+        unsafe { qos_store::REGISTRY.init() };
+        let sensors = qos_sensor::Sensors::register(qos_store::rescan_meters)?;
         let mut this = OpenQos {
             genl: None,
             pernet: None,

@@ -14,57 +14,32 @@
 //! when they are used, under the group's lock, so they are exact across CPUs whatever
 //! the timer's resolution.
 //!
-//! The logic is safe Rust over the shared `quota` module; the only unsafe code here is
-//! the timer (initializing, arming, cancelling the work item, finding the group from
-//! it).
+//! The logic is safe Rust over the shared `quota` module, with no unsafe code: the timer
+//! is a [`Timer`] whose queued runs own a reference to their group, and the sensors see a
+//! group only as a [`Governor`], the trait they own.
+//!
+//! Layering: below the store (which creates groups and joins meters to them), above the
+//! sensors (`Meter`, `Counter`, `Governor`), the timer and the error leaf.
 
-use crate::qos_ffi as shim;
 use crate::{
     abi::{group_flags, group_stat, group_type, limits},
-    qos_classifier::{reject, Rejection},
-    qos_sensor::{Counter, Meter},
+    qos_error::{reject, Rejection},
+    qos_sensor::{now_ns, Counter, Governor, InForce, Meter, Verdict},
+    qos_work::{impl_has_timer, new_timer, Timer, TimerItem},
     quota::{self, Credit, Ratio, TokenBucket},
 };
 use kernel::{
-    bindings, c_str,
+    c_str,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, Mutex,
+        Arc, ArcBorrow, Mutex,
     },
-    types::Opaque,
 };
-
-/// The clock quotas are computed from.
-pub(crate) fn now_ns() -> u64 {
-    // SAFETY: reads the monotonic clock; callable in any context.
-    unsafe { shim::oq_now_ns() }
-}
-
-/// Groups in force in all namespaces: while there are none, the wrapped `poll` of the
-/// sensors skips looking for one.
-static LIVE: Atomic<u64> = Atomic::new(0);
-
-/// Whether any group is in force (a hint: a group being created or deleted may be
-/// missed by a concurrent caller, which then sees it on its next call).
-pub(crate) fn any() -> bool {
-    LIVE.load(Relaxed) != 0
-}
 
 /// How long a held-back member of an accept-ratio group sleeps at most before it looks
 /// at the others again (they may have drained their queues without accepting more).
 const RATIO_RECHECK_NS: u64 = 20_000_000;
-
-/// What a group decided about a caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// Go ahead; for output groups, with this many bytes of quota taken.
-    Go(u64),
-    /// Out of quota: look again in at most this many nanoseconds (or when woken).
-    Wait(u64),
-    /// Not governed (the group was deleted, or the port left it): use the protocol.
-    Free,
-}
 
 /// A port of a group.
 struct Member {
@@ -110,6 +85,8 @@ struct State {
     due: u64,
     /// The rate and burst in force are leased: the timer restores these when it ends.
     lease: Option<Lease>,
+    /// Counted as in force ([`Group::publish`] until [`Group::shutdown`]).
+    in_force: Option<InForce>,
 }
 
 impl State {
@@ -124,11 +101,10 @@ impl State {
 ///
 /// # Invariants
 ///
-/// `work` is initialized (by [`Group::new`]) before the group is shared. It is only
-/// queued under the lock of `state` while `dead` is false; [`Group::shutdown`] sets
-/// `dead` and then cancels it synchronously, and every group a namespace holds is shut
-/// down before the namespace drops it, so the work item is idle when the group's memory
-/// goes.
+/// A group lives in an [`Arc`] ([`Group::new`]). Its timer is only queued under the lock
+/// of `state` while `dead` is false; [`Group::shutdown`] sets `dead` and then cancels it,
+/// so after a shutdown (namespace exit and module unload shut every group down) no run
+/// of the module's code is left queued.
 #[pin_data]
 pub(crate) struct Group {
     /// The group's number in its namespace.
@@ -144,14 +120,9 @@ pub(crate) struct Group {
     lease_expired: Counter,
     #[pin]
     state: Mutex<State>,
-    work: Opaque<bindings::delayed_work>,
+    #[pin]
+    work: Timer<Group>,
 }
-
-// SAFETY: the work item is only used through the workqueue API, which locks; everything
-// else is atomics and a mutex.
-unsafe impl Send for Group {}
-// SAFETY: as above.
-unsafe impl Sync for Group {}
 
 /// A snapshot of a group for `GROUP_GET`.
 pub(crate) struct GroupReading {
@@ -244,37 +215,22 @@ impl Group {
                     armed: false,
                     due: 0,
                     lease: None,
+                    in_force: None,
                 }),
-                work: Opaque::uninit(),
+                work <- new_timer!(),
             }),
             GFP_KERNEL,
         )?;
-        // SAFETY: the work item is not shared yet; the group's memory does not move
-        // (it is in an `Arc`) and outlives every use of the work item (type invariant).
-        unsafe { shim::oq_init_group_work(g.work.get(), group_work) };
-        // INVARIANT: `work` initialized just above, before the group is shared.
+        // INVARIANT: made in an `Arc`.
         Ok(g)
     }
 
     /// Counts the group as in force (its namespace holds it now, and will shut it down).
     pub(crate) fn publish(&self) {
-        LIVE.add(1, Relaxed);
-    }
-
-    /// Whether the group governs output (else `accept()`).
-    pub(crate) fn is_output(&self) -> bool {
-        self.kind == group_type::OUTPUT
-    }
-
-    /// Whether every member port is an FTP control port (the group was made with
-    /// [`group_flags::FTP`]; ports can also be attached as one, see [`Self::add_port`]).
-    pub(crate) fn ftp(&self) -> bool {
-        self.flags.load(Relaxed) & group_flags::FTP != 0
-    }
-
-    /// Counts an FTP data listener that joined through this group's port.
-    pub(crate) fn ftp_joined(&self) {
-        self.ftp_joined.inc();
+        let mut s = self.state.lock();
+        if !s.dead && s.in_force.is_none() {
+            s.in_force = Some(InForce::new());
+        }
     }
 
     /// Attaches `meter`'s port with `weight` (ratio groups); `ftp`: as an FTP control
@@ -438,17 +394,14 @@ impl Group {
     pub(crate) fn shutdown(&self) -> KVec<Arc<Meter>> {
         let members = {
             let mut s = self.state.lock();
-            if !s.dead {
-                LIVE.fetch_sub(1, Relaxed);
-            }
+            s.in_force = None;
             s.dead = true;
             drop(core::mem::take(&mut s.credits));
             core::mem::take(&mut s.members)
         };
-        // SAFETY: initialized in `new` (type invariant); `dead` is set, so nothing queues
-        // it again, and we are in process context (a netlink request, namespace exit or
-        // module unload), where cancelling may sleep.
-        unsafe { bindings::cancel_delayed_work_sync(self.work.get()) };
+        // `dead` is set, so nothing queues it again; process context (a netlink request,
+        // namespace exit or module unload). Never called from the timer's run.
+        self.work.cancel_sync();
         let mut meters = KVec::new();
         for m in members {
             self.wake_meter(&m.meter);
@@ -459,147 +412,16 @@ impl Group {
         meters
     }
 
-    // --- accept ------------------------------------------------------------------
-
-    /// Takes the quota for one `accept()` on `meter`'s port.
-    pub(crate) fn accept_take(&self, meter: &Meter) -> Verdict {
-        let mut s = self.state.lock();
-        let Some(me) = (!s.dead).then(|| s.member(meter)).flatten() else {
-            return Verdict::Free;
-        };
-        let now = now_ns();
-        match self.kind {
-            group_type::RATE => {
-                if s.bucket.take_one(now) {
-                    Verdict::Go(1)
-                } else {
-                    Verdict::Wait(s.bucket.wait_ns(1, now))
-                }
-            }
-            group_type::RATIO => {
-                let st = &mut *s;
-                let members = &st.members;
-                match quota::ratio_admit(&mut st.credits, me, |j| members[j].meter.busy()) {
-                    Ratio::Go { .. } => Verdict::Go(1),
-                    Ratio::Wait => Verdict::Wait(RATIO_RECHECK_NS),
-                }
-            }
-            _ => Verdict::Free,
-        }
-    }
-
-    /// Ends an `accept()` that took the quota: `ok` if it returned a connection, else
-    /// the quota goes back.
-    pub(crate) fn accept_done(&self, meter: &Meter, ok: bool) {
-        let wake = {
-            let mut s = self.state.lock();
-            let Some(me) = s.member(meter) else {
-                return;
-            };
-            if ok {
-                s.members[me].hits += 1;
-                self.admitted.inc();
-            } else if self.kind == group_type::RATE {
-                s.bucket.give_back(1);
-            } else {
-                let c = &mut s.credits[me];
-                c.left = (c.left + 1).min(c.weight);
-            }
-            // Credits moved: a held-back member may now go (ratio groups).
-            ok && self.kind == group_type::RATIO && (s.sleeping > 0 || s.polled)
-        };
-        if wake {
-            self.wake_all();
-        }
-    }
-
-    /// `None` if an `accept()` on `meter`'s port would get the quota now (or is not
-    /// governed), else how long until it should look again.
-    pub(crate) fn accept_nap(&self, meter: &Meter) -> Option<u64> {
-        let mut s = self.state.lock();
-        let me = (!s.dead).then(|| s.member(meter)).flatten()?;
-        match self.kind {
-            group_type::RATE => {
-                let w = s.bucket.wait_ns(1, now_ns());
-                (w > 0).then_some(w)
-            }
-            group_type::RATIO => {
-                let members = &s.members;
-                (!quota::ratio_would_admit(&s.credits, me, |j| members[j].meter.busy()))
-                    .then_some(RATIO_RECHECK_NS)
-            }
-            _ => None,
-        }
-    }
-
-    // --- output ------------------------------------------------------------------
-
-    /// Takes up to `want` bytes of output quota, but no less than a useful piece
-    /// ([`Self::piece`], or all of `want` if smaller): a sender that took every byte as
-    /// it trickled in would never sleep, and would send in pieces of a few bytes.
-    pub(crate) fn send_take(&self, want: u64) -> Verdict {
-        let mut s = self.state.lock();
-        if s.dead {
-            return Verdict::Free;
-        }
-        let now = now_ns();
-        let need = want.min(Self::piece(&s.bucket));
-        match s.bucket.wait_ns(need, now) {
-            0 => Verdict::Go(s.bucket.take_up_to(want, now)),
-            w => Verdict::Wait(w),
-        }
+    /// A new reference to the group.
+    fn arc(&self) -> Arc<Self> {
+        // SAFETY: every group lives in an `Arc` (type invariant), which `self` keeps
+        // alive.
+        unsafe { ArcBorrow::from_raw(self) }.into()
     }
 
     /// The smallest piece a sender waits for: a quarter of the burst.
     fn piece(bucket: &TokenBucket) -> u64 {
         (bucket.burst() / 4).max(1)
-    }
-
-    /// Ends a send that took `took` bytes of quota and sent `sent` of them from
-    /// `meter`'s port; the rest goes back.
-    pub(crate) fn send_done(&self, meter: &Meter, took: u64, sent: u64) {
-        let mut s = self.state.lock();
-        if took > sent {
-            s.bucket.give_back(took - sent);
-        }
-        self.admitted.add(sent);
-        if let Some(me) = s.member(meter) {
-            s.members[me].hits += sent;
-        }
-    }
-
-    /// `None` if a send would get a useful piece of quota now (see [`Self::send_take`])
-    /// or is not governed, else how long until it would.
-    pub(crate) fn send_nap(&self) -> Option<u64> {
-        let mut s = self.state.lock();
-        if s.dead {
-            return None;
-        }
-        let need = Self::piece(&s.bucket);
-        match s.bucket.wait_ns(need, now_ns()) {
-            0 => None,
-            w => Some(w),
-        }
-    }
-
-    // --- held-back callers and the timer -------------------------------------------
-
-    /// Counts a caller held back for `nap` nanoseconds and arms the timer, which wakes
-    /// it (and every other one) when the quota is back. `poller`: it will not sleep
-    /// here but wait in `poll`/`epoll`.
-    pub(crate) fn hold(&self, nap: u64, poller: bool) {
-        self.held.inc();
-        self.arm(nap, poller);
-    }
-
-    /// Arms the timer for a poller told "not ready" (not counted as held: `poll` may be
-    /// asked many times).
-    pub(crate) fn arm(&self, nap: u64, poller: bool) {
-        let mut s = self.state.lock();
-        s.polled |= poller;
-        let now = now_ns();
-        let due = now.saturating_add(nap.clamp(1_000_000, 1_000_000_000));
-        self.arm_locked(&mut s, due, now);
     }
 
     /// Has the timer run at `due` ([`now_ns`] time; at least 1 ms from `now`), or
@@ -616,16 +438,9 @@ impl Group {
                 .max(1);
             s.armed = true;
             s.due = due;
-            // SAFETY: initialized in `new`; queued under the lock while not dead (type
-            // invariant).
-            unsafe { shim::oq_work_in(self.work.get(), ms) };
+            // INVARIANT: queued under the lock, not dead.
+            Timer::<Self>::after(self.arc(), ms);
         }
-    }
-
-    /// Marks a task sleeping on the quota until the guard goes.
-    pub(crate) fn sleeper(&self) -> Sleeper<'_> {
-        self.state.lock().sleeping += 1;
-        Sleeper(self)
     }
 
     /// Wakes everyone the group may hold back: its listeners (accept groups) or its
@@ -723,25 +538,178 @@ impl Group {
     }
 }
 
-/// A task sleeping on a group's quota (counted in `GROUP_STATS`).
-pub(crate) struct Sleeper<'a>(&'a Group);
+impl Governor for Group {
+    /// Whether the group governs output (else `accept()`).
+    fn is_output(&self) -> bool {
+        self.kind == group_type::OUTPUT
+    }
 
-impl Drop for Sleeper<'_> {
-    fn drop(&mut self) {
-        self.0.state.lock().sleeping -= 1;
+    /// Whether every member port is an FTP control port (the group was made with
+    /// [`group_flags::FTP`]; ports can also be attached as one, see [`Self::add_port`]).
+    fn ftp(&self) -> bool {
+        self.flags.load(Relaxed) & group_flags::FTP != 0
+    }
+
+    /// Counts an FTP data listener that joined through this group's port.
+    fn ftp_joined(&self) {
+        self.ftp_joined.inc();
+    }
+
+    // --- accept ------------------------------------------------------------------
+
+    /// Takes the quota for one `accept()` on `meter`'s port.
+    fn accept_take(&self, meter: &Meter) -> Verdict {
+        let mut s = self.state.lock();
+        let Some(me) = (!s.dead).then(|| s.member(meter)).flatten() else {
+            return Verdict::Free;
+        };
+        let now = now_ns();
+        match self.kind {
+            group_type::RATE => {
+                if s.bucket.take_one(now) {
+                    Verdict::Go(1)
+                } else {
+                    Verdict::Wait(s.bucket.wait_ns(1, now))
+                }
+            }
+            group_type::RATIO => {
+                let st = &mut *s;
+                let members = &st.members;
+                match quota::ratio_admit(&mut st.credits, me, |j| members[j].meter.busy()) {
+                    Ratio::Go { .. } => Verdict::Go(1),
+                    Ratio::Wait => Verdict::Wait(RATIO_RECHECK_NS),
+                }
+            }
+            _ => Verdict::Free,
+        }
+    }
+
+    /// Ends an `accept()` that took the quota: `ok` if it returned a connection, else
+    /// the quota goes back.
+    fn accept_done(&self, meter: &Meter, ok: bool) {
+        let wake = {
+            let mut s = self.state.lock();
+            let Some(me) = s.member(meter) else {
+                return;
+            };
+            if ok {
+                s.members[me].hits += 1;
+                self.admitted.inc();
+            } else if self.kind == group_type::RATE {
+                s.bucket.give_back(1);
+            } else {
+                let c = &mut s.credits[me];
+                c.left = (c.left + 1).min(c.weight);
+            }
+            // Credits moved: a held-back member may now go (ratio groups).
+            ok && self.kind == group_type::RATIO && (s.sleeping > 0 || s.polled)
+        };
+        if wake {
+            self.wake_all();
+        }
+    }
+
+    /// `None` if an `accept()` on `meter`'s port would get the quota now (or is not
+    /// governed), else how long until it should look again.
+    fn accept_nap(&self, meter: &Meter) -> Option<u64> {
+        let mut s = self.state.lock();
+        let me = (!s.dead).then(|| s.member(meter)).flatten()?;
+        match self.kind {
+            group_type::RATE => {
+                let w = s.bucket.wait_ns(1, now_ns());
+                (w > 0).then_some(w)
+            }
+            group_type::RATIO => {
+                let members = &s.members;
+                (!quota::ratio_would_admit(&s.credits, me, |j| members[j].meter.busy()))
+                    .then_some(RATIO_RECHECK_NS)
+            }
+            _ => None,
+        }
+    }
+
+    // --- output ------------------------------------------------------------------
+
+    /// Takes up to `want` bytes of output quota, but no less than a useful piece
+    /// ([`Group::piece`], or all of `want` if smaller): a sender that took every byte as
+    /// it trickled in would never sleep, and would send in pieces of a few bytes.
+    fn send_take(&self, want: u64) -> Verdict {
+        let mut s = self.state.lock();
+        if s.dead {
+            return Verdict::Free;
+        }
+        let now = now_ns();
+        let need = want.min(Self::piece(&s.bucket));
+        match s.bucket.wait_ns(need, now) {
+            0 => Verdict::Go(s.bucket.take_up_to(want, now)),
+            w => Verdict::Wait(w),
+        }
+    }
+
+    /// Ends a send that took `took` bytes of quota and sent `sent` of them from
+    /// `meter`'s port; the rest goes back.
+    fn send_done(&self, meter: &Meter, took: u64, sent: u64) {
+        let mut s = self.state.lock();
+        if took > sent {
+            s.bucket.give_back(took - sent);
+        }
+        self.admitted.add(sent);
+        if let Some(me) = s.member(meter) {
+            s.members[me].hits += sent;
+        }
+    }
+
+    /// `None` if a send would get a useful piece of quota now (see [`Self::send_take`])
+    /// or is not governed, else how long until it would.
+    fn send_nap(&self) -> Option<u64> {
+        let mut s = self.state.lock();
+        if s.dead {
+            return None;
+        }
+        let need = Self::piece(&s.bucket);
+        match s.bucket.wait_ns(need, now_ns()) {
+            0 => None,
+            w => Some(w),
+        }
+    }
+
+    // --- held-back callers and the timer -------------------------------------------
+
+    /// Counts a caller held back for `nap` nanoseconds and arms the timer, which wakes
+    /// it (and every other one) when the quota is back. `poller`: it will not sleep
+    /// here but wait in `poll`/`epoll`.
+    fn hold(&self, nap: u64, poller: bool) {
+        self.held.inc();
+        self.arm(nap, poller);
+    }
+
+    /// Arms the timer for a poller told "not ready" (not counted as held: `poll` may be
+    /// asked many times).
+    fn arm(&self, nap: u64, poller: bool) {
+        let mut s = self.state.lock();
+        s.polled |= poller;
+        let now = now_ns();
+        let due = now.saturating_add(nap.clamp(1_000_000, 1_000_000_000));
+        self.arm_locked(&mut s, due, now);
+    }
+
+    fn sleeping(&self, start: bool) {
+        let mut s = self.state.lock();
+        if start {
+            s.sleeping += 1;
+        } else {
+            s.sleeping -= 1;
+        }
     }
 }
 
-/// The work function of a group's timer.
-///
-/// # Safety
-///
-/// Called by the workqueue for the `work` of a live [`Group`].
-unsafe extern "C" fn group_work(work: *mut bindings::work_struct) {
-    // `work` is the first member of the `delayed_work` in the group's `work` field.
-    let off = core::mem::offset_of!(Group, work);
-    // SAFETY: the work item is idle when a group's memory goes (type invariant of
-    // `Group`), so the group that holds `work` is alive while this runs.
-    let g = unsafe { &*work.cast::<u8>().sub(off).cast::<Group>() };
-    g.tick();
+impl_has_timer!(impl HasTimer for Group { self.work });
+
+impl TimerItem for Group {
+    /// A queued run owns a reference: the group cannot go while its timer is queued.
+    type Ref = Arc<Group>;
+
+    fn run(this: Arc<Group>) {
+        this.tick();
+    }
 }

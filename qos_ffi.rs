@@ -13,8 +13,6 @@ use kernel::bindings;
 
 /// A socket callback the shim installs (the module listener's `sk_data_ready` hook).
 pub(crate) type Hook = unsafe extern "C" fn(*mut bindings::sock);
-/// A delayed-work function.
-pub(crate) type WorkFn = unsafe extern "C" fn(*mut bindings::work_struct);
 /// Takes the bytes the shim peeks at in a connection's receive queue; returns whether
 /// it wants more.
 pub(crate) type Feed = unsafe extern "C" fn(*mut c_void, *const u8, u32) -> bool;
@@ -115,11 +113,7 @@ pub(crate) const OQ_PEEK_BUSY: i32 = 8;
 unsafe extern "C" {
     // Group timers (qos_actuators.rs).
     pub(crate) fn oq_now_ns() -> u64;
-    pub(crate) fn oq_init_group_work(
-        dw: *mut bindings::delayed_work,
-        f: unsafe extern "C" fn(*mut bindings::work_struct),
-    );
-    pub(crate) fn oq_work_in(dw: *mut bindings::delayed_work, ms: u32);
+    pub(crate) fn oq_work_in(dw: *mut bindings::delayed_work, ms: u32) -> bool;
 
     // Per-namespace state (qos_classifier.rs).
     pub(crate) fn oq_net_generic(net: *const bindings::net, id: core::ffi::c_uint) -> *mut c_void;
@@ -196,12 +190,8 @@ unsafe extern "C" {
     pub(crate) fn oq_inet_stream_ops(v6: bool) -> *const bindings::proto_ops;
     pub(crate) fn oq_jiffies() -> core::ffi::c_ulong;
     pub(crate) fn oq_hz() -> core::ffi::c_ulong;
-    pub(crate) fn oq_init_rescan_work(
-        dw: *mut bindings::delayed_work,
-        f: unsafe extern "C" fn(*mut bindings::work_struct),
-    );
-    pub(crate) fn oq_work_now(dw: *mut bindings::delayed_work);
-    pub(crate) fn oq_work_at(dw: *mut bindings::delayed_work, ms: u32);
+    pub(crate) fn oq_work_now(dw: *mut bindings::delayed_work) -> bool;
+    pub(crate) fn oq_work_at(dw: *mut bindings::delayed_work, ms: u32) -> bool;
     pub(crate) fn oq_ns_to_jiffies(ns: u64) -> core::ffi::c_long;
     pub(crate) fn oq_sock_timeo(
         sk: *mut bindings::sock,
@@ -294,7 +284,6 @@ unsafe extern "C" {
     pub(crate) fn oq_child_lock(child: *mut bindings::sock) -> bool;
     pub(crate) fn oq_child_unlock(child: *mut bindings::sock);
     pub(crate) fn oq_sock_no_linger(sock: *mut bindings::socket);
-    pub(crate) fn oq_init_listener_work(dw: *mut bindings::delayed_work, f: WorkFn);
     pub(crate) fn oq_nest_enter(max: core::ffi::c_uint) -> bool;
     pub(crate) fn oq_nest_exit();
 }

@@ -8,6 +8,9 @@
 //! wrong lengths and out-of-range values are refused by the netlink core with an extack
 //! message and the offending attribute, before any handler runs. Handlers then check the
 //! per-command required attributes and the semantics, again with an extack message.
+//!
+//! Layering: below only the crate root. Commands go to the per-namespace store
+//! (`qos_store.rs`); dumps read the store's rules, meters and groups.
 
 use crate::qos_ffi as shim;
 use crate::{
@@ -15,9 +18,11 @@ use crate::{
     addr::Prefix,
     nla::{Attr, Attrs, Table},
     qos_actuators::Group,
-    qos_classifier::{self, reject, Matcher, Rejection, RuleSpec},
+    qos_classifier::{self, Matcher},
+    qos_error::{reject, Rejection},
     qos_sensor::Meter,
     qos_sock::NetRef,
+    qos_store::{self, RuleSpec},
 };
 use core::{ffi::c_int, ptr::NonNull};
 use kernel::{bindings, c_str, prelude::*, ThisModule};
@@ -328,10 +333,10 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
             missing: Some(attr::RATE),
         });
     }
-    let st = qos_classifier::state(net).ok_or_else(|| Failure::from(no_state()))?;
+    let st = qos_store::state(net).ok_or_else(|| Failure::from(no_state()))?;
     let mut nets = st.lock();
     let r = match c {
-        cmd::RULE_NEW => qos_classifier::rule_new(
+        cmd::RULE_NEW => qos_store::rule_new(
             &mut nets,
             net,
             port,
@@ -340,9 +345,9 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
             t.u32(attr::RULE_FLAGS).unwrap_or(0),
             t.u32(attr::DATA_TIMEOUT_MS),
         ),
-        cmd::RULE_DEL => qos_classifier::rule_del(&mut nets, net, port),
+        cmd::RULE_DEL => qos_store::rule_del(&mut nets, net, port),
         cmd::COND_NEW | cmd::COND_SET => match parse_matcher(t) {
-            Ok(m) => qos_classifier::cond_set(
+            Ok(m) => qos_store::cond_set(
                 &mut nets,
                 net,
                 port,
@@ -353,15 +358,15 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
             Err(e) => Err(e),
         },
         cmd::COND_DEL => {
-            qos_classifier::cond_del(&mut nets, net, port, t.u32(attr::COND_INDEX).unwrap_or(0))
+            qos_store::cond_del(&mut nets, net, port, t.u32(attr::COND_INDEX).unwrap_or(0))
         }
         cmd::FLUSH => {
-            qos_classifier::flush_rules(&mut nets, net);
+            qos_store::flush_rules(&mut nets, net);
             Ok(())
         }
-        cmd::METER_NEW => qos_classifier::meter_new(&mut nets, net, port),
-        cmd::METER_DEL => qos_classifier::meter_del(&mut nets, net, port),
-        cmd::GROUP_NEW => qos_classifier::group_new(
+        cmd::METER_NEW => qos_store::meter_new(&mut nets, net, port),
+        cmd::METER_DEL => qos_store::meter_del(&mut nets, net, port),
+        cmd::GROUP_NEW => qos_store::group_new(
             &mut nets,
             net,
             gid,
@@ -370,7 +375,7 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
             t.u64(attr::BURST),
             t.u32(attr::GROUP_FLAGS).unwrap_or(0),
         ),
-        cmd::GROUP_DEL => qos_classifier::group_del(&mut nets, net, gid),
+        cmd::GROUP_DEL => qos_store::group_del(&mut nets, net, gid),
         cmd::GROUP_SET => {
             let weight = match (t.u16(attr::PORT), t.u16(attr::WEIGHT)) {
                 (Some(p), Some(w)) => Ok(Some((p, u32::from(w)))),
@@ -387,17 +392,17 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
                 )),
             };
             weight.and_then(|w| {
-                let change = qos_classifier::GroupChange {
+                let change = qos_store::GroupChange {
                     rate: t.u64(attr::RATE),
                     burst: t.u64(attr::BURST),
                     flags: t.u32(attr::GROUP_FLAGS),
                     weight: w,
                     lease_ms: t.u32(attr::LEASE_MS),
                 };
-                qos_classifier::group_set(&mut nets, net, gid, change)
+                qos_store::group_set(&mut nets, net, gid, change)
             })
         }
-        cmd::GROUP_PORT_ADD => qos_classifier::group_port_add(
+        cmd::GROUP_PORT_ADD => qos_store::group_port_add(
             &mut nets,
             net,
             gid,
@@ -405,11 +410,11 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
             t.u16(attr::WEIGHT).map(u32::from),
             t.u32(attr::GROUP_FLAGS).unwrap_or(0),
         ),
-        cmd::GROUP_PORT_DEL => qos_classifier::group_port_del(&mut nets, net, gid, port),
+        cmd::GROUP_PORT_DEL => qos_store::group_port_del(&mut nets, net, gid, port),
         _ => Err(reject(EOPNOTSUPP, c_str!("unknown command"), None)),
     };
     if r.is_ok() && matches!(c, cmd::RULE_NEW | cmd::COND_NEW | cmd::COND_SET) {
-        qos_classifier::sync_meters(&mut nets, net);
+        qos_store::sync_meters(&mut nets, net);
     }
     Ok(r?)
 }
@@ -440,9 +445,9 @@ fn replace<'a>(req: &Request<'a>, net: NetRef) -> Result<(), Failure<'a>> {
     }
     let check = req.attrs.u32(attr::REPLACE_FLAGS).unwrap_or(0) & replace_flags::CHECK != 0;
     let mut at = usize::MAX;
-    let st = qos_classifier::state(net).ok_or_else(|| Failure::from(no_state()))?;
+    let st = qos_store::state(net).ok_or_else(|| Failure::from(no_state()))?;
     let mut nets = st.lock();
-    qos_classifier::replace(&mut nets, net, set, check, &mut at).map_err(|rej| {
+    qos_store::replace(&mut nets, net, set, check, &mut at).map_err(|rej| {
         // Blame the attribute inside the rule at fault, else that rule.
         let at = nests()
             .nth(at)
@@ -720,11 +725,11 @@ unsafe extern "C" fn dump_rules(
     let (net, args, filter) = (d.net, d.args, d.filter);
     // SAFETY: `args` points to the callback's six `long`s, ours between calls.
     let (mut rule_i, mut cond_i) = unsafe { (*args as usize, *args.add(1) as usize) };
-    let Some(st) = qos_classifier::state(net) else {
+    let Some(st) = qos_store::state(net) else {
         return d.fail(ENODEV, c_str!("the network namespace is being dismantled"));
     };
     let nets = st.lock();
-    let rules = qos_classifier::rules(&nets, net);
+    let rules = qos_store::rules(&nets, net);
     if let Some(p) = filter {
         if !rules.iter().any(|r| r.port == p) {
             return d.fail(ENOENT, c_str!("no rule on this incoming port"));
@@ -923,14 +928,14 @@ unsafe extern "C" fn dump_meters(
     let Some(d) = (unsafe { Dump::new(cb) }) else {
         return EINVAL.to_errno();
     };
-    let Some(st) = qos_classifier::state(d.net) else {
+    let Some(st) = qos_store::state(d.net) else {
         return d.fail(ENODEV, c_str!("the network namespace is being dismantled"));
     };
     let nets = st.lock();
     d.each(
         skb,
         cmd::METER_GET,
-        qos_classifier::meters(&nets, d.net),
+        qos_store::meters(&nets, d.net),
         |m| m.port,
         d.filter.map(|p| (p, c_str!("this port is not metered"))),
         |m, meter| put_meter(m, meter),
@@ -992,14 +997,14 @@ unsafe extern "C" fn dump_groups(
                 .read_unaligned()
         })
     };
-    let Some(st) = qos_classifier::state(d.net) else {
+    let Some(st) = qos_store::state(d.net) else {
         return d.fail(ENODEV, c_str!("the network namespace is being dismantled"));
     };
     let nets = st.lock();
     d.each(
         skb,
         cmd::GROUP_GET,
-        qos_classifier::groups(&nets, d.net),
+        qos_store::groups(&nets, d.net),
         |g| g.id,
         filter.map(|id| (id, c_str!("no such socket group"))),
         |m, g| put_group(m, g),

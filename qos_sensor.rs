@@ -19,27 +19,31 @@
 //! under the socket's callback lock. See `Documentation/design.md`, "Sensors".
 //!
 //! This file holds all the unsafe code of the sensors.
+//!
+//! Layering: below the classifier, the actuators and the store; above the socket core,
+//! the timer and the C boundary. Groups are seen through the [`Governor`] trait that this
+//! file owns, and the meters' rescan walks the store's meters through a callback the
+//! store registers ([`Sensors::register`]).
 
 use crate::qos_ffi as shim;
 use crate::{
     abi::{hist, limits, meter_flags, meter_stat},
     ftp,
-    qos_actuators::{self, Group, Verdict},
     qos_sock::{MoveError, NetRef},
+    qos_work::{impl_has_timer, Timer, TimerItem},
 };
 use core::{
     ffi::{c_int, c_long, c_uint, c_void},
     ptr::NonNull,
 };
 use kernel::{
-    bindings,
+    bindings, c_str,
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Full, Relaxed},
         Arc, Mutex, SpinLock,
     },
     time::Delta,
-    types::Opaque,
 };
 
 /// A monotonically increasing event counter.
@@ -299,10 +303,108 @@ unsafe fn sk_wait<F: FnMut() -> u64>(
     }
 }
 
+/// The clock of the sensors' timestamps and the groups' quotas (monotonic, nanoseconds).
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: reads the monotonic clock; callable in any context.
+    unsafe { shim::oq_now_ns() }
+}
+
+/// What a [`Governor`] decided about a caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Go ahead; for output groups, with this many bytes of quota taken.
+    Go(u64),
+    /// Out of quota: look again in at most this many nanoseconds (or when woken).
+    Wait(u64),
+    /// Not governed (the group was deleted, or the port left it): use the protocol.
+    Free,
+}
+
+/// A socket group as the wrapped operations see it: the quota that a wrapped `accept`
+/// or `sendmsg` asks for before it lets a call through, and the timer that wakes the
+/// callers it holds back. A meter's port is in at most one accept and one output group
+/// ([`Meter::join`]).
+///
+/// The sensors own this trait and the actuators implement it (`qos_actuators::Group`), so
+/// the sensors import nothing above them, as the socket core sees the classifier only
+/// through `Forwarder`.
+pub(crate) trait Governor: Send + Sync {
+    /// Whether it governs output (else `accept()`).
+    fn is_output(&self) -> bool;
+    /// Whether its ports are FTP control ports (group flag `FTP`).
+    fn ftp(&self) -> bool;
+    /// Counts an FTP data listener that joined it.
+    fn ftp_joined(&self);
+    /// Takes the quota for one `accept()` on `meter`'s port.
+    fn accept_take(&self, meter: &Meter) -> Verdict;
+    /// The `accept()` that [`Governor::accept_take`] let through is done (`ok`: it
+    /// accepted a connection).
+    fn accept_done(&self, meter: &Meter, ok: bool);
+    /// How long an `accept()` on `meter`'s port must wait now, if at all.
+    fn accept_nap(&self, meter: &Meter) -> Option<u64>;
+    /// Takes up to `want` bytes of output quota.
+    fn send_take(&self, want: u64) -> Verdict;
+    /// A send of `took` bytes of quota wrote `sent`: the rest goes back.
+    fn send_done(&self, meter: &Meter, took: u64, sent: u64);
+    /// How long a send must wait now, if at all.
+    fn send_nap(&self) -> Option<u64>;
+    /// Counts a caller held back for `nap` nanoseconds and arms the timer that wakes it
+    /// (`poller`: it waits in `poll`, not asleep here).
+    fn hold(&self, nap: u64, poller: bool);
+    /// Arms the timer for a poller told "not ready" (not counted as held).
+    fn arm(&self, nap: u64, poller: bool);
+    /// A task starts (`true`) or stops sleeping on the quota (see [`Sleeper`]).
+    fn sleeping(&self, start: bool);
+}
+
+/// A task asleep on a governor's quota (counted in its `SLEEPING` statistic) until the
+/// guard goes.
+struct Sleeper<'a>(&'a dyn Governor);
+
+impl<'a> Sleeper<'a> {
+    fn new(g: &'a dyn Governor) -> Self {
+        g.sleeping(true);
+        Self(g)
+    }
+}
+
+impl Drop for Sleeper<'_> {
+    fn drop(&mut self) {
+        self.0.sleeping(false);
+    }
+}
+
+/// Governors in force in all namespaces: while there are none, the wrapped `sendmsg`,
+/// `poll` and `recvmsg` skip looking for one.
+static LIVE: Atomic<u64> = Atomic::new(0);
+
+/// Whether any governor is in force (a hint: one being created or deleted may be missed
+/// by a concurrent caller, which then sees it on its next call).
+fn any_governor() -> bool {
+    LIVE.load(Relaxed) != 0
+}
+
+/// A governor counted as in force for as long as this lives.
+pub(crate) struct InForce(());
+
+impl InForce {
+    /// Counts one more governor in force.
+    pub(crate) fn new() -> Self {
+        LIVE.add(1, Relaxed);
+        Self(())
+    }
+}
+
+impl Drop for InForce {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Relaxed);
+    }
+}
+
 /// What a wrapper found on a socket: its record and the group governing the call.
 struct Governed {
     rec: Arc<Tracked>,
-    group: Option<Arc<Group>>,
+    group: Option<Arc<dyn Governor>>,
 }
 
 /// The record of `sock` and its group of kind `output` (accept groups do not govern
@@ -330,7 +432,7 @@ unsafe fn governed(sock: *mut bindings::socket, v6: bool, output: bool) -> Optio
 ///
 /// As for `proto_ops::accept`; `f` is the protocol's.
 unsafe fn governed_accept(
-    g: &Group,
+    g: &dyn Governor,
     rec: &Tracked,
     f: unsafe extern "C" fn(
         *mut bindings::socket,
@@ -383,7 +485,7 @@ unsafe fn governed_accept(
             }
         }
         // Sleep until a connection is there and the quota allows it.
-        let _s = g.sleeper();
+        let _s = Sleeper::new(g);
         let ready = || {
             // SAFETY: `sk` is valid during the call.
             if unsafe { shim::oq_accept_queue_empty(sk.as_ptr()) } {
@@ -428,7 +530,7 @@ unsafe extern "C" fn accept<const V6: bool>(
         .and_then(|g| g.group.as_ref().map(|grp| (grp, &g.rec)))
     {
         // SAFETY: our caller's guarantees are those of the protocol's `accept`.
-        Some((grp, rec)) => unsafe { governed_accept(grp, rec, f, sock, newsock, arg) },
+        Some((grp, rec)) => unsafe { governed_accept(&**grp, rec, f, sock, newsock, arg) },
         // SAFETY: as above.
         None => unsafe { f(sock, newsock, arg) },
     };
@@ -535,7 +637,7 @@ unsafe extern "C" fn setsockopt<const V6: bool>(
 ///
 /// As for `proto_ops::sendmsg`; `f` is the protocol's.
 unsafe fn governed_send(
-    g: &Group,
+    g: &dyn Governor,
     rec: &Tracked,
     f: unsafe extern "C" fn(*mut bindings::socket, *mut bindings::msghdr, usize) -> c_int,
     sock: *mut bindings::socket,
@@ -594,7 +696,7 @@ unsafe fn governed_send(
                 }
                 g.hold(nap, false);
                 rec.throttled.store(true, Relaxed);
-                let _s = g.sleeper();
+                let _s = Sleeper::new(g);
                 // SAFETY: `rec.sk` is the socket of this call.
                 let err = unsafe {
                     sk_wait(rec.sk, &mut timeo, || {
@@ -651,7 +753,7 @@ unsafe extern "C" fn sendmsg<const V6: bool>(
     let Some(f) = (unsafe { (*orig(V6)).sendmsg }) else {
         return EOPNOTSUPP.to_errno();
     };
-    if !qos_actuators::any() {
+    if !any_governor() {
         // No group anywhere: nothing governs the send nor watches FTP replies, so only
         // the bytes are counted (without taking a reference on the record).
         // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`.
@@ -678,7 +780,7 @@ unsafe extern "C" fn sendmsg<const V6: bool>(
     match &gov.group {
         // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`. It
         // counts the bytes it sends.
-        Some(g) if len > 0 => unsafe { governed_send(g, rec, f, sock, msg) },
+        Some(g) if len > 0 => unsafe { governed_send(&**g, rec, f, sock, msg) },
         _ => {
             // SAFETY: as above.
             let n = unsafe { f(sock, msg, len) };
@@ -708,7 +810,7 @@ unsafe extern "C" fn poll<const V6: bool>(
     };
     // SAFETY: our caller's guarantees are those of the protocol's `poll`.
     let mut mask = unsafe { f(file, sock, wait) };
-    if !qos_actuators::any() {
+    if !any_governor() {
         return mask;
     }
     // SAFETY: `sock` is valid for the call.
@@ -757,7 +859,7 @@ unsafe extern "C" fn recvmsg<const V6: bool>(
     // Where the data will go, kept to read the start of it back: an FTP client's
     // command (no group anywhere: nothing watches FTP).
     // SAFETY: `msg` is valid for the call; the iterator is plain data, copied.
-    let before = (read && qos_actuators::any())
+    let before = (read && any_governor())
         .then(|| unsafe { core::ptr::read(core::ptr::addr_of!((*msg).msg_iter)) });
     // SAFETY: our caller's guarantees are those of the protocol's `recvmsg`.
     let n = unsafe { f(sock, msg, len, flags) };
@@ -855,7 +957,7 @@ pub(crate) struct Tracked {
     /// A connection of an FTP control port whose client sent `PASV` or `EPSV`: the
     /// server's next write is its reply, and is parsed.
     ftp_armed: Atomic<bool>,
-    /// When the record was made ([`qos_actuators::now_ns`]): an FTP data listener leaves
+    /// When the record was made ([`now_ns`]): an FTP data listener leaves
     /// its groups once it is older than the data timeout.
     since_ns: u64,
     /// Position in the meter's list; changed under the meter's lock.
@@ -894,7 +996,7 @@ impl Tracked {
                 data,
                 throttled: Atomic::new(false),
                 ftp_armed: Atomic::new(false),
-                since_ns: qos_actuators::now_ns(),
+                since_ns: now_ns(),
                 slot: Atomic::new(usize::MAX),
                 rx: Sum::new(),
                 tx: Sum::new(),
@@ -1023,7 +1125,7 @@ pub(crate) struct Meter {
     inner: Mutex<MeterInner>,
     /// The socket groups of the port: governing accept, and governing output.
     #[pin]
-    groups: SpinLock<[Option<Arc<Group>>; 2]>,
+    groups: SpinLock<[Option<Arc<dyn Governor>>; 2]>,
     /// Bit `1 << slot` of `groups`: the port was attached to that group as an FTP control
     /// port. Written under the lock of `groups`.
     ftp_ports: Atomic<u32>,
@@ -1083,19 +1185,19 @@ impl Meter {
     }
 
     /// The group governing the port's output (`output`) or its `accept()`.
-    pub(crate) fn group(&self, output: bool) -> Option<Arc<Group>> {
+    pub(crate) fn group(&self, output: bool) -> Option<Arc<dyn Governor>> {
         self.groups.lock()[usize::from(output)].clone()
     }
 
     /// Puts the port in `g` (its kind decides the slot), as an FTP control port if `ftp`;
     /// fails if the slot is taken.
-    pub(crate) fn join(&self, g: &Arc<Group>, ftp: bool) -> bool {
+    pub(crate) fn join(&self, g: Arc<dyn Governor>, ftp: bool) -> bool {
         let mut slots = self.groups.lock();
         let i = usize::from(g.is_output());
         if slots[i].is_some() {
             return false;
         }
-        slots[i] = Some(g.clone());
+        slots[i] = Some(g);
         let bit = 1u32 << i;
         let mask = self.ftp_ports.load(Relaxed) & !bit;
         self.ftp_ports
@@ -1106,10 +1208,13 @@ impl Meter {
     }
 
     /// Takes the port out of `g`.
-    pub(crate) fn leave(&self, g: &Group) {
+    pub(crate) fn leave(&self, g: &dyn Governor) {
         let mut slots = self.groups.lock();
         let i = usize::from(g.is_output());
-        if slots[i].as_deref().is_some_and(|s| core::ptr::eq(s, g)) {
+        if slots[i]
+            .as_deref()
+            .is_some_and(|s| core::ptr::addr_eq(s, g))
+        {
             slots[i] = None;
             self.ftp_ports
                 .store(self.ftp_ports.load(Relaxed) & !(1u32 << i), Relaxed);
@@ -1123,10 +1228,10 @@ impl Meter {
 
     /// Whether `g` still governs the port (a port detached from a group meanwhile is
     /// free at once, even for a caller that found it grouped and sleeps on its quota).
-    fn governed_by(&self, g: &Group) -> bool {
+    fn governed_by(&self, g: &dyn Governor) -> bool {
         self.groups.lock()[usize::from(g.is_output())]
             .as_deref()
-            .is_some_and(|s| core::ptr::eq(s, g))
+            .is_some_and(|s| core::ptr::addr_eq(s, g))
     }
 
     /// Whether the port is in a group.
@@ -1215,7 +1320,7 @@ impl Meter {
             ms => ms,
         };
         let limit = u64::from(ms) * 1_000_000;
-        let now = qos_actuators::now_ns();
+        let now = now_ns();
         let mut old = KVec::new();
         {
             let inner = self.inner.lock();
@@ -1416,15 +1521,50 @@ impl Meter {
 /// Flags of a meter created for a rule's outgoing port.
 pub(crate) const AUTO: u32 = meter_flags::AUTO;
 
-/// The work item that wraps listeners that appeared after their port's meter.
-struct RescanWork(Opaque<bindings::delayed_work>);
+/// The rescan: wraps the listeners that appeared on metered ports after their meter.
+///
+/// The meters belong to the per-namespace store, above the sensors; the store registers
+/// how to walk them ([`Sensors::register`]) and the sensors only run that walk from their
+/// timer.
+///
+/// # Invariants
+///
+/// `walk` is written once, by [`Sensors::register`] before `timer` is initialized, and
+/// only read after (by the timer's runs, which `EVER_REGISTERED` allows to be queued).
+struct Rescan {
+    timer: Timer<Rescan>,
+    walk: core::cell::UnsafeCell<fn() -> bool>,
+    last_kick: Atomic<u64>,
+}
 
-// SAFETY: the work item is initialized once at registration and then only used through
-// the workqueue API, which does its own locking.
-unsafe impl Sync for RescanWork {}
+// SAFETY: `walk` is written once before any other access (type invariant); the rest is
+// the timer and an atomic.
+unsafe impl Sync for Rescan {}
 
-static RESCAN: RescanWork = RescanWork(Opaque::uninit());
-static LAST_KICK: Atomic<u64> = Atomic::new(0);
+impl_has_timer!(impl HasTimer for Rescan { self.timer });
+
+impl TimerItem for Rescan {
+    type Ref = &'static Rescan;
+
+    fn run(this: &'static Rescan) {
+        // SAFETY: written before the timer could be queued (type invariant).
+        let walk = unsafe { *this.walk.get() };
+        if walk() {
+            schedule_rescan();
+        }
+    }
+}
+
+/// A walk that finds no meter (before registration).
+fn no_meters() -> bool {
+    false
+}
+
+static RESCAN: Rescan = Rescan {
+    timer: Timer::uninit(),
+    walk: core::cell::UnsafeCell::new(no_meters),
+    last_kick: Atomic::new(0),
+};
 
 /// Asks for a rescan of every meter soon (at most ten times a second). Called by the
 /// classifier, in any context, when it moves a connection to a listener that is not
@@ -1435,17 +1575,18 @@ pub(crate) fn kick_rescan() {
     }
     // SAFETY: plain reads of kernel globals.
     let (now, hz) = unsafe { (shim::oq_jiffies() as u64, shim::oq_hz() as u64) };
-    let last = LAST_KICK.load(Relaxed);
+    let last = RESCAN.last_kick.load(Relaxed);
     if now.wrapping_sub(last) < hz / 10 {
         return;
     }
-    if LAST_KICK.cmpxchg(last, now, Relaxed).is_ok() {
-        // SAFETY: initialized by `Sensors::register` (`EVER_REGISTERED`), cancelled by its
-        // `drop` after the classifier is gone.
-        unsafe { shim::oq_work_now(RESCAN.0.get()) };
+    if RESCAN.last_kick.cmpxchg(last, now, Relaxed).is_ok() {
+        // Initialized by `Sensors::register` (`EVER_REGISTERED`), cancelled by its
+        // `unregister` after the store is gone.
+        Timer::<Rescan>::now(&RESCAN);
     }
 }
 
+/// The sensors are registered: [`RESCAN`] is initialized and may be queued.
 static EVER_REGISTERED: Atomic<bool> = Atomic::new(false);
 
 /// How often meters look for new listeners of their port on their own.
@@ -1454,17 +1595,8 @@ const RESCAN_MS: u32 = 1000;
 /// Makes sure the periodic rescan runs (a meter exists).
 pub(crate) fn schedule_rescan() {
     if EVER_REGISTERED.load(Relaxed) {
-        // SAFETY: initialized by `Sensors::register`, cancelled by its `unregister`.
-        unsafe { shim::oq_work_at(RESCAN.0.get(), RESCAN_MS) };
-    }
-}
-
-/// # Safety
-///
-/// Called by the workqueue for [`RESCAN`].
-unsafe extern "C" fn rescan_fn(_work: *mut bindings::work_struct) {
-    if crate::qos_classifier::rescan_meters() {
-        schedule_rescan();
+        // Initialized by `Sensors::register`, cancelled by its `unregister`.
+        Timer::<Rescan>::at(&RESCAN, RESCAN_MS);
     }
 }
 
@@ -1522,11 +1654,14 @@ fn wait_inflight(graveyard: &[Arc<Tracked>]) {
 /// # Invariants
 ///
 /// While it exists, [`OPS`] holds two valid tables and [`RESCAN`] is initialized.
+/// Made once per module load.
 pub(crate) struct Sensors;
 
 impl Sensors {
-    /// Builds the wrapped operation tables.
-    pub(crate) fn register() -> Result<Self> {
+    /// Builds the wrapped operation tables; `walk` rescans every meter and returns
+    /// whether any exists (the store's, registered here so that the sensors need not
+    /// import it).
+    pub(crate) fn register(walk: fn() -> bool) -> Result<Self> {
         for v6 in [false, true] {
             // SAFETY: `orig` is a valid protocol table; the copy is new memory.
             let t = unsafe { shim::oq_ops_alloc(orig(v6)) };
@@ -1545,8 +1680,16 @@ impl Sensors {
             }
             OPS[usize::from(v6)].store(t as usize, Relaxed);
         }
-        // SAFETY: the work item is not in use yet.
-        unsafe { shim::oq_init_rescan_work(RESCAN.0.get(), rescan_fn) };
+        // SAFETY: called once, in the module's `init`, before anything can queue the
+        // rescan (`EVER_REGISTERED` is still false) or read `walk`.
+        unsafe {
+            *RESCAN.walk.get() = walk;
+            RESCAN.timer.init(
+                c_str!("openqos rescan"),
+                kernel::static_lock_class!(),
+                kernel::static_lock_class!(),
+            );
+        }
         EVER_REGISTERED.store(true, Relaxed);
         // SAFETY: a plain query of the kernel's configuration.
         let tasks_rcu = unsafe { shim::oq_tasks_rcu_available() };
@@ -1571,8 +1714,8 @@ impl Sensors {
     pub(crate) fn unregister(self, graveyard: KVec<Arc<Tracked>>) {
         // No new rescans (the classifier, which kicks them, is gone).
         EVER_REGISTERED.store(false, Relaxed);
-        // SAFETY: initialized in `register` (type invariant).
-        unsafe { bindings::cancel_delayed_work_sync(RESCAN.0.get()) };
+        // Initialized in `register` (type invariant); nothing queues it any more.
+        RESCAN.timer.cancel_sync();
         // Every socket got the protocol's operations back, but a task may still hold a
         // table's address (do_accept, __sock_release), and sockets accepted through it
         // keep it: from now on a function loaded from the tables is the protocol's.

@@ -609,21 +609,6 @@ struct sock *oq_socket_sk(struct socket *sock)
  * and reported a circular dependency that cannot happen: no listener or group work item
  * takes a namespace's mutex.
  */
-void oq_init_listener_work(struct delayed_work *dw, void (*fn)(struct work_struct *))
-{
-	INIT_DELAYED_WORK(dw, fn);
-}
-
-void oq_init_group_work(struct delayed_work *dw, void (*fn)(struct work_struct *))
-{
-	INIT_DELAYED_WORK(dw, fn);
-}
-
-void oq_init_rescan_work(struct delayed_work *dw, void (*fn)(struct work_struct *))
-{
-	INIT_DELAYED_WORK(dw, fn);
-}
-
 /*
  * How many module listeners' hooks are running nested on this CPU. A hook moves a
  * connection into the next listener's queue and calls that listener's sk_data_ready,
@@ -654,10 +639,17 @@ void oq_nest_exit(void)
 	local_bh_enable();
 }
 
+/*
+ * The queueing helpers of qos_work.rs's Timer. Each returns true when it took an idle
+ * @dw to pending, that is when the caller's reference now belongs to the queued run,
+ * and false when @dw was pending already (the caller keeps its reference). The pending
+ * bit is what counts: it is set from queueing until the work function starts.
+ */
+
 /* Runs @dw as soon as possible, overriding a later deadline. */
-void oq_work_now(struct delayed_work *dw)
+bool oq_work_now(struct delayed_work *dw)
 {
-	mod_delayed_work(system_percpu_wq, dw, 0);
+	return !mod_delayed_work(system_percpu_wq, dw, 0);
 }
 
 /*
@@ -665,25 +657,26 @@ void oq_work_now(struct delayed_work *dw)
  * timer for a later deadline is brought forward (queue_delayed_work alone would keep
  * it, and a head with a shorter timeout than the one queued would wait for the later).
  */
-void oq_work_at(struct delayed_work *dw, u32 ms)
+bool oq_work_at(struct delayed_work *dw, u32 ms)
 {
 	unsigned long delay = msecs_to_jiffies(ms) + 1;
 	unsigned long when = jiffies + delay;
 
 	if (queue_delayed_work(system_percpu_wq, dw, delay))
-		return;
+		return true;
 	/*
-	 * Already queued (or running). The unlocked look at the timer can race with it
-	 * firing; then mod_delayed_work queues one more run, which is harmless.
+	 * Already pending. The unlocked look at the timer can race with it firing; then
+	 * mod_delayed_work queues one more run (and says so), which is harmless.
 	 */
 	if (timer_pending(&dw->timer) && time_after(READ_ONCE(dw->timer.expires), when))
-		mod_delayed_work(system_percpu_wq, dw, delay);
+		return !mod_delayed_work(system_percpu_wq, dw, delay);
+	return false;
 }
 
 /* Runs @dw in @ms milliseconds, moving it if it is already queued. */
-void oq_work_in(struct delayed_work *dw, u32 ms)
+bool oq_work_in(struct delayed_work *dw, u32 ms)
 {
-	mod_delayed_work(system_percpu_wq, dw, msecs_to_jiffies(ms) + 1);
+	return !mod_delayed_work(system_percpu_wq, dw, msecs_to_jiffies(ms) + 1);
 }
 
 void oq_sock_no_linger(struct socket *sock)

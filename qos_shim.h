@@ -85,14 +85,11 @@ int oq_listen_sock_create(struct net *net, int family, u16 port, bool v6only,
 struct sock *oq_socket_sk(struct socket *sock);
 struct work_struct;
 struct delayed_work;
-void oq_init_listener_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
-void oq_init_group_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
-void oq_init_rescan_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
-void oq_work_now(struct delayed_work *dw);
+bool oq_work_now(struct delayed_work *dw);
 bool oq_nest_enter(unsigned int max);
 void oq_nest_exit(void);
-void oq_work_at(struct delayed_work *dw, u32 ms);
-void oq_work_in(struct delayed_work *dw, u32 ms);
+bool oq_work_at(struct delayed_work *dw, u32 ms);
+bool oq_work_in(struct delayed_work *dw, u32 ms);
 struct nlattr *oq_nla_nest_start(struct sk_buff *skb, int type);
 void oq_nla_nest_end(struct sk_buff *skb, struct nlattr *start);
 

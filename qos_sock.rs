@@ -1,14 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Module-owned listening sockets with the forwarding hook: the audited unsafe core.
+//! Module-owned listening sockets with the forwarding hook: the audited unsafe core of
+//! the classification path.
 //!
-//! Everything that touches `struct sock`, the accept queue or the socket callbacks is in
-//! this file (and, for static inlines and macros, in `qos_shim.c`). The rest of the module
-//! is safe Rust built on [`ModuleListener`]. See `Documentation/design.md` for the
-//! reasoning in prose; the `// SAFETY:` comments below point at it.
+//! Everything of the module listeners that touches `struct sock`, the accept queue or the
+//! socket callbacks is in this file (and, for static inlines and macros, in
+//! `qos_shim.c`); the classifier built on [`ModuleListener`] is safe Rust. The other
+//! unsafe code of the module is the sensors' wrapped `proto_ops` (`qos_sensor.rs`), the
+//! timer (`qos_work.rs`) and the registrations (`openqos_main.rs`, `qos_netlink.rs`). See
+//! `Documentation/design.md` for the reasoning in prose; the `// SAFETY:` comments below
+//! point at it.
+//!
+//! Layering: the bottom of the module, above only the C boundary and the timer. It sees
+//! the classifier through [`Forwarder`], which it owns, and tells its callers what they
+//! need through return values ([`Target::bare`]); it never calls up.
 
 use crate::qos_ffi as shim;
 pub(crate) use crate::qos_ffi::Peer;
+use crate::qos_work::{impl_has_timer, new_timer, CancelsBeforeDrop, Pinned, Timer, TimerItem};
 use core::{cell::Cell, ffi::c_void, marker::PhantomData, ptr::NonNull};
 use kernel::{
     bindings,
@@ -18,7 +27,6 @@ use kernel::{
         atomic::{Atomic, Full, Relaxed},
         rcu,
     },
-    types::Opaque,
 };
 
 /// Prototypes of `qos_shim.c` (see `qos_shim.h`).
@@ -460,7 +468,7 @@ impl NetRef {
 #[pin_data(PinnedDrop)]
 pub(crate) struct ModuleListener<T: Forwarder> {
     #[pin]
-    work: Opaque<bindings::delayed_work>,
+    work: Timer<Self>,
     sock: ListenSock,
     pending: Atomic<bool>,
     draining: Atomic<bool>,
@@ -580,25 +588,21 @@ impl LockedChild<'_> {
     }
 }
 
-// `work_fn` finds the listener from the `work_struct` it is given, which is the start of
-// the listener's `delayed_work`.
-const _: () = assert!(core::mem::offset_of!(bindings::delayed_work, work) == 0);
+impl_has_timer!(impl{T: Forwarder} HasTimer for ModuleListener<T> { self.work });
 
-/// The work item: drains the queue in process context.
-///
-/// # Safety
-///
-/// `work` is the `work` member of the `work` field of a live `ModuleListener<T>` (queued
-/// only by `defer_*()`; `drop` cancels it before freeing the listener).
-unsafe extern "C" fn work_fn<T: Forwarder>(work: *mut bindings::work_struct) {
-    // `struct delayed_work` starts with its `work_struct`: checked at build time below.
-    let off = core::mem::offset_of!(ModuleListener<T>, work);
-    // SAFETY: `work` is at offset 0 of the `delayed_work` embedded in a
-    // `ModuleListener<T>` at offset `off` (see above); `Opaque` has the layout of its
-    // contents.
-    let this = unsafe { &*work.cast::<u8>().sub(off).cast::<ModuleListener<T>>() };
-    this.kick(true);
+impl<T: Forwarder> TimerItem for ModuleListener<T> {
+    type Ref = Pinned<Self>;
+
+    /// Drains the queue in process context.
+    fn run(this: Pinned<Self>) {
+        this.kick(true);
+    }
 }
+
+// SAFETY: a listener lives in a `Pin<KBox<_>>` (`new`); its `drop` cancels the timer last,
+// when the hooks that queue it are gone and the run, which only re-queues from inside
+// `kick`, cannot (see `drop`); `run` keeps nothing.
+unsafe impl<T: Forwarder> CancelsBeforeDrop for ModuleListener<T> {}
 
 impl<T: Forwarder> ModuleListener<T> {
     /// Creates a listener on `port` of `net`, hooked, listening, forwarding with `fwd`.
@@ -606,11 +610,7 @@ impl<T: Forwarder> ModuleListener<T> {
         let sock = ListenSock::create(net, family, port)?;
         let this = KBox::pin_init(
             pin_init!(Self {
-                work <- Opaque::ffi_init(|slot: *mut bindings::delayed_work| {
-                    // SAFETY: `slot` is valid for writes; `INIT_DELAYED_WORK` initializes it
-                    // fully.
-                    unsafe { shim::oq_init_listener_work(slot, work_fn::<T>) }
-                }),
+                work <- new_timer!(),
                 sock,
                 pending: Atomic::new(false),
                 draining: Atomic::new(false),
@@ -750,14 +750,12 @@ impl<T: Forwarder> ModuleListener<T> {
 
     /// Hands the rest of the queue to process context, now.
     fn defer_now(&self) {
-        // SAFETY: `work` was initialized by `new`; `drop` cancels it before `self` goes.
-        unsafe { shim::oq_work_now(self.work.get()) };
+        Timer::<Self>::now(Pinned::new(self));
     }
 
     /// Has the queue looked at again in `ms` milliseconds (or sooner, if already asked).
     fn defer_at(&self, ms: u32) {
-        // SAFETY: as in `defer_now`.
-        unsafe { shim::oq_work_at(self.work.get(), ms) };
+        Timer::<Self>::at(Pinned::new(self), ms);
     }
 
     /// Returns the queue head and its addresses. With `release`, the inherited hook is
@@ -928,10 +926,9 @@ impl<T: Forwarder> PinnedDrop for ModuleListener<T> {
         // Hook invocations (listener's and children's) already running finish within a
         // grace period.
         rcu::synchronize_rcu();
-        // SAFETY: the work item was initialized in `new`; after this it is neither queued
-        // nor running. Nothing can queue it again: the hooks are gone, and the work only
-        // re-queues itself from inside `kick`, which `cancel_delayed_work_sync` waits for
-        // and then prevents.
-        unsafe { bindings::cancel_delayed_work_sync(self.work.get()) };
+        // After this the timer is neither queued nor running. Nothing can queue it again:
+        // the hooks are gone, and the run only re-queues itself from inside `kick`, which
+        // the cancel waits for and then prevents.
+        self.work.cancel_sync();
     }
 }

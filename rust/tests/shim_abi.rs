@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 
 fn read(rel: &str) -> String {
-    let path = format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"));
+    // The directory cargo runs the test for, not the one it was compiled in: a build
+    // cached outside the tree (scripts/lib.sh, ocargo) may come from another clone.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    let path = format!("{dir}/../{rel}");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 

@@ -10,10 +10,10 @@ use serde_yaml::Value;
 use std::collections::BTreeSet;
 
 fn spec() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../Documentation/netlink/openqos.yaml"
-    );
+    // The directory cargo runs the test for, not the one it was compiled in: a build
+    // cached outside the tree (scripts/lib.sh, ocargo) may come from another clone.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    let path = format!("{dir}/../Documentation/netlink/openqos.yaml");
     let text = std::fs::read_to_string(path).expect("read the YNL spec");
     serde_yaml::from_str(&text).expect("parse the YNL spec")
 }
