@@ -34,6 +34,7 @@ use crate::{
 };
 use core::{
     ffi::{c_int, c_long, c_uint, c_void},
+    marker::PhantomData,
     ptr::NonNull,
 };
 use kernel::{
@@ -227,79 +228,247 @@ unsafe fn sk_of(sock: *mut bindings::socket) -> Option<NonNull<bindings::sock>> 
     NonNull::new(unsafe { (*sock).sk })
 }
 
-/// Runs `f` on the record of `sock`, if it has one and still has the wrapped operations
-/// of family `v6`, with the callback lock held (so the record cannot go meanwhile).
+/// A socket in a call of the socket layer on it: the `sock` that a wrapped `proto_ops`
+/// function was given, borrowed for that call. Each wrapper makes one at entry from the
+/// raw pointer, and what it does with the socket from then on is safe code on this type.
 ///
-/// # Safety
+/// # Invariants
 ///
-/// `sock` must be a valid socket.
-unsafe fn with_record<R>(
-    sock: *mut bindings::socket,
-    v6: bool,
-    f: impl FnOnce(&Tracked) -> R,
-) -> Option<R> {
-    // SAFETY: `sock` is valid (caller).
-    let sk = unsafe { sk_of(sock) }?;
-    // SAFETY: `sk` is valid as long as `sock` is.
-    let _g = unsafe { CallbackRead::new(sk) };
-    // SAFETY: `sock` is valid and its callback lock is held.
-    let rec = unsafe { shim::oq_sock_record(sock, ours(v6)) };
-    // SAFETY: a socket with our operations has a `Tracked` as user data, installed by
-    // `Tracked::wrap` (from `Arc::into_raw`) together with the operations and removed
-    // only with them under the callback lock we hold (see `oq_sock_record`).
-    NonNull::new(rec.cast::<Tracked>()).map(|r| f(unsafe { r.as_ref() }))
-}
-
-/// A reference to the record of `sock`, if it has one and still has the wrapped
-/// operations of family `v6`.
-///
-/// # Safety
-///
-/// `sock` must be a valid socket.
-unsafe fn record(sock: *mut bindings::socket, v6: bool) -> Option<Arc<Tracked>> {
-    // SAFETY: `sock` is valid (caller). The record is alive while it is the user data
-    // (we hold the callback lock inside `with_record`), and it came from
-    // `Arc::into_raw`, so a new reference can be made from it.
-    unsafe {
-        with_record(sock, v6, |r| {
-            Arc::from(kernel::sync::ArcBorrow::from_raw(core::ptr::from_ref(r)))
-        })
-    }
-}
-
-/// Sleeps on `sk` until `ready` returns 0 (it returns how many nanoseconds to sleep at
-/// most before it is asked again, `u64::MAX` for "until woken"), a signal, or `timeo`
-/// runs out. Returns 0, `-EAGAIN` or the signal's errno.
-///
-/// # Safety
-///
-/// `sk` must be the sock of a socket in a system call of the current task.
-unsafe fn sk_wait<F: FnMut() -> u64>(
+/// `sock` is a valid socket whose sock is `sk`, in a call of the current task on the
+/// wrapped operations of family `v6`, for all of `'a`.
+#[derive(Clone, Copy)]
+struct Sock<'a> {
+    sock: NonNull<bindings::socket>,
     sk: NonNull<bindings::sock>,
-    timeo: &mut c_long,
-    mut ready: F,
-) -> c_int {
+    v6: bool,
+    _call: PhantomData<&'a bindings::socket>,
+}
+
+impl<'a> Sock<'a> {
+    /// The socket of a wrapper's call; `None` if it has no sock.
+    ///
     /// # Safety
     ///
-    /// `ctx` must point to an `F`, alive and not otherwise used for the call.
-    unsafe extern "C" fn tramp<F: FnMut() -> u64>(ctx: *mut c_void) -> c_long {
-        // SAFETY: `ctx` is the `F` passed to `oq_sk_wait` below, alive for its call.
-        let f = unsafe { &mut *ctx.cast::<F>() };
-        match f() {
-            0 => 0,
-            u64::MAX => c_long::MAX,
-            // SAFETY: a pure conversion.
-            ns => unsafe { shim::oq_ns_to_jiffies(ns) },
+    /// `sock` is the valid socket of a call of the current task on the wrapped operations
+    /// of family `v6`, lasting at least `'a`.
+    unsafe fn new(sock: *mut bindings::socket, v6: bool) -> Option<Self> {
+        let sock = NonNull::new(sock)?;
+        // SAFETY: `sock` is valid (caller).
+        let sk = unsafe { sk_of(sock.as_ptr()) }?;
+        // INVARIANT: the caller's guarantees; `sk` is `sock`'s sock.
+        Some(Self {
+            sock,
+            sk,
+            v6,
+            _call: PhantomData,
+        })
+    }
+
+    /// Runs `f` on the socket's record, if it has one and still has the wrapped
+    /// operations, with the callback lock held (so the record cannot go meanwhile).
+    fn with_record<R>(&self, f: impl FnOnce(&Tracked) -> R) -> Option<R> {
+        // SAFETY: `sk` is valid for the call (type invariant).
+        let _g = unsafe { CallbackRead::new(self.sk) };
+        // SAFETY: `sock` is valid and its callback lock is held.
+        let rec = unsafe { shim::oq_sock_record(self.sock.as_ptr(), ours(self.v6)) };
+        // SAFETY: a socket with our operations has a `Tracked` as user data, installed by
+        // `Tracked::wrap` (from `Arc::into_raw`) together with the operations and removed
+        // only with them under the callback lock we hold (see `oq_sock_record`).
+        NonNull::new(rec.cast::<Tracked>()).map(|r| f(unsafe { r.as_ref() }))
+    }
+
+    /// A reference to the socket's record, if it has one and still has the wrapped
+    /// operations.
+    fn record(&self) -> Option<Arc<Tracked>> {
+        self.with_record(|r| {
+            // SAFETY: the record is alive while it is the user data (the callback lock is
+            // held inside `with_record`), and it came from `Arc::into_raw`, so a new
+            // reference can be made from it.
+            Arc::from(unsafe { kernel::sync::ArcBorrow::from_raw(core::ptr::from_ref(r)) })
+        })
+    }
+
+    /// The record and the group of kind `output` governing the call (accept groups do
+    /// not govern FTP data listeners).
+    fn governed(&self, output: bool) -> Option<Governed> {
+        let rec = self.record()?;
+        let group = if output || !rec.data {
+            rec.meter.group(output)
+        } else {
+            None
+        };
+        Some(Governed { rec, group })
+    }
+
+    /// How long a call may block: the socket's send (`send`) or receive timeout, 0 for
+    /// a non-blocking one.
+    fn timeo(&self, send: bool, nonblock: bool) -> c_long {
+        // SAFETY: `sk` is valid for the call (type invariant).
+        unsafe { shim::oq_sock_timeo(self.sk.as_ptr(), send, nonblock) }
+    }
+
+    /// Whether the accept queue of the (listening) socket is empty.
+    fn accept_queue_empty(&self) -> bool {
+        // SAFETY: `sk` is valid for the call (type invariant).
+        unsafe { shim::oq_accept_queue_empty(self.sk.as_ptr()) }
+    }
+
+    /// The socket's network namespace.
+    fn net(&self) -> Option<NetRef> {
+        // SAFETY: `sk` is valid for the call (type invariant), and its namespace lives at
+        // least as long as it.
+        unsafe { NetRef::new(shim::oq_sk_net(self.sk.as_ptr())) }
+    }
+
+    /// Sleeps on the socket until `ready` returns 0 (it returns how many nanoseconds to
+    /// sleep at most before it is asked again, `u64::MAX` for "until woken"), a signal,
+    /// or `timeo` runs out. Returns 0, `-EAGAIN` or the signal's errno.
+    fn wait<F: FnMut() -> u64>(&self, timeo: &mut c_long, mut ready: F) -> c_int {
+        /// # Safety
+        ///
+        /// `ctx` must point to an `F`, alive and not otherwise used for the call.
+        unsafe extern "C" fn tramp<F: FnMut() -> u64>(ctx: *mut c_void) -> c_long {
+            // SAFETY: `ctx` is the `F` passed to `oq_sk_wait` below, alive for its call.
+            let f = unsafe { &mut *ctx.cast::<F>() };
+            match f() {
+                0 => 0,
+                u64::MAX => c_long::MAX,
+                // SAFETY: a pure conversion.
+                ns => unsafe { shim::oq_ns_to_jiffies(ns) },
+            }
+        }
+        // SAFETY: `sk` is the sock of a socket in a call of the current task (type
+        // invariant), with a wait queue; `ready` outlives the call.
+        unsafe {
+            shim::oq_sk_wait(
+                self.sk.as_ptr(),
+                timeo,
+                tramp::<F>,
+                core::ptr::from_mut(&mut ready).cast(),
+            )
         }
     }
-    // SAFETY: `sk` is valid and has a wait queue (caller); `ready` outlives the call.
-    unsafe {
-        shim::oq_sk_wait(
-            sk.as_ptr(),
-            timeo,
-            tramp::<F>,
-            core::ptr::from_mut(&mut ready).cast(),
-        )
+
+    /// Takes the record off the socket, if it still has one and our operations; with
+    /// `restore`, the socket gets the protocol's operations back. The connection's bytes
+    /// join its meter's totals. Whoever takes the record off (this, or the meter's
+    /// shutdown: the exchange happens under the socket's callback lock) releases it, so
+    /// it is released exactly once.
+    fn detach(&self, restore: bool) {
+        let Some(rec) = self.with_record(core::ptr::from_ref) else {
+            return;
+        };
+        let to = if restore {
+            orig(self.v6)
+        } else {
+            core::ptr::null()
+        };
+        // SAFETY: `sk` is valid (type invariant); `rec` is only compared, under the lock,
+        // with the user data; if it still is, we now own the reference it held.
+        if unsafe { shim::oq_sock_unwrap(self.sk.as_ptr(), rec.cast(), ours(self.v6), to) } {
+            // SAFETY: the user data held a reference from `Arc::into_raw`.
+            let rec = unsafe { Arc::from_raw(rec) };
+            rec.meter.forget(&rec);
+            if restore && rec.listener {
+                // Tasks blocked in our `accept` on it restart on the protocol's: nobody
+                // would kick them at unload, the socket being no longer ours.
+                rec.kick();
+            }
+        }
+    }
+}
+
+/// The protocol's `accept`.
+type AcceptFn = unsafe extern "C" fn(
+    *mut bindings::socket,
+    *mut bindings::socket,
+    *mut bindings::proto_accept_arg,
+) -> c_int;
+
+/// A call of `proto_ops::accept`: the listener, the new socket and the arguments, and the
+/// protocol's `accept` for them.
+///
+/// # Invariants
+///
+/// `newsock` and `arg` are those of the call that `sock` is in, valid for it, and `f` is
+/// the protocol's `accept` of `sock`'s family.
+struct AcceptCall<'a> {
+    sock: Sock<'a>,
+    newsock: *mut bindings::socket,
+    arg: NonNull<bindings::proto_accept_arg>,
+    f: AcceptFn,
+}
+
+impl AcceptCall<'_> {
+    /// Sets the call's `O_NONBLOCK` to `on`; returns whether it was set.
+    fn set_nonblock(&self, on: bool) -> bool {
+        // SAFETY: `arg` is valid for the call (type invariant).
+        unsafe { shim::oq_accept_nonblock(self.arg.as_ptr(), on) }
+    }
+
+    /// The protocol's `accept`, with the call's arguments as they are now.
+    fn accept(&self) -> c_int {
+        // SAFETY: the arguments of the call, valid for it, and the protocol's function
+        // for them (type invariant); our caller's guarantees are those of the protocol's
+        // `accept`.
+        unsafe { (self.f)(self.sock.sock.as_ptr(), self.newsock, self.arg.as_ptr()) }
+    }
+}
+
+/// The protocol's `sendmsg`.
+type SendFn = unsafe extern "C" fn(*mut bindings::socket, *mut bindings::msghdr, usize) -> c_int;
+
+/// A call of `proto_ops::sendmsg`: the socket, the message, and the protocol's
+/// `sendmsg`.
+///
+/// # Invariants
+///
+/// `msg` is the message of the call that `sock` is in, valid for it, and `f` is the
+/// protocol's `sendmsg` of `sock`'s family.
+struct SendCall<'a> {
+    sock: Sock<'a>,
+    msg: NonNull<bindings::msghdr>,
+    f: SendFn,
+}
+
+impl SendCall<'_> {
+    /// Whether the caller asked not to block (`MSG_DONTWAIT` or a non-blocking file).
+    fn dontwait(&self) -> bool {
+        // SAFETY: `msg` is valid for the call (type invariant).
+        unsafe { shim::oq_msg_dontwait(self.msg.as_ptr()) }
+    }
+
+    /// The bytes of the message not sent yet.
+    fn left(&self) -> usize {
+        // SAFETY: as above.
+        unsafe { shim::oq_msg_left(self.msg.as_ptr()) }
+    }
+
+    /// The protocol's `sendmsg` for `len` bytes.
+    fn send(&self, len: usize) -> c_int {
+        // SAFETY: the arguments of the call, valid for it, and the protocol's function
+        // for them (type invariant); our caller's guarantees are those of the protocol's
+        // `sendmsg`.
+        unsafe { (self.f)(self.sock.sock.as_ptr(), self.msg.as_ptr(), len) }
+    }
+
+    /// The protocol's `sendmsg` for at most `n` of the bytes left: the message is cut to
+    /// `n` for the call and restored after it.
+    fn send_at_most(&self, n: usize) -> c_int {
+        let left = self.left();
+        // SAFETY: `msg` is valid (type invariant); the cut is restored right after.
+        let cut = unsafe { shim::oq_msg_limit(self.msg.as_ptr(), n) };
+        let r = self.send(n.min(left));
+        // SAFETY: as above.
+        unsafe { shim::oq_msg_unlimit(self.msg.as_ptr(), cut) };
+        r
+    }
+
+    /// Copies the start of the message into `buf`; returns how many bytes it copied.
+    fn peek(&self, buf: &mut [u8]) -> usize {
+        // SAFETY: `msg` is valid (type invariant); `buf` has room for `buf.len()` bytes.
+        let n = unsafe { shim::oq_msg_peek(self.msg.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        n.min(buf.len())
     }
 }
 
@@ -407,47 +576,14 @@ struct Governed {
     group: Option<Arc<dyn Governor>>,
 }
 
-/// The record of `sock` and its group of kind `output` (accept groups do not govern
-/// FTP data listeners).
-///
-/// # Safety
-///
-/// `sock` must be a valid socket.
-unsafe fn governed(sock: *mut bindings::socket, v6: bool, output: bool) -> Option<Governed> {
-    // SAFETY: `sock` is valid (caller).
-    let rec = unsafe { record(sock, v6) }?;
-    let group = if output || !rec.data {
-        rec.meter.group(output)
-    } else {
-        None
-    };
-    Some(Governed { rec, group })
-}
-
 /// `accept()` on a listener of an accept group: waits for the group's quota, then takes
 /// a connection with the protocol's `accept` (non-blocking, so that no quota is held
 /// while the queue is empty).
-///
-/// # Safety
-///
-/// As for `proto_ops::accept`; `f` is the protocol's.
-unsafe fn governed_accept(
-    g: &dyn Governor,
-    rec: &Tracked,
-    f: unsafe extern "C" fn(
-        *mut bindings::socket,
-        *mut bindings::socket,
-        *mut bindings::proto_accept_arg,
-    ) -> c_int,
-    sock: *mut bindings::socket,
-    newsock: *mut bindings::socket,
-    arg: *mut bindings::proto_accept_arg,
-) -> c_int {
-    let sk = rec.sk;
-    // SAFETY: `arg` is valid for the call; reading the caller's O_NONBLOCK.
-    let nonblock = unsafe { shim::oq_accept_nonblock(arg, true) };
-    // SAFETY: `sk` is the listener of the call.
-    let mut timeo = unsafe { shim::oq_sock_timeo(sk.as_ptr(), false, nonblock) };
+fn governed_accept(g: &dyn Governor, rec: &Tracked, call: &AcceptCall<'_>) -> c_int {
+    let sk = call.sock;
+    // Reading the caller's O_NONBLOCK, and setting it for the protocol's calls below.
+    let nonblock = call.set_nonblock(true);
+    let mut timeo = sk.timeo(false, nonblock);
     let err = loop {
         let verdict = if rec.meter.governed_by(g) {
             g.accept_take(&rec.meter)
@@ -456,22 +592,19 @@ unsafe fn governed_accept(
         };
         match verdict {
             Verdict::Go(_) => {
-                // SAFETY: the caller's guarantees, with O_NONBLOCK set in `arg`.
-                let err = unsafe { f(sock, newsock, arg) };
+                let err = call.accept();
                 g.accept_done(&rec.meter, err == 0);
                 if err != EAGAIN.to_errno() || nonblock {
                     break err;
                 }
             }
             Verdict::Free => {
-                // SAFETY: restoring the caller's flags in `arg`, valid for the call.
-                unsafe { shim::oq_accept_nonblock(arg, nonblock) };
-                // SAFETY: the caller's guarantees, with its own flags.
-                break unsafe { f(sock, newsock, arg) };
+                // The caller's own flags.
+                call.set_nonblock(nonblock);
+                break call.accept();
             }
             Verdict::Wait(nap) => {
-                // SAFETY: `sk` is valid.
-                let empty = unsafe { shim::oq_accept_queue_empty(sk.as_ptr()) };
+                let empty = sk.accept_queue_empty();
                 if nonblock {
                     if !empty {
                         rec.throttled.store(true, Relaxed);
@@ -486,24 +619,21 @@ unsafe fn governed_accept(
         }
         // Sleep until a connection is there and the quota allows it.
         let _s = Sleeper::new(g);
-        let ready = || {
-            // SAFETY: `sk` is valid during the call.
-            if unsafe { shim::oq_accept_queue_empty(sk.as_ptr()) } {
+        let err = sk.wait(&mut timeo, || {
+            if sk.accept_queue_empty() {
                 return u64::MAX;
             }
             if !rec.meter.governed_by(g) {
                 return 0;
             }
             g.accept_nap(&rec.meter).unwrap_or(0)
-        };
-        // SAFETY: `sk` is the listener of this call.
-        let err = unsafe { sk_wait(sk, &mut timeo, ready) };
+        });
         if err != 0 {
             break err;
         }
     };
-    // SAFETY: restoring the caller's flags.
-    unsafe { shim::oq_accept_nonblock(arg, nonblock) };
+    // Restoring the caller's flags.
+    call.set_nonblock(nonblock);
     err
 }
 
@@ -523,16 +653,30 @@ unsafe extern "C" fn accept<const V6: bool>(
     let Some(f) = (unsafe { (*orig(V6)).accept }) else {
         return EOPNOTSUPP.to_errno();
     };
-    // SAFETY: `sock` is valid for the call.
-    let gov = unsafe { governed(sock, V6, false) };
-    let err = match gov
-        .as_ref()
-        .and_then(|g| g.group.as_ref().map(|grp| (grp, &g.rec)))
-    {
+    // SAFETY: `sock` is the socket of this call of the current task on our table of
+    // family `V6`, valid for the call.
+    let sk = unsafe { Sock::new(sock, V6) };
+    let gov = sk.and_then(|s| s.governed(false));
+    let err = match (sk, &gov, NonNull::new(arg)) {
+        (
+            Some(sk),
+            Some(Governed {
+                rec,
+                group: Some(g),
+            }),
+            Some(arg),
+        ) => {
+            // INVARIANT: the arguments of this call and the protocol's function for them.
+            let call = AcceptCall {
+                sock: sk,
+                newsock,
+                arg,
+                f,
+            };
+            governed_accept(&**g, rec, &call)
+        }
         // SAFETY: our caller's guarantees are those of the protocol's `accept`.
-        Some((grp, rec)) => unsafe { governed_accept(&**grp, rec, f, sock, newsock, arg) },
-        // SAFETY: as above.
-        None => unsafe { f(sock, newsock, arg) },
+        _ => unsafe { f(sock, newsock, arg) },
     };
     if err != 0 {
         return err;
@@ -549,39 +693,6 @@ unsafe extern "C" fn accept<const V6: bool>(
     0
 }
 
-/// Takes the record off `sock`, if it still has one and our operations; with `restore`,
-/// the socket gets the protocol's operations back. The connection's bytes join its
-/// meter's totals. Whoever takes the record off (this, or the meter's shutdown: the
-/// exchange happens under the socket's callback lock) releases it, so it is released
-/// exactly once.
-///
-/// # Safety
-///
-/// `sock` must be a valid socket in a call of the current task.
-unsafe fn detach(sock: *mut bindings::socket, v6: bool, restore: bool) {
-    // SAFETY: `sock` is valid (caller).
-    let Some(sk) = (unsafe { sk_of(sock) }) else {
-        return;
-    };
-    // SAFETY: `sock` is valid (caller).
-    let Some(rec) = (unsafe { with_record(sock, v6, core::ptr::from_ref) }) else {
-        return;
-    };
-    let to = if restore { orig(v6) } else { core::ptr::null() };
-    // SAFETY: `sk` is valid; `rec` is only compared, under the lock, with the user data;
-    // if it still is, we now own the reference it held.
-    if unsafe { shim::oq_sock_unwrap(sk.as_ptr(), rec.cast(), ours(v6), to) } {
-        // SAFETY: the user data held a reference from `Arc::into_raw`.
-        let rec = unsafe { Arc::from_raw(rec) };
-        rec.meter.forget(&rec);
-        if restore && rec.listener {
-            // Tasks blocked in our `accept` on it restart on the protocol's: nobody
-            // would kick them at unload, the socket being no longer ours.
-            rec.kick();
-        }
-    }
-}
-
 /// The wrapped `release`: takes the record off, then the protocol's.
 ///
 /// # Safety
@@ -589,8 +700,10 @@ unsafe fn detach(sock: *mut bindings::socket, v6: bool, restore: bool) {
 /// Called by the socket layer with its usual guarantees for `proto_ops::release`.
 unsafe extern "C" fn release<const V6: bool>(sock: *mut bindings::socket) -> c_int {
     let _in = Inflight::enter();
-    // SAFETY: `sock` is valid for the call.
-    unsafe { detach(sock, V6, false) };
+    // SAFETY: `sock` is the socket of this call on our table of family `V6`.
+    if let Some(sk) = unsafe { Sock::new(sock, V6) } {
+        sk.detach(false);
+    }
     // SAFETY: `orig` is a protocol table, valid forever.
     match unsafe { (*orig(V6)).release } {
         // SAFETY: our caller's guarantees are those of the protocol's `release`.
@@ -622,8 +735,10 @@ unsafe extern "C" fn setsockopt<const V6: bool>(
     };
     // SAFETY: a pure function of its arguments.
     if unsafe { shim::oq_replaces_ops(V6, level, optname) } {
-        // SAFETY: `sock` is valid for the call.
-        unsafe { detach(sock, V6, true) };
+        // SAFETY: `sock` is the socket of this call on our table of family `V6`.
+        if let Some(sk) = unsafe { Sock::new(sock, V6) } {
+            sk.detach(true);
+        }
     }
     // SAFETY: our caller's guarantees are those of the protocol's `setsockopt`.
     unsafe { f(sock, level, optname, optval, optlen) }
@@ -632,25 +747,12 @@ unsafe extern "C" fn setsockopt<const V6: bool>(
 /// `sendmsg` on a connection of an output group: sends what the group's quota allows,
 /// in pieces, sleeping for more (blocking sockets) or stopping short (non-blocking).
 /// Counts the bytes sent in the connection's record.
-///
-/// # Safety
-///
-/// As for `proto_ops::sendmsg`; `f` is the protocol's.
-unsafe fn governed_send(
-    g: &dyn Governor,
-    rec: &Tracked,
-    f: unsafe extern "C" fn(*mut bindings::socket, *mut bindings::msghdr, usize) -> c_int,
-    sock: *mut bindings::socket,
-    msg: *mut bindings::msghdr,
-) -> c_int {
-    // SAFETY: `msg` is valid for the call.
-    let nonblock = unsafe { shim::oq_msg_dontwait(msg) };
-    // SAFETY: `rec.sk` is the socket of the call.
-    let mut timeo = unsafe { shim::oq_sock_timeo(rec.sk.as_ptr(), true, nonblock) };
+fn governed_send(g: &dyn Governor, rec: &Tracked, call: &SendCall<'_>) -> c_int {
+    let nonblock = call.dontwait();
+    let mut timeo = call.sock.timeo(true, nonblock);
     let mut sent: c_int = 0;
     loop {
-        // SAFETY: `msg` is valid for the call.
-        let left = unsafe { shim::oq_msg_left(msg) };
+        let left = call.left();
         if left == 0 && sent > 0 {
             return sent;
         }
@@ -662,19 +764,13 @@ unsafe fn governed_send(
         };
         match verdict {
             Verdict::Free => {
-                // SAFETY: the caller's guarantees.
-                let n = unsafe { f(sock, msg, left) };
+                let n = call.send(left);
                 rec.tx.add(u64::try_from(n).unwrap_or(0));
                 return if n < 0 && sent > 0 { sent } else { sent + n };
             }
             Verdict::Go(n) => {
                 let n = n as usize;
-                // SAFETY: `msg` is valid; the cut is restored right after the call.
-                let cut = unsafe { shim::oq_msg_limit(msg, n) };
-                // SAFETY: the caller's guarantees, for fewer bytes.
-                let r = unsafe { f(sock, msg, n.min(left)) };
-                // SAFETY: as above.
-                unsafe { shim::oq_msg_unlimit(msg, cut) };
+                let r = call.send_at_most(n);
                 let done = u64::try_from(r).unwrap_or(0);
                 g.send_done(&rec.meter, n as u64, done);
                 // Counted piece by piece: a long governed send shows in the meter as it
@@ -697,16 +793,13 @@ unsafe fn governed_send(
                 g.hold(nap, false);
                 rec.throttled.store(true, Relaxed);
                 let _s = Sleeper::new(g);
-                // SAFETY: `rec.sk` is the socket of this call.
-                let err = unsafe {
-                    sk_wait(rec.sk, &mut timeo, || {
-                        if rec.meter.governed_by(g) {
-                            g.send_nap().unwrap_or(0)
-                        } else {
-                            0
-                        }
-                    })
-                };
+                let err = call.sock.wait(&mut timeo, || {
+                    if rec.meter.governed_by(g) {
+                        g.send_nap().unwrap_or(0)
+                    } else {
+                        0
+                    }
+                });
                 if err != 0 {
                     return if sent > 0 { sent } else { err };
                 }
@@ -722,18 +815,12 @@ const SEND_CHUNK: u64 = 64 * 1024;
 /// Looks at the start of a server's write on an FTP control connection, the first write
 /// after the client's `PASV` or `EPSV`: a passive-mode reply makes the announced data
 /// port join the connection's groups.
-///
-/// # Safety
-///
-/// `msg` must be the valid message of a `sendmsg` call in process context.
-unsafe fn watch_ftp(rec: &Tracked, msg: *const bindings::msghdr) {
+fn watch_ftp(rec: &Tracked, call: &SendCall<'_>) {
     let mut buf = [0u8; ftp::PEEK];
-    // SAFETY: `msg` is valid; `buf` has room for `PEEK` bytes.
-    let n = unsafe { shim::oq_msg_peek(msg, buf.as_mut_ptr().cast(), buf.len()) };
-    if let Some(port) = ftp::reply_port(&buf[..n.min(buf.len())]) {
-        // SAFETY: `rec.sk` is valid; its namespace lives at least as long as it.
-        if let Some(net) = unsafe { NetRef::new(shim::oq_sk_net(rec.sk.as_ptr())) } {
-            rec.meter.ftp_join(net, port, rec.sk);
+    let n = call.peek(&mut buf);
+    if let Some(port) = ftp::reply_port(&buf[..n]) {
+        if let Some(net) = call.sock.net() {
+            rec.meter.ftp_join(net, port, call.sock.sk);
         }
     }
 }
@@ -753,37 +840,42 @@ unsafe extern "C" fn sendmsg<const V6: bool>(
     let Some(f) = (unsafe { (*orig(V6)).sendmsg }) else {
         return EOPNOTSUPP.to_errno();
     };
+    // SAFETY: `sock` is the socket of this call of the current task on our table of
+    // family `V6`, valid for the call.
+    let (Some(sk), Some(m)) = (unsafe { Sock::new(sock, V6) }, NonNull::new(msg)) else {
+        // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`.
+        return unsafe { f(sock, msg, len) };
+    };
+    // INVARIANT: the message of this call and the protocol's function for it.
+    let call = SendCall {
+        sock: sk,
+        msg: m,
+        f,
+    };
     if !any_governor() {
         // No group anywhere: nothing governs the send nor watches FTP replies, so only
         // the bytes are counted (without taking a reference on the record).
-        // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`.
-        let n = unsafe { f(sock, msg, len) };
+        let n = call.send(len);
         if let Ok(n @ 1..) = u64::try_from(n) {
-            // SAFETY: `sock` is valid for the call.
-            unsafe { with_record(sock, V6, |r| r.tx.add(n)) };
+            sk.with_record(|r| r.tx.add(n));
         }
         return n;
     }
-    // SAFETY: `sock` is valid for the call.
-    let Some(gov) = (unsafe { governed(sock, V6, true) }) else {
-        // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`.
-        return unsafe { f(sock, msg, len) };
+    let Some(gov) = sk.governed(true) else {
+        return call.send(len);
     };
     let rec = &gov.rec;
     // Exactly one write answers a passive command: whatever it is, it disarms.
     if len > 0 && rec.ftp_armed.load(Relaxed) && rec.ftp_armed.xchg(false, Relaxed) {
         if rec.meter.watches_ftp() {
-            // SAFETY: `msg` is valid; sendmsg runs in process context.
-            unsafe { watch_ftp(rec, msg) };
+            watch_ftp(rec, &call);
         }
     }
     match &gov.group {
-        // SAFETY: our caller's guarantees are those of the protocol's `sendmsg`. It
-        // counts the bytes it sends.
-        Some(g) if len > 0 => unsafe { governed_send(&**g, rec, f, sock, msg) },
+        // Counts the bytes it sends.
+        Some(g) if len > 0 => governed_send(&**g, rec, &call),
         _ => {
-            // SAFETY: as above.
-            let n = unsafe { f(sock, msg, len) };
+            let n = call.send(len);
             if let Ok(n @ 1..) = u64::try_from(n) {
                 rec.tx.add(n);
             }
@@ -809,12 +901,23 @@ unsafe extern "C" fn poll<const V6: bool>(
         return 0;
     };
     // SAFETY: our caller's guarantees are those of the protocol's `poll`.
-    let mut mask = unsafe { f(file, sock, wait) };
+    let mask = unsafe { f(file, sock, wait) };
     if !any_governor() {
         return mask;
     }
-    // SAFETY: `sock` is valid for the call.
-    let Some(gov) = (unsafe { record(sock, V6) }) else {
+    // SAFETY: `sock` is the socket of this call of the current task on our table of
+    // family `V6`, valid for the call.
+    match unsafe { Sock::new(sock, V6) } {
+        Some(sk) => governed_poll(sk, mask),
+        None => mask,
+    }
+}
+
+/// A listener out of accept quota is not readable, a connection out of output quota not
+/// writable: takes those bits out of the protocol's `mask` and arms the group's timer,
+/// which wakes the poller when the quota is back.
+fn governed_poll(sk: Sock<'_>, mut mask: bindings::__poll_t) -> bindings::__poll_t {
+    let Some(gov) = sk.record() else {
         return mask;
     };
     let output = !gov.listener;
@@ -869,14 +972,17 @@ unsafe extern "C" fn recvmsg<const V6: bool>(
     if !read {
         return n;
     }
+    // SAFETY: `sock` is the socket of this call of the current task on our table of
+    // family `V6`, valid for the call.
+    let Some(sk) = (unsafe { Sock::new(sock, V6) }) else {
+        return n;
+    };
     match before {
         None => {
-            // SAFETY: `sock` is valid for the call.
-            unsafe { with_record(sock, V6, |r| r.rx.add(got)) };
+            sk.with_record(|r| r.rx.add(got));
         }
         Some(before) => {
-            // SAFETY: `sock` is valid for the call.
-            if let Some(rec) = unsafe { record(sock, V6) } {
+            if let Some(rec) = sk.record() {
                 rec.rx.add(got);
                 // SAFETY: `before` is the message's iterator as it was before the call,
                 // which wrote `got` bytes through it; a process-context system call.
@@ -930,8 +1036,11 @@ unsafe extern "C" fn splice_read<const V6: bool>(
     // SAFETY: our caller's guarantees are those of the protocol's `splice_read`.
     let n = unsafe { f(sock, ppos, pipe, len, flags) };
     if let Ok(n @ 1..) = u64::try_from(n) {
-        // SAFETY: `sock` is valid for the call.
-        unsafe { with_record(sock, V6, |r| r.rx.add(n)) };
+        // SAFETY: `sock` is the socket of this call of the current task on our table of
+        // family `V6`, valid for the call.
+        if let Some(sk) = unsafe { Sock::new(sock, V6) } {
+            sk.with_record(|r| r.rx.add(n));
+        }
     }
     n
 }
