@@ -73,10 +73,8 @@ set +e
 skex -s 1 -r 5 --lease 50ms 2>/dev/null; rc=$?
 set -e
 [ "$rc" -ne 0 ] || fail "a 50 ms lease was accepted"
-got=$(qostest nl --cmd 15 --attr 24:u32:1 --attr 26:u64:5 --attr 31:u32:50)
-case "$got" in "errno=34 attr=lease-ms"*|"errno=22 attr=lease-ms"*) ;; *) fail "raw 50 ms lease: $got" ;; esac
-got=$(qostest nl --cmd 15 --attr 24:u32:2 --attr 1:u16:8602 --attr 15:u16:3 --attr 31:u32:1000)
-case "$got" in "errno=22 attr=weight msg=a member's weight and a rate, burst or lease"*) ;; *) fail "weight with a lease: $got" ;; esac
+# The kernel refuses the same for other callers (built from the ABI's constants).
+out=$(qostest badreq --phase lease) || fail "raw lease requests: $out"
 expect_eq "weight unchanged" "$(skex -L -j -g 2 | qostest json groups.0.members.0.weight)" 1
 expect_eq "rate unchanged" "$(g rate)" 7
 echo "lease ran out after $dt ms for 30 clients (fallback 100/s restored), 8 renewals held it, an unleased change ended one, 4 wrong uses refused"

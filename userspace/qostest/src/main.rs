@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod badreq;
 mod imap;
 
 #[derive(Parser)]
@@ -69,6 +70,10 @@ enum Cmd {
     /// Send one raw request to the openqos family, unchecked, and print the outcome as
     /// `ok` or `errno=N attr=NAME msg=TEXT` (for testing the kernel's validation).
     Nl(NlArgs),
+    /// Send the malformed requests of one phase (built from the ABI's constants) and
+    /// check that each is refused with its errno, blamed attribute and message; print
+    /// `correct=N` (scenario 11-netlink-raw).
+    Badreq(BadreqArgs),
     /// Download a file from an FTP server in passive mode, waiting a while between the
     /// server's PASV/EPSV reply and connecting to the data port; print `bytes=N ms=M`
     /// (M: from the data connection to its end).
@@ -340,6 +345,15 @@ struct NlArgs {
     /// Follow each outcome with ` ms=N`, how long the kernel took to answer.
     #[arg(long)]
     time: bool,
+}
+
+#[derive(clap::Args)]
+struct BadreqArgs {
+    /// `rules` (no rule needed), `conditions` (needs the address rule 4500 -> 4501; ends
+    /// with one valid raw condition), `unprivileged` (run without CAP_NET_ADMIN),
+    /// `content` (scenario 14's rules) or `lease` (scenario 28's groups).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(badreq::PHASES))]
+    phase: String,
 }
 
 /// One line of `qostest nl --batch`.
@@ -1341,6 +1355,10 @@ fn main() -> Result<()> {
         Cmd::Churn(a) => churn(&a),
         Cmd::Load(a) => load(&a),
         Cmd::Nl(a) => nl(&a),
+        Cmd::Badreq(a) => {
+            println!("correct={}", badreq::run(&a.phase)?);
+            Ok(())
+        }
         Cmd::Json(a) => json(&a),
         Cmd::Ftp(a) => ftp(&a),
         Cmd::Pingpong(a) => pingpong(&a),
