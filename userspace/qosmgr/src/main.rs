@@ -817,14 +817,16 @@ fn identify(
         }
     );
     println!("fit: R^2 {:.3} over {} samples", m.r2, m.samples);
-    if m.r2 < 0.5 {
-        println!("warning: the model explains little of the delay (R^2 < 0.5): more periods, a wider step, or steadier load");
-    }
+    // One warning at most: an implausible model (refused without --force) says why; a
+    // plausible but weak fit says so.
     match implausible(m.b, sign, m.r2) {
         Some(why) if write && !force => bail!(
             "loop {name}: the model is not written: {why}. Identify again (more periods, a wider range, steadier load), or write it with --force"
         ),
         Some(why) => println!("warning: {why}"),
+        None if m.r2 < 0.5 => println!(
+            "warning: the model explains little of the delay (R^2 < 0.5): more periods, a wider step, or steadier load"
+        ),
         None => {}
     }
     if write {
