@@ -194,7 +194,8 @@ pub(crate) struct Policy {
 /// The index of an address rule's conditions ([`addr::Index`]): the first condition a
 /// client satisfies, found at a cost that does not grow with their number. Built in
 /// process context with the policy and replaced with it; 24 bytes per condition,
-/// charged to the caller's memory cgroup.
+/// charged to the caller's memory cgroup (as the conditions, their list and the policy
+/// are).
 pub(crate) struct AddrIndex {
     entries: KVec<addr::Entry>,
     groups: KVec<addr::Group>,
@@ -246,12 +247,8 @@ impl Policy {
         conds: KVec<Arc<Cond>>,
         content: Option<ContentOpts>,
     ) -> Result<Arc<Self>, Rejection> {
-        if conds.len() > limits::MAX_CONDS {
-            return Err(reject(
-                ENOSPC,
-                c_str!("too many conditions in this rule (1024)"),
-                None,
-            ));
+        if conds.len() > limits::max_conds(kind) {
+            return Err(too_many_conds());
         }
         let (mut weights, mut bytes) = (0u64, 0usize);
         for c in conds.iter() {
@@ -288,7 +285,7 @@ impl Policy {
                 automaton,
                 addrs,
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?)
     }
 
@@ -381,9 +378,9 @@ impl Policy {
 
     /// A copy of the condition list with room for `extra` more.
     pub(crate) fn try_clone(&self, extra: usize) -> Result<KVec<Arc<Cond>>> {
-        let mut conds = KVec::with_capacity(self.conds.len() + extra, GFP_KERNEL)?;
+        let mut conds = KVec::with_capacity(self.conds.len() + extra, GFP_KERNEL_ACCOUNT)?;
         for c in self.conds.iter() {
-            conds.push(c.clone(), GFP_KERNEL)?;
+            conds.push(c.clone(), GFP_KERNEL_ACCOUNT)?;
         }
         Ok(conds)
     }
@@ -852,6 +849,15 @@ impl Rule {
             .map(|l| u64::from(l.sock().waiting()))
             .sum()
     }
+}
+
+/// A rule with more conditions than its type allows.
+pub(crate) fn too_many_conds() -> Rejection {
+    reject(
+        ENOSPC,
+        c_str!("too many conditions in this rule (10000 for address rules, 1024 for others)"),
+        None,
+    )
 }
 
 /// Checks that `matcher` fits the rule type `kind`.

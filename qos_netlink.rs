@@ -436,12 +436,37 @@ fn replace<'a>(req: &Request<'a>, net: NetRef) -> Result<(), Failure<'a>> {
         return Err(reject(ENOSPC, c_str!("too many rules in the set (256)"), None).into());
     }
     let mut set = KVec::with_capacity(n, GFP_KERNEL).map_err(Rejection::from)?;
-    for nest in nests() {
-        let spec = parse_rule(nest).map_err(|mut f| {
+    // The `RULE` of each rule of the set, to blame for what the store refuses.
+    let mut heads = KVec::with_capacity(n, GFP_KERNEL).map_err(Rejection::from)?;
+    let blame = |nest: Attr<'a>| {
+        move |mut f: Failure<'a>| {
             f.at = f.at.or(Some(nest));
             f
-        })?;
-        set.push(spec, GFP_KERNEL).map_err(Rejection::from)?;
+        }
+    };
+    for a in Attrs::new(req.payload) {
+        match a.ty {
+            attr::RULE => {
+                let spec = parse_rule(a).map_err(blame(a))?;
+                set.push(spec, GFP_KERNEL).map_err(Rejection::from)?;
+                heads.push(a, GFP_KERNEL).map_err(Rejection::from)?;
+            }
+            attr::RULE_MORE => {
+                let Some(spec) = set.last_mut() else {
+                    return Err(Failure {
+                        rej: reject(
+                            EINVAL,
+                            c_str!("rule-more continues the rule before it, and there is none"),
+                            None,
+                        ),
+                        at: Some(a),
+                        missing: None,
+                    });
+                };
+                parse_more(a, spec).map_err(blame(a))?;
+            }
+            _ => {}
+        }
     }
     let check = req.attrs.u32(attr::REPLACE_FLAGS).unwrap_or(0) & replace_flags::CHECK != 0;
     let mut at = usize::MAX;
@@ -449,9 +474,9 @@ fn replace<'a>(req: &Request<'a>, net: NetRef) -> Result<(), Failure<'a>> {
     let mut nets = st.lock();
     qos_store::replace(&mut nets, net, set, check, &mut at).map_err(|rej| {
         // Blame the attribute inside the rule at fault, else that rule.
-        let at = nests()
-            .nth(at)
-            .map(|nest| rej.attr.and_then(|a| find_in(nest, a)).unwrap_or(nest));
+        let at = heads
+            .get(at)
+            .map(|nest| rej.attr.and_then(|a| find_in(*nest, a)).unwrap_or(*nest));
         Failure {
             rej,
             at,
@@ -464,24 +489,44 @@ fn replace<'a>(req: &Request<'a>, net: NetRef) -> Result<(), Failure<'a>> {
 fn parse_rule(nest: Attr<'_>) -> Result<RuleSpec, Failure<'_>> {
     let t: Attrs1<'_> = Table::parse(nest.payload());
     check_attrs(&t, abi::nest_attrs(attr::RULE), Some(nest))?;
-    let conds = || nest.nested().filter(|a| a.ty == attr::COND);
-    let n = conds().count();
-    if n > limits::MAX_CONDS {
-        return Err(reject(
-            ENOSPC,
-            c_str!("too many conditions in this rule (1024)"),
-            None,
-        )
-        .into());
-    }
     let mut spec = RuleSpec {
         port: t.u16(attr::PORT).unwrap_or(0),
         kind: t.u8(attr::RULE_TYPE).unwrap_or(0),
         default_port: t.u16(attr::DEFAULT_PORT).unwrap_or(0),
         flags: t.u32(attr::RULE_FLAGS).unwrap_or(0),
         timeout_ms: t.u32(attr::DATA_TIMEOUT_MS),
-        conds: KVec::with_capacity(n, GFP_KERNEL).map_err(Rejection::from)?,
+        conds: KVec::new(),
     };
+    parse_conds(nest, &mut spec)?;
+    Ok(spec)
+}
+
+/// A `RULE_MORE`: more conditions for `spec`, the rule before it.
+fn parse_more<'a>(nest: Attr<'a>, spec: &mut RuleSpec) -> Result<(), Failure<'a>> {
+    let t: Attrs1<'_> = Table::parse(nest.payload());
+    check_attrs(&t, abi::nest_attrs(attr::RULE_MORE), Some(nest))?;
+    if t.u16(attr::PORT) != Some(spec.port) {
+        return Err(Failure {
+            rej: reject(
+                EINVAL,
+                c_str!("rule-more continues the rule before it: give that rule's port"),
+                Some(attr::PORT),
+            ),
+            at: t.get(attr::PORT).or(Some(nest)),
+            missing: None,
+        });
+    }
+    parse_conds(nest, spec)
+}
+
+/// Appends the `COND`s of `nest` to `spec`'s conditions, within the cap of its type.
+fn parse_conds<'a>(nest: Attr<'a>, spec: &mut RuleSpec) -> Result<(), Failure<'a>> {
+    let conds = || nest.nested().filter(|a| a.ty == attr::COND);
+    let n = conds().count();
+    if spec.conds.len() + n > limits::max_conds(spec.kind) {
+        return Err(Failure::from(qos_classifier::too_many_conds()));
+    }
+    spec.conds.reserve(n, GFP_KERNEL).map_err(Rejection::from)?;
     for c in conds() {
         let ct: Attrs1<'_> = Table::parse(c.payload());
         check_attrs(&ct, abi::nest_attrs(attr::COND), Some(c))?;
@@ -495,7 +540,7 @@ fn parse_rule(nest: Attr<'_>) -> Result<RuleSpec, Failure<'_>> {
             .push((m, out), GFP_KERNEL)
             .map_err(Rejection::from)?;
     }
-    Ok(spec)
+    Ok(())
 }
 
 /// The matcher of a condition: exactly one of an IPv4 prefix, an IPv6 prefix, a weight,

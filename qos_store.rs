@@ -346,7 +346,7 @@ fn new_cond(matcher: Matcher, out: u16) -> Result<Arc<Cond>, Rejection> {
             out,
             hits: Counter::new(),
         },
-        GFP_KERNEL,
+        GFP_KERNEL_ACCOUNT,
     )?)
 }
 
@@ -371,7 +371,7 @@ pub(crate) fn cond_set(
     let mut conds = old.try_clone(1)?;
     match slot {
         Some(i) => conds[i] = cond,
-        None => conds.push(cond, GFP_KERNEL)?,
+        None => conds.push(cond, GFP_KERNEL_ACCOUNT)?,
     }
     let new = Policy::new(kind, old.default_port, conds, old.content)?;
     check_chains(
@@ -906,7 +906,7 @@ pub(crate) fn replace(
             ));
         }
         let prev_policy = prev.map(|r| r.policy.clone());
-        let mut conds = KVec::with_capacity(spec.conds.len(), GFP_KERNEL)?;
+        let mut conds = KVec::with_capacity(spec.conds.len(), GFP_KERNEL_ACCOUNT)?;
         for (j, (matcher, out)) in spec.conds.into_iter().enumerate() {
             let same = prev_policy
                 .as_ref()
@@ -916,7 +916,7 @@ pub(crate) fn replace(
                 Some(c) => c.clone(),
                 None => new_cond(matcher, out)?,
             };
-            conds.push(cond, GFP_KERNEL)?;
+            conds.push(cond, GFP_KERNEL_ACCOUNT)?;
         }
         let policy = Policy::new(spec.kind, spec.default_port, conds, content)?;
         staged.push(

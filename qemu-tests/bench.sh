@@ -8,7 +8,7 @@
 insmod /openqos.ko
 ROUNDS=${OQ_BENCH_ROUNDS:-7}
 COUNT=${OQ_BENCH_COUNT:-2000}
-CONFIGS=${OQ_BENCH_CONFIGS:-"direct m g a0 a1 a2 a4 a8 a1000 c0 c1 c2 c4 c8 c64 c512"}
+CONFIGS=${OQ_BENCH_CONFIGS:-"direct m g a0 a1 a2 a4 a8 a1000 a10000 c0 c1 c2 c4 c8 c64 c512"}
 # scripts/run-vm prod bench 'direct,m,g' measures some configurations only.
 [ -z "$OQ_FILTER" ] || CONFIGS=$(echo "$OQ_FILTER" | tr , ' ')
 serve 8080 srv --mode epoll

@@ -204,8 +204,13 @@ pub mod attr {
     /// The rate a leased group goes back to when its lease runs out (`GROUP_GET`
     /// replies of leased groups), u64.
     pub const FALLBACK_RATE: u16 = 32;
+    /// More conditions of the rule in the `RULE` just before it in a `RULESET_REPLACE`
+    /// (nested): that rule's `PORT`, then `COND`s, appended in order. A nested
+    /// attribute holds at most 64 KiB, about 1,600 conditions, so a rule with more
+    /// travels as a `RULE` and one or more `RULE_MORE`s.
+    pub const RULE_MORE: u16 = 33;
     /// Highest attribute number.
-    pub const MAX: u16 = 32;
+    pub const MAX: u16 = 33;
 }
 
 /// Socket group types.
@@ -431,8 +436,24 @@ pub mod hist {
 pub mod limits {
     /// Rules per network namespace.
     pub const MAX_RULES: usize = 256;
-    /// Conditions per rule.
+    /// Conditions per content or probabilistic rule.
     pub const MAX_CONDS: usize = 1024;
+    /// Conditions per address rule: they are indexed (`addr::Index`, 24 bytes each), so
+    /// their number does not slow the forwarding decision down.
+    pub const MAX_ADDR_CONDS: usize = 10_000;
+    /// Conditions a `RULE` or `RULE_MORE` of a `RULESET_REPLACE` carries at most when
+    /// the tools encode it (IPv6 conditions are 40 bytes: 1,000 fit in the 64 KiB of a
+    /// nested attribute).
+    pub const CONDS_PER_NEST: usize = 1000;
+
+    /// The most conditions a rule of type `kind` may have.
+    pub const fn max_conds(kind: u8) -> usize {
+        if kind == super::rule_type::ADDRESS {
+            MAX_ADDR_CONDS
+        } else {
+            MAX_CONDS
+        }
+    }
     /// Longest chain of rules a connection may cross (incoming port to final server).
     pub const MAX_CHAIN_DEPTH: usize = 8;
     /// Backlog of the module's own listeners.
@@ -566,7 +587,7 @@ pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
         "cond-index",
         Kind::U32,
         1,
-        limits::MAX_CONDS as u64,
+        limits::MAX_ADDR_CONDS as u64,
     ),
     int(attr::ADDR4, "addr4", Kind::U32, 0, u32::MAX as u64),
     int(attr::MASK4, "mask4", Kind::U32, 0, u32::MAX as u64),
@@ -635,6 +656,7 @@ pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
         limits::MAX_LEASE_MS as u64,
     ),
     other(attr::FALLBACK_RATE, "fallback-rate", Kind::Reject),
+    other(attr::RULE_MORE, "rule-more", Kind::Nested),
 ];
 
 /// Returns the policy of attribute `ty`, if it is one.
@@ -668,7 +690,7 @@ pub const fn command_attrs(cmd: u8) -> (&'static [u16], &'static [u16]) {
         cmd::COND_NEW => (&[attr::PORT, attr::OUT_PORT], MATCHERS),
         cmd::COND_SET => (&[attr::PORT, attr::OUT_PORT, attr::COND_INDEX], MATCHERS),
         cmd::COND_DEL => (&[attr::PORT, attr::COND_INDEX], &[]),
-        cmd::RULESET_REPLACE => (&[], &[attr::RULE, attr::REPLACE_FLAGS]),
+        cmd::RULESET_REPLACE => (&[], &[attr::RULE, attr::RULE_MORE, attr::REPLACE_FLAGS]),
         cmd::METER_NEW | cmd::METER_DEL => (&[attr::PORT], &[]),
         cmd::METER_GET => (&[], &[attr::PORT]),
         cmd::GROUP_NEW => (
@@ -705,6 +727,7 @@ pub const fn nest_attrs(ty: u16) -> (&'static [u16], &'static [u16]) {
             &[attr::PORT, attr::RULE_TYPE, attr::DEFAULT_PORT],
             &[attr::RULE_FLAGS, attr::DATA_TIMEOUT_MS, attr::COND],
         ),
+        attr::RULE_MORE => (&[attr::PORT], &[attr::COND]),
         attr::COND => (&[attr::OUT_PORT], MATCHERS),
         _ => (&[], &[]),
     }

@@ -193,6 +193,7 @@ fn limits_match() {
     };
     assert_eq!(value("max-rules"), limits::MAX_RULES as u64);
     assert_eq!(value("max-conds"), limits::MAX_CONDS as u64);
+    assert_eq!(value("max-addr-conds"), limits::MAX_ADDR_CONDS as u64);
     assert_eq!(value("max-chain-depth"), limits::MAX_CHAIN_DEPTH as u64);
     assert_eq!(value("weight-total"), limits::WEIGHT_TOTAL);
     assert_eq!(value("max-pattern"), limits::MAX_PATTERN as u64);

@@ -850,12 +850,26 @@ impl Client {
     /// counters. With `check_only`, the kernel only validates the set.
     pub fn replace_rules(&mut self, rules: &[RuleConfig], check_only: bool) -> Result<()> {
         let mut attrs = Vec::with_capacity(rules.len() + 1);
-        for r in rules {
+        // The rule each attribute belongs to, to name it in an error.
+        let mut owner = Vec::with_capacity(rules.len() + 1);
+        for (i, r) in rules.iter().enumerate() {
+            // A nested attribute holds at most 64 KiB: the conditions past the first
+            // CONDS_PER_NEST follow in RULE_MORE attributes of the same port.
+            let mut chunks = r.conditions.chunks(limits::CONDS_PER_NEST);
             let mut a = rule_attrs(r.port, r.kind, r.default_port, &r.opts)?;
-            for (m, out) in &r.conditions {
+            for (m, out) in chunks.next().unwrap_or(&[]) {
                 a.push(Attr::Nested(attr::COND, cond_attrs(m, *out)?));
             }
             attrs.push(Attr::Nested(attr::RULE, a));
+            owner.push(i);
+            for chunk in chunks {
+                let mut more = vec![Attr::U16(attr::PORT, r.port)];
+                for (m, out) in chunk {
+                    more.push(Attr::Nested(attr::COND, cond_attrs(m, *out)?));
+                }
+                attrs.push(Attr::Nested(attr::RULE_MORE, more));
+                owner.push(i);
+            }
         }
         if check_only {
             attrs.push(Attr::U32(attr::REPLACE_FLAGS, replace_flags::CHECK));
@@ -879,14 +893,12 @@ impl Client {
                 Error::Kernel {
                     offset: Some(o), ..
                 } if o < ends.last().copied().unwrap_or(0) => {
-                    let index = ends.partition_point(|end| *end <= o);
-                    if index < rules.len() {
-                        Error::InRule {
+                    match owner.get(ends.partition_point(|end| *end <= o)) {
+                        Some(&index) => Error::InRule {
                             index,
                             source: Box::new(e),
-                        }
-                    } else {
-                        e
+                        },
+                        None => e,
                     }
                 }
                 e => e,

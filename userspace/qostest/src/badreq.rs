@@ -193,7 +193,7 @@ fn rules() -> Vec<Case> {
             cmd::COND_DEL,
             Req::default()
                 .u16(attr::PORT, 80)
-                .u32(attr::COND_INDEX, limits::MAX_CONDS as u32 + 1),
+                .u32(attr::COND_INDEX, limits::MAX_ADDR_CONDS as u32 + 1),
             ERANGE,
             Some(attr::COND_INDEX),
         ),
@@ -236,6 +236,22 @@ fn rules() -> Vec<Case> {
             EINVAL,
             Some(attr::COND_INDEX),
         ),
+        Case {
+            what: "rule-more without a rule before it",
+            cmd: cmd::RULESET_REPLACE,
+            req: Req::default().nest(attr::RULE_MORE, true, Req::default().u16(attr::PORT, 80)),
+            want: Want::Refused(EINVAL, Some(attr::RULE_MORE), "rule-more continues"),
+        },
+        Case {
+            what: "rule-more of another port",
+            cmd: cmd::RULESET_REPLACE,
+            req: Req::default().nest(attr::RULE, true, ok_rule()).nest(
+                attr::RULE_MORE,
+                true,
+                Req::default().u16(attr::PORT, 81),
+            ),
+            want: Want::Refused(EINVAL, Some(attr::PORT), "rule-more continues"),
+        },
         Case {
             what: "unknown command",
             cmd: cmd::MAX + 1,
