@@ -135,6 +135,56 @@ pub fn fit_pairs(pairs: &[(f64, f64, f64)]) -> Result<Model, IdentError> {
     })
 }
 
+/// Fits the integrating model `y(k+1) = y(k) + b u(k) + c` (`a` fixed at 1) to one-step
+/// samples `(y(k), u(k), y(k+1))`: a queue's delay near a set point integrates the
+/// difference between arrivals and service, which the actuator moves, and a free `a`
+/// fitted to data that touch the queue's floor (empty) comes out below 1 and designs a
+/// loop for a plant that is not there. `b` and `c` are the least-squares line of
+/// `y(k+1) - y(k)` over `u(k)`; `R^2` is that of the one-step predictions of `y(k+1)`,
+/// as for [`fit_pairs`], so the two fits compare.
+pub fn fit_integrating_pairs(pairs: &[(f64, f64, f64)]) -> Result<Model, IdentError> {
+    if pairs.len() < MIN_SAMPLES {
+        return Err(IdentError::TooFew);
+    }
+    if pairs
+        .iter()
+        .any(|(y, u, y1)| !y.is_finite() || !u.is_finite() || !y1.is_finite())
+    {
+        return Err(IdentError::NotFinite);
+    }
+    let n = pairs.len() as f64;
+    let mu = pairs.iter().map(|p| p.1).sum::<f64>() / n;
+    let mz = pairs.iter().map(|p| p.2 - p.0).sum::<f64>() / n;
+    let (mut suu, mut suz) = (0.0, 0.0);
+    for &(y, u, y1) in pairs {
+        suu += (u - mu) * (u - mu);
+        suz += (u - mu) * (y1 - y - mz);
+    }
+    if suu <= 1e-12 * mu.abs().max(1.0).powi(2) * n {
+        return Err(IdentError::NotExciting);
+    }
+    let b = suz / suu;
+    let c = mz - b * mu;
+    let my1 = pairs.iter().map(|p| p.2).sum::<f64>() / n;
+    let (mut ss_res, mut ss_tot) = (0.0, 0.0);
+    for &(y, u, y1) in pairs {
+        ss_res += (y1 - (y + b * u + c)).powi(2);
+        ss_tot += (y1 - my1).powi(2);
+    }
+    let r2 = if ss_tot > 0.0 {
+        1.0 - ss_res / ss_tot
+    } else {
+        1.0
+    };
+    Ok(Model {
+        a: 1.0,
+        b,
+        c,
+        r2,
+        samples: pairs.len(),
+    })
+}
+
 /// A pseudo-random binary sequence (a maximal-length 7-bit LFSR, period 127) for
 /// identification: `true` for the high actuator level. Deterministic.
 pub fn prbs(len: usize) -> Vec<bool> {
@@ -334,5 +384,29 @@ mod tests {
         assert!(relay(Some(sp + 1.0), sp, false, false));
         assert!(!relay(Some(sp - 1.0), sp, true, false));
         assert!(relay(None, sp, true, false));
+    }
+
+    #[test]
+    fn integrating_fit_recovers_b_and_c() {
+        // A queue: y(k+1) = y(k) + b u(k) + c with noise, driven by a relay-like input
+        // around its balance (u = -c/b).
+        let (b, c) = (-40.0, 600.0);
+        let mut noise = crate::sim::Noise::new(7);
+        let mut y = 2000.0;
+        let mut pairs = Vec::new();
+        for k in 0..200 {
+            let u = if (k / 3) % 2 == 0 { 10.0 } else { 20.0 };
+            let y1 = y + b * u + c + 20.0 * noise.sample();
+            pairs.push((y, u, y1));
+            y = y1;
+        }
+        let m = fit_integrating_pairs(&pairs).unwrap();
+        assert_eq!(m.a, 1.0);
+        assert!((m.b - b).abs() < 0.05 * b.abs(), "b {}", m.b);
+        assert!((m.c - c).abs() < 0.05 * c.abs(), "c {}", m.c);
+        assert!(m.r2 > 0.9, "R^2 {}", m.r2);
+        // A constant input cannot tell b from c.
+        let flat: Vec<_> = pairs.iter().map(|&(y, _, y1)| (y, 5.0, y1)).collect();
+        assert_eq!(fit_integrating_pairs(&flat), Err(IdentError::NotExciting));
     }
 }

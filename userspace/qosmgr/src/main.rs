@@ -126,6 +126,10 @@ enum Cmd {
         /// steady state between the two rates (an open-loop class near its balance).
         #[arg(long)]
         relay: bool,
+        /// Fit the integrating model y(k+1) = y(k) + b u(k) + c (a fixed at 1): a
+        /// queue's delay near its set point integrates arrivals minus service.
+        #[arg(long)]
+        integrating: bool,
         /// Write the model into the configuration ([loop.model]); refused for a model
         /// whose b has the wrong sign for the actuator or whose R^2 is below 0.3.
         #[arg(long)]
@@ -718,6 +722,7 @@ fn identify(
     periods: usize,
     (low, high): (Option<u64>, Option<u64>),
     excitation: Excitation,
+    integrating: bool,
     (write, force): (bool, bool),
 ) -> Result<()> {
     let cfg = Config::load(config)?;
@@ -784,7 +789,12 @@ fn identify(
             let pairs: Vec<(f64, f64, f64)> = (d..us.len())
                 .filter_map(|k| Some((ys[k]?, us[k - d], ys[k + 1]?)))
                 .collect();
-            (d, ident::fit_pairs(&pairs))
+            let fit = if integrating {
+                ident::fit_integrating_pairs(&pairs)
+            } else {
+                ident::fit_pairs(&pairs)
+            };
+            (d, fit)
         })
         .collect();
     let best = fits
@@ -925,6 +935,7 @@ fn main() {
             low,
             high,
             relay,
+            integrating,
             write,
             force,
         } => identify(
@@ -937,6 +948,7 @@ fn main() {
             } else {
                 Excitation::Prbs
             },
+            integrating,
             (write, force),
         ),
         Cmd::Design {
