@@ -16,6 +16,9 @@
 PREMIUM_RATE=${PREMIUM_RATE:-6}
 BASIC_RATE=${BASIC_RATE:-40}
 SP=${SET_POINT_MS:-2000}
+# The premium queue integrates arrivals minus service near the set point: identify the
+# integrating model (a = 1) rather than fit a free a to relay data that touch its floor.
+IDENT_OPTS=${IDENT_OPTS:---integrating}
 apache_on 8080 3
 apache_on 8081 15
 sleep 1
