@@ -80,9 +80,8 @@ pub fn fit(y: &[f64], u: &[f64]) -> Result<Model, IdentError> {
     fit_pairs(&pairs)
 }
 
-/// Fits the model to one-step samples `(y(k), u(k), y(k+1))`, for data with gaps (a
-/// period without enough connections to measure breaks the sequence, not the fit).
-pub fn fit_pairs(pairs: &[(f64, f64, f64)]) -> Result<Model, IdentError> {
+/// Refuses too few samples or a non-finite one.
+fn usable(pairs: &[(f64, f64, f64)]) -> Result<(), IdentError> {
     if pairs.len() < MIN_SAMPLES {
         return Err(IdentError::TooFew);
     }
@@ -92,6 +91,29 @@ pub fn fit_pairs(pairs: &[(f64, f64, f64)]) -> Result<Model, IdentError> {
     {
         return Err(IdentError::NotFinite);
     }
+    Ok(())
+}
+
+/// The share of the variance of `y(k+1)` that the one-step predictions of
+/// `y(k+1) = a y(k) + b u(k) + c` explain (1 if `y(k+1)` does not vary).
+fn r_squared(pairs: &[(f64, f64, f64)], a: f64, b: f64, c: f64) -> f64 {
+    let my1 = pairs.iter().map(|p| p.2).sum::<f64>() / pairs.len() as f64;
+    let (mut ss_res, mut ss_tot) = (0.0, 0.0);
+    for &(y, u, y1) in pairs {
+        ss_res += (y1 - (a * y + b * u + c)).powi(2);
+        ss_tot += (y1 - my1).powi(2);
+    }
+    if ss_tot > 0.0 {
+        1.0 - ss_res / ss_tot
+    } else {
+        1.0
+    }
+}
+
+/// Fits the model to one-step samples `(y(k), u(k), y(k+1))`, for data with gaps (a
+/// period without enough connections to measure breaks the sequence, not the fit).
+pub fn fit_pairs(pairs: &[(f64, f64, f64)]) -> Result<Model, IdentError> {
+    usable(pairs)?;
     let n = pairs.len() as f64;
     // Normal equations with the regressors centred (for conditioning): the offset is
     // recovered afterwards from the means.
@@ -116,16 +138,7 @@ pub fn fit_pairs(pairs: &[(f64, f64, f64)]) -> Result<Model, IdentError> {
     let a = (m[0][2] * m[1][1] - m[0][1] * m[1][2]) / det;
     let b = (m[0][0] * m[1][2] - m[1][0] * m[0][2]) / det;
     let c = my1 - a * my - b * mu;
-    let (mut ss_res, mut ss_tot) = (0.0, 0.0);
-    for &(y, u, y1) in pairs {
-        ss_res += (y1 - (a * y + b * u + c)).powi(2);
-        ss_tot += (y1 - my1).powi(2);
-    }
-    let r2 = if ss_tot > 0.0 {
-        1.0 - ss_res / ss_tot
-    } else {
-        1.0
-    };
+    let r2 = r_squared(pairs, a, b, c);
     Ok(Model {
         a,
         b,
@@ -143,15 +156,7 @@ pub fn fit_pairs(pairs: &[(f64, f64, f64)]) -> Result<Model, IdentError> {
 /// `y(k+1) - y(k)` over `u(k)`; `R^2` is that of the one-step predictions of `y(k+1)`,
 /// as for [`fit_pairs`], so the two fits compare.
 pub fn fit_integrating_pairs(pairs: &[(f64, f64, f64)]) -> Result<Model, IdentError> {
-    if pairs.len() < MIN_SAMPLES {
-        return Err(IdentError::TooFew);
-    }
-    if pairs
-        .iter()
-        .any(|(y, u, y1)| !y.is_finite() || !u.is_finite() || !y1.is_finite())
-    {
-        return Err(IdentError::NotFinite);
-    }
+    usable(pairs)?;
     let n = pairs.len() as f64;
     let mu = pairs.iter().map(|p| p.1).sum::<f64>() / n;
     let mz = pairs.iter().map(|p| p.2 - p.0).sum::<f64>() / n;
@@ -165,17 +170,7 @@ pub fn fit_integrating_pairs(pairs: &[(f64, f64, f64)]) -> Result<Model, IdentEr
     }
     let b = suz / suu;
     let c = mz - b * mu;
-    let my1 = pairs.iter().map(|p| p.2).sum::<f64>() / n;
-    let (mut ss_res, mut ss_tot) = (0.0, 0.0);
-    for &(y, u, y1) in pairs {
-        ss_res += (y1 - (y + b * u + c)).powi(2);
-        ss_tot += (y1 - my1).powi(2);
-    }
-    let r2 = if ss_tot > 0.0 {
-        1.0 - ss_res / ss_tot
-    } else {
-        1.0
-    };
+    let r2 = r_squared(pairs, 1.0, b, c);
     Ok(Model {
         a: 1.0,
         b,
