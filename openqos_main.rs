@@ -43,6 +43,7 @@ mod qos_classifier;
 mod qos_error;
 mod qos_ffi;
 mod qos_netlink;
+mod qos_prio;
 mod qos_sensor;
 mod qos_sock;
 mod qos_store;

@@ -24,6 +24,7 @@ use crate::{
     content::{Dfa, ScanCache, Slot, Tables, TablesError},
     prob,
     qos_error::{reject, Rejection},
+    qos_prio::{Admit, PrioTable},
     qos_sensor::{self, Counter, RuleStats},
     qos_sock::{
         ChildOutcome, DrainCx, Drained, Family, Forwarder, ListenSock, LockedChild, ModuleListener,
@@ -134,6 +135,8 @@ pub(crate) struct Cond {
     pub(crate) matcher: Matcher,
     /// Outgoing port.
     pub(crate) out: u16,
+    /// Priority class at the outgoing port (used if it has a prioritized queue).
+    pub(crate) prio: Option<u8>,
     /// Connections that matched.
     pub(crate) hits: Counter,
 }
@@ -181,6 +184,8 @@ impl ContentOpts {
 pub(crate) struct Policy {
     /// Port used when no condition matches.
     pub(crate) default_port: u16,
+    /// Priority class at the default port.
+    pub(crate) default_prio: Option<u8>,
     /// Conditions, tried in order.
     pub(crate) conds: KVec<Arc<Cond>>,
     /// Content rules: their options.
@@ -244,6 +249,7 @@ impl Policy {
     pub(crate) fn new(
         kind: u8,
         default_port: u16,
+        default_prio: Option<u8>,
         conds: KVec<Arc<Cond>>,
         content: Option<ContentOpts>,
     ) -> Result<Arc<Self>, Rejection> {
@@ -280,6 +286,7 @@ impl Policy {
         Ok(Arc::new(
             Policy {
                 default_port,
+                default_prio,
                 conds,
                 content,
                 automaton,
@@ -427,6 +434,8 @@ pub(crate) struct RuleShared {
     policy: SpinLockIrq<[Option<Arc<Policy>>; 2]>,
     /// The namespace's switch between the slots.
     epoch: Arc<Epoch>,
+    /// The namespace's prioritized ports.
+    prios: Arc<PrioTable>,
     /// Whether a policy of either slot is a content rule's, readable without the lock: the
     /// hooks of children with new data, and rules handing connections over, look at it
     /// first.
@@ -485,6 +494,24 @@ impl Why<'_> {
             _ => policy.default_port,
         }
     }
+
+    fn prio(&self, policy: &Policy) -> Option<u8> {
+        match self {
+            Why::Cond(c) => c.prio,
+            _ => policy.default_prio,
+        }
+    }
+}
+
+/// Where a classified connection goes: into the server's listener, or, for a class at a
+/// prioritized port, into the park of its class.
+enum Dest<'a> {
+    /// The listener that a connection to the port reaches (`None`: nobody listens).
+    Server(Option<Target<'a>>),
+    /// The queue of a prioritized port, class and target park.
+    Park(&'a crate::qos_prio::PrioCore, u8, Target<'a>),
+    /// Refused by the prioritized port's queue (full, or too late for its deadline).
+    Refused,
 }
 
 /// What the drain does after handling one connection.
@@ -584,10 +611,23 @@ impl Forward {
     ) -> Step {
         let moved = {
             let rcu = rcu::read_lock();
-            match lookup(l.sock(), &rcu, peer, why.port(policy)) {
-                Some(target) if wants_data(&target) => l.hand_over_head(cx, head, &target),
-                Some(target) => l.move_head(cx, head, &target),
-                None => Err(MoveError::NoListener),
+            let prio = why
+                .prio(policy)
+                .and_then(|c| Some((self.shared.prios.find(why.port(policy))?, c)));
+            match self.dest(l, &rcu, prio.as_ref(), peer, why.port(policy), cx.process()) {
+                Dest::Server(Some(target)) if wants_data(&target) => {
+                    l.hand_over_head(cx, head, &target)
+                }
+                Dest::Server(Some(target)) => l.move_head(cx, head, &target),
+                Dest::Server(None) => Err(MoveError::NoListener),
+                Dest::Park(core, class, park) => {
+                    let r = l.move_head(cx, head, &park);
+                    if r.is_ok() {
+                        core.entered(class);
+                    }
+                    r
+                }
+                Dest::Refused => Err(MoveError::Full),
             }
         };
         let stats = &self.shared.stats;
@@ -611,6 +651,27 @@ impl Forward {
         }
         self.count(why);
         Step::Next
+    }
+
+    /// Where a connection to `port` with the addresses `peer` goes: with `prio` (the
+    /// port's prioritized queue and the connection's class), the queue decides
+    /// (`count`: a refusal is final and counted); else the listener of the port.
+    fn dest<'a>(
+        &self,
+        l: &ModuleListener<Self>,
+        rcu: &'a rcu::Guard,
+        prio: Option<&'a (Arc<crate::qos_prio::PrioCore>, u8)>,
+        peer: &Peer,
+        port: u16,
+        count: bool,
+    ) -> Dest<'a> {
+        match prio {
+            Some((core, class)) => match core.admit(*class, peer, count) {
+                Admit::Park(park, c) => Dest::Park(core, c, park.target()),
+                Admit::Refuse => Dest::Refused,
+            },
+            None => Dest::Server(lookup(l.sock(), rcu, peer, port)),
+        }
     }
 
     /// [`Forwarder::drain`] with the policy snapshot `policy`, and the verdict `known`
@@ -685,9 +746,28 @@ impl Forwarder for Forward {
         };
         let moved = {
             let rcu = rcu::read_lock();
-            match lookup(l.sock(), &rcu, &child.peer(), why.port(&policy)) {
-                Some(target) => l.move_child(child, &target, wants_data(&target)),
-                None => Err(MoveError::NoListener),
+            let prio = why
+                .prio(&policy)
+                .and_then(|c| Some((self.shared.prios.find(why.port(&policy))?, c)));
+            match self.dest(
+                l,
+                &rcu,
+                prio.as_ref(),
+                &child.peer(),
+                why.port(&policy),
+                false,
+            ) {
+                Dest::Server(Some(target)) => l.move_child(child, &target, wants_data(&target)),
+                Dest::Server(None) => Err(MoveError::NoListener),
+                Dest::Park(core, class, park) => {
+                    let r = l.move_child(child, &park, false);
+                    if r.is_ok() {
+                        core.entered(class);
+                    }
+                    r
+                }
+                // The drainer refuses it, in process context.
+                Dest::Refused => Err(MoveError::Full),
             }
         };
         match moved {
@@ -768,9 +848,11 @@ pub(crate) struct Rule {
 impl Rule {
     /// Creates the rule on `port` of `net` with `policy` in `slot` of `epoch` (the other
     /// slot holds none): its listeners listen at once, and forward if `slot` is in force.
+    #[expect(clippy::too_many_arguments)]
     pub(crate) fn new(
         net: NetRef,
         epoch: &Arc<Epoch>,
+        prios: &Arc<PrioTable>,
         slot: usize,
         port: u16,
         kind: u8,
@@ -785,6 +867,7 @@ impl Rule {
                 wants_data: Atomic::new(wants_data),
                 policy <- new_spinlock_irq!(slots, "openqos_rule_policy"),
                 epoch: epoch.clone(),
+                prios: prios.clone(),
                 stats: RuleStats::new(),
             }),
             GFP_KERNEL_ACCOUNT,

@@ -40,6 +40,11 @@ impl Peer {
         self.age_ms
     }
 
+    /// Whether the connection is an IPv4 one (`AF_INET`; v4-mapped ones are IPv6).
+    pub(crate) fn is_v4(&self) -> bool {
+        u32::from(self.family) == bindings::AF_INET
+    }
+
     /// The client address, for classification.
     pub(crate) fn client(&self) -> crate::addr::Client {
         if u32::from(self.family) == bindings::AF_INET {
@@ -281,6 +286,17 @@ unsafe extern "C" {
         hand_over: bool,
     ) -> i32;
     pub(crate) fn oq_sk_module_ctx(sk: *mut bindings::sock, hook: Hook) -> *mut c_void;
+    pub(crate) fn oq_park_unhash(sk: *mut bindings::sock);
+    pub(crate) fn oq_park_peek(
+        lsk: *mut bindings::sock,
+        tail: bool,
+        peer: *mut Peer,
+    ) -> *mut bindings::request_sock;
+    pub(crate) fn oq_park_move(
+        src: *mut bindings::sock,
+        child: *mut bindings::sock,
+        dst: *mut bindings::sock,
+    ) -> i32;
     pub(crate) fn oq_child_lock(child: *mut bindings::sock) -> bool;
     pub(crate) fn oq_child_unlock(child: *mut bindings::sock);
     pub(crate) fn oq_sock_no_linger(sock: *mut bindings::socket);

@@ -20,6 +20,7 @@ use crate::{
     qos_actuators::Group,
     qos_classifier::{self, Matcher},
     qos_error::{reject, Rejection},
+    qos_prio::PrioPort,
     qos_sensor::Meter,
     qos_sock::NetRef,
     qos_store::{self, RuleSpec},
@@ -126,6 +127,9 @@ impl GenlFamily {
                 cmd::COND_SET => op.doit = Some(doit::<{ cmd::COND_SET }>),
                 cmd::FLUSH => op.doit = Some(doit::<{ cmd::FLUSH }>),
                 cmd::RULESET_REPLACE => op.doit = Some(doit::<{ cmd::RULESET_REPLACE }>),
+                cmd::PRIO_SET => op.doit = Some(doit::<{ cmd::PRIO_SET }>),
+                cmd::PRIO_DEL => op.doit = Some(doit::<{ cmd::PRIO_DEL }>),
+                cmd::PRIO_GET => op.dumpit = Some(dump_prios),
                 // A command added to the ABI but not wired here answers EOPNOTSUPP.
                 _ => op.doit = Some(doit::<0>),
             }
@@ -342,6 +346,7 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
             port,
             t.u8(attr::RULE_TYPE).unwrap_or(0),
             t.u16(attr::DEFAULT_PORT).unwrap_or(0),
+            t.u8(attr::DEFAULT_PRIO),
             t.u32(attr::RULE_FLAGS).unwrap_or(0),
             t.u32(attr::DATA_TIMEOUT_MS),
         ),
@@ -354,6 +359,7 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
                 (c == cmd::COND_SET).then(|| t.u32(attr::COND_INDEX).unwrap_or(0)),
                 m,
                 t.u16(attr::OUT_PORT).unwrap_or(0),
+                t.u8(attr::PRIO),
             ),
             Err(e) => Err(e),
         },
@@ -411,6 +417,11 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
             t.u32(attr::GROUP_FLAGS).unwrap_or(0),
         ),
         cmd::GROUP_PORT_DEL => qos_store::group_port_del(&mut nets, net, gid, port),
+        cmd::PRIO_SET => match parse_prio(req) {
+            Ok(ch) => qos_store::prio_set(&mut nets, net, port, ch),
+            Err(f) => return Err(f),
+        },
+        cmd::PRIO_DEL => qos_store::prio_del(&mut nets, net, port),
         _ => Err(reject(EOPNOTSUPP, c_str!("unknown command"), None)),
     };
     if r.is_ok() && matches!(c, cmd::RULE_NEW | cmd::COND_NEW | cmd::COND_SET) {
@@ -493,6 +504,7 @@ fn parse_rule(nest: Attr<'_>) -> Result<RuleSpec, Failure<'_>> {
         port: t.u16(attr::PORT).unwrap_or(0),
         kind: t.u8(attr::RULE_TYPE).unwrap_or(0),
         default_port: t.u16(attr::DEFAULT_PORT).unwrap_or(0),
+        default_prio: t.u8(attr::DEFAULT_PRIO),
         flags: t.u32(attr::RULE_FLAGS).unwrap_or(0),
         timeout_ms: t.u32(attr::DATA_TIMEOUT_MS),
         conds: KVec::new(),
@@ -537,10 +549,48 @@ fn parse_conds<'a>(nest: Attr<'a>, spec: &mut RuleSpec) -> Result<(), Failure<'a
         })?;
         let out = ct.u16(attr::OUT_PORT).unwrap_or(0);
         spec.conds
-            .push((m, out), GFP_KERNEL)
+            .push((m, out, ct.u8(attr::PRIO)), GFP_KERNEL)
             .map_err(Rejection::from)?;
     }
     Ok(())
+}
+
+/// The settings of a `PRIO_SET`.
+fn parse_prio<'a>(req: &Request<'a>) -> Result<qos_store::PrioChange, Failure<'a>> {
+    let t = &req.attrs;
+    let nests = || Attrs::new(req.payload).filter(|a| a.ty == attr::PRIO_CLASS);
+    let n = nests().count();
+    if n > usize::from(limits::MAX_PRIO_CLASSES) {
+        return Err(reject(EINVAL, c_str!("more class settings than classes"), None).into());
+    }
+    let mut deadlines = KVec::with_capacity(n, GFP_KERNEL).map_err(Rejection::from)?;
+    for c in nests() {
+        let ct: Attrs1<'_> = Table::parse(c.payload());
+        check_attrs(&ct, abi::nest_attrs(attr::PRIO_CLASS), Some(c))?;
+        let class = ct.u8(attr::PRIO).unwrap_or(0);
+        let dl = ct.u32(attr::DEADLINE_MS);
+        if dl == Some(0) {
+            return Err(Failure {
+                rej: reject(
+                    EINVAL,
+                    c_str!("a deadline is at least 1 ms; leave deadline-ms out for none"),
+                    Some(attr::DEADLINE_MS),
+                ),
+                at: ct.get(attr::DEADLINE_MS),
+                missing: None,
+            });
+        }
+        deadlines
+            .push((class, dl), GFP_KERNEL)
+            .map_err(Rejection::from)?;
+    }
+    Ok(qos_store::PrioChange {
+        classes: t.u8(attr::PRIO_CLASSES),
+        cap: t.u32(attr::PRIO_CAP),
+        depth: t.u32(attr::PRIO_DEPTH),
+        flags: t.u32(attr::PRIO_FLAGS),
+        deadlines,
+    })
 }
 
 /// The matcher of a condition: exactly one of an IPv4 prefix, an IPv6 prefix, a weight,
@@ -702,6 +752,9 @@ fn put_rule(m: &Msg, rule: &qos_classifier::Rule, first: usize) -> Result<Option
     m.put(attr::PORT, &rule.port)?;
     m.put(attr::RULE_TYPE, &rule.kind)?;
     m.put(attr::DEFAULT_PORT, &policy.default_port)?;
+    if let Some(p) = policy.default_prio {
+        m.put(attr::DEFAULT_PRIO, &p)?;
+    }
     m.put(attr::RULE_FLAGS, &rule.flags)?;
     if first == 0 {
         let s = &rule.shared.stats;
@@ -743,6 +796,9 @@ fn put_rule(m: &Msg, rule: &qos_classifier::Rule, first: usize) -> Result<Option
                 Matcher::Content(p) => m.put_bytes(attr::PATTERN, p)?,
             }
             m.put(attr::OUT_PORT, &c.out)?;
+            if let Some(p) = c.prio {
+                m.put(attr::PRIO, &p)?;
+            }
             m.put_u64(attr::HITS, c.hits.get())
         });
         if r.is_err() {
@@ -890,6 +946,74 @@ impl Dump {
     }
 }
 
+/// A histogram as the native-endian u64 bytes of `DELAY_HIST`.
+fn hist_bytes(h: &[u64; hist::BUCKETS]) -> [u8; hist::BUCKETS * 8] {
+    let mut bytes = [0u8; hist::BUCKETS * 8];
+    // Byte by byte: a zip over `chunks_exact_mut` leaves objtool an unreachable panic
+    // path it reports as falling through.
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = h.get(i / 8).map_or(0, |c| c.to_ne_bytes()[i % 8]);
+    }
+    bytes
+}
+
+/// Writes one prioritized port message.
+fn put_prio(m: &Msg, p: &PrioPort) -> Result {
+    let core = &p.core;
+    let s = core.settings();
+    m.put(attr::PORT, &core.port)?;
+    m.put(attr::PRIO_CLASSES, &core.classes)?;
+    m.put(attr::PRIO_CAP, &s.cap)?;
+    m.put(attr::PRIO_DEPTH, &s.depth)?;
+    m.put(attr::PRIO_FLAGS, &s.flags)?;
+    for c in 0..usize::from(core.classes) {
+        let r = core.read(c);
+        m.nest(attr::PRIO_CLASS, |m| {
+            m.put(attr::PRIO, &(c as u8))?;
+            if r.deadline_ms > 0 {
+                m.put(attr::DEADLINE_MS, &r.deadline_ms)?;
+            }
+            m.nest(attr::PRIO_STATS, |m| {
+                for (ty, v) in r.stats {
+                    m.put_u64(ty, v)?;
+                }
+                Ok(())
+            })?;
+            m.put_bytes(attr::DELAY_HIST, &hist_bytes(&r.hist))
+        })?;
+    }
+    Ok(())
+}
+
+/// The `dumpit` handler of `PRIO_GET`: one message per prioritized port, resumable
+/// through `cb->args[0]`.
+///
+/// # Safety
+///
+/// Called by the generic netlink core with a valid skb and callback.
+unsafe extern "C" fn dump_prios(
+    skb: *mut bindings::sk_buff,
+    cb: *mut bindings::netlink_callback,
+) -> c_int {
+    // SAFETY: `cb` is valid for the call (function safety requirement).
+    let Some(d) = (unsafe { Dump::new(cb) }) else {
+        return EINVAL.to_errno();
+    };
+    let Some(st) = qos_store::state(d.net) else {
+        return d.fail(ENODEV, c_str!("the network namespace is being dismantled"));
+    };
+    let nets = st.lock();
+    d.each(
+        skb,
+        cmd::PRIO_GET,
+        qos_store::prio_ports(&nets, d.net),
+        |(p, _)| p.core.port,
+        d.filter
+            .map(|p| (p, c_str!("this port has no prioritized queue"))),
+        |m, (p, _)| put_prio(m, p),
+    )
+}
+
 /// Writes one meter message.
 fn put_meter(m: &Msg, meter: &Meter) -> Result {
     let r = meter.read();
@@ -901,13 +1025,7 @@ fn put_meter(m: &Msg, meter: &Meter) -> Result {
         }
         Ok(())
     })?;
-    let mut bytes = [0u8; hist::BUCKETS * 8];
-    // Byte by byte: a zip over `chunks_exact_mut` leaves objtool an unreachable panic
-    // path it reports as falling through.
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = r.hist.get(i / 8).map_or(0, |c| c.to_ne_bytes()[i % 8]);
-    }
-    m.put_bytes(attr::DELAY_HIST, &bytes)
+    m.put_bytes(attr::DELAY_HIST, &hist_bytes(&r.hist))
 }
 
 impl Dump {

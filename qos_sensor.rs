@@ -682,9 +682,17 @@ unsafe extern "C" fn accept<const V6: bool>(
         return err;
     }
     let data_listener = gov.as_ref().filter(|g| g.rec.data).map(|g| g.rec.clone());
+    let feeder = gov
+        .as_ref()
+        .filter(|g| !g.rec.data)
+        .and_then(|g| g.rec.meter.feeder());
     let from = gov.map(|g| (g.rec.meter.clone(), g.rec.data));
     // SAFETY: `newsock` is the new socket, not yet visible to anyone else, with a sock.
     unsafe { Meter::adopt(from, newsock, V6) };
+    // A prioritized port releases its next connection.
+    if let Some(f) = feeder {
+        f.accepted();
+    }
     // An FTP data listener was in the groups for this one data connection, which stays
     // governed until it closes; the listener itself leaves now.
     if let Some(rec) = data_listener {
@@ -1238,6 +1246,17 @@ pub(crate) struct Meter {
     /// Bit `1 << slot` of `groups`: the port was attached to that group as an FTP control
     /// port. Written under the lock of `groups`.
     ftp_ports: Atomic<u32>,
+    /// Told of every connection accepted from the port (a prioritized queue).
+    #[pin]
+    feeder: SpinLock<Option<Arc<dyn Feeder>>>,
+}
+
+/// What wants to know when a server accepted a connection from a metered port: a
+/// prioritized port's queue, which then releases the next connection into the server's
+/// queue. The sensors own this trait and `qos_prio` implements it, as for [`Governor`].
+pub(crate) trait Feeder: Send + Sync {
+    /// A connection was accepted from the port (process context, no lock held).
+    fn accepted(&self);
 }
 
 /// A snapshot of a meter's readings.
@@ -1273,6 +1292,7 @@ impl Meter {
                 }),
                 groups <- kernel::new_spinlock!([None, None]),
                 ftp_ports: Atomic::new(0),
+                feeder <- kernel::new_spinlock!(None),
             }),
             GFP_KERNEL,
         )
@@ -1291,6 +1311,18 @@ impl Meter {
     /// Removes bits of [`meter_flags`].
     pub(crate) fn clear_flags(&self, flags: u32) {
         self.flags.store(self.flags() & !flags, Relaxed);
+    }
+
+    /// Sets (or with `None` removes) what is told of the port's accepts.
+    pub(crate) fn set_feeder(&self, f: Option<Arc<dyn Feeder>>) {
+        let old = core::mem::replace(&mut *self.feeder.lock(), f);
+        // Dropped outside the lock.
+        drop(old);
+    }
+
+    /// What is told of the port's accepts, if anything.
+    fn feeder(&self) -> Option<Arc<dyn Feeder>> {
+        self.feeder.lock().clone()
     }
 
     /// The group governing the port's output (`output`) or its `accept()`.
@@ -1572,6 +1604,7 @@ impl Meter {
     /// blocked in a wrapper restart their call. Returns the records, which keep their
     /// sockets referenced (module unload kicks them until every wrapper is left).
     pub(crate) fn shutdown(&self) -> KVec<Arc<Tracked>> {
+        self.set_feeder(None);
         let list = {
             let mut inner = self.inner.lock();
             inner.dead = true;

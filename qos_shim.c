@@ -446,7 +446,7 @@ static void *oq_module_ctx(struct sock *dst, void (*hook)(struct sock *))
  * delivers the data the child already has to @dst's rule.
  */
 static int oq_move(struct sock *src, struct request_sock *req, struct sock *child,
-		   struct sock *dst, void (*hook)(struct sock *), bool hand_over)
+		   struct sock *dst, void (*hook)(struct sock *), bool hand_over, bool head_ok)
 {
 	struct request_sock_queue *sq = &inet_csk(src)->icsk_accept_queue;
 	struct request_sock_queue *dq = &inet_csk(dst)->icsk_accept_queue;
@@ -472,7 +472,7 @@ static int oq_move(struct sock *src, struct request_sock *req, struct sock *chil
 			prev = req;
 		if (!req)
 			err = OQ_MOVE_RACE;
-		else if (!prev)
+		else if (!prev && !head_ok)
 			err = OQ_MOVE_HEAD;
 	} else if (sq->rskq_accept_head != req) {
 		err = OQ_MOVE_RACE;
@@ -514,13 +514,60 @@ static int oq_move(struct sock *src, struct request_sock *req, struct sock *chil
 int oq_move_head(struct sock *src, struct request_sock *req, struct sock *dst,
 		 void (*hook)(struct sock *), bool hand_over)
 {
-	return oq_move(src, req, NULL, dst, hook, hand_over);
+	return oq_move(src, req, NULL, dst, hook, hand_over, false);
 }
 
 int oq_move_child(struct sock *src, struct sock *child, struct sock *dst,
 		  void (*hook)(struct sock *), bool hand_over)
 {
-	return oq_move(src, NULL, child, dst, hook, hand_over);
+	return oq_move(src, NULL, child, dst, hook, hand_over, false);
+}
+
+/*
+ * Prioritized queues (qos_prio.rs). A park is a listening kernel socket whose accept
+ * queue holds the connections of one class of a prioritized port until they are
+ * released into the server's queue. It listens on an ephemeral port and is then taken
+ * out of the listening hash (oq_park_unhash), so no SYN and no lookup can reach it:
+ * connections only enter it through oq_move(). Nobody accepts from a park, so it has no
+ * drainer whose head must stay put: any context may move any of its connections, each
+ * move checking under both queue locks that the connection is still there.
+ */
+
+/* Takes listener @sk out of the listening hash; it keeps its queue and its state. */
+void oq_park_unhash(struct sock *sk)
+{
+	sk->sk_prot->unhash(sk);
+}
+
+/*
+ * The head (@tail false) or the tail of park @lsk's queue, with the child's addresses
+ * and age in @peer; NULL if the queue is empty. The request is only a token for
+ * oq_park_move(): it may leave the queue as soon as the lock is dropped.
+ */
+struct request_sock *oq_park_peek(struct sock *lsk, bool tail, struct oq_peer *peer)
+{
+	struct request_sock_queue *q = &inet_csk(lsk)->icsk_accept_queue;
+	struct request_sock *req;
+
+	spin_lock_bh(&q->rskq_lock);
+	req = tail ? q->rskq_accept_tail : q->rskq_accept_head;
+	if (req) {
+		oq_child_peer(req->sk, peer);
+		peer->age_ms = oq_req_age_ms(req);
+		peer->child = req->sk;
+	}
+	spin_unlock_bh(&q->rskq_lock);
+	return req;
+}
+
+/*
+ * Moves connection @child from park @src (head or not) to listener @dst, which is a
+ * server's listener or another park: OQ_MOVE_RACE if it is no longer in @src. The walk
+ * to find it is bounded by the park's cap (MAX_PRIO_HELD).
+ */
+int oq_park_move(struct sock *src, struct sock *child, struct sock *dst)
+{
+	return oq_move(src, NULL, child, dst, NULL, false, true);
 }
 
 void *oq_sk_module_ctx(struct sock *sk, void (*hook)(struct sock *))

@@ -77,6 +77,9 @@ int oq_move_head(struct sock *src, struct request_sock *req, struct sock *dst,
 int oq_move_child(struct sock *src, struct sock *child, struct sock *dst,
 		  void (*hook)(struct sock *), bool hand_over);
 void *oq_sk_module_ctx(struct sock *sk, void (*hook)(struct sock *));
+void oq_park_unhash(struct sock *sk);
+struct request_sock *oq_park_peek(struct sock *lsk, bool tail, struct oq_peer *peer);
+int oq_park_move(struct sock *src, struct sock *child, struct sock *dst);
 bool oq_child_lock(struct sock *child);
 void oq_child_unlock(struct sock *child);
 void oq_sock_no_linger(struct socket *sock);

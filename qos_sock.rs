@@ -235,6 +235,12 @@ pub(crate) struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
+    /// Connections in the listener's accept queue, not yet accepted.
+    pub(crate) fn waiting(&self) -> u32 {
+        // SAFETY: `sk` is a valid listener for `'a`.
+        unsafe { shim::oq_sk_ack_backlog(self.sk.as_ptr()) }
+    }
+
     /// Whether the listener has no user data: it is neither a module listener nor
     /// metered yet. (If its port is metered, a server started listening there since the
     /// sensors last looked: the caller tells them; the socket core calls nothing above
@@ -327,6 +333,39 @@ impl ListenSock {
         Ok(Self {
             sock: NonNull::new(sock).ok_or(EINVAL)?,
         })
+    }
+
+    /// Creates a hidden listener of `net` for `family`, without a hook: it listens on an
+    /// ephemeral port and is then taken out of the listening hash, so that no client and
+    /// no lookup reaches it. Connections enter it only when the module moves them there
+    /// (the parks of a prioritized port, `qos_prio.rs`).
+    pub(crate) fn hidden(net: NetRef, family: Family) -> Result<Self> {
+        let this = Self::create(net, family, 0)?;
+        // SAFETY: `sock` is a valid bound socket.
+        to_result(unsafe {
+            bindings::kernel_listen(
+                this.sock.as_ptr(),
+                crate::abi::limits::LISTEN_BACKLOG as i32,
+            )
+        })?;
+        // SAFETY: the socket is a valid listener of ours. A SYN that reached it in the
+        // moment it was hashed makes an ordinary child here, released like the others.
+        unsafe { shim::oq_park_unhash(this.sk()) };
+        Ok(this)
+    }
+
+    /// A counted reference to the socket, usable from any context after `self` is gone
+    /// (moves into or out of a closed listener fail).
+    pub(crate) fn sk_ref(&self) -> ListenRef {
+        let sk = self.sk();
+        // SAFETY: `sk` is valid (type invariant); the reference taken here is dropped by
+        // `ListenRef`'s `drop`.
+        unsafe { shim::oq_sock_hold(sk) };
+        // INVARIANT: a held reference to a listening socket of the module's.
+        ListenRef {
+            // SAFETY: `sk` is never NULL (type invariant).
+            sk: unsafe { NonNull::new_unchecked(sk) },
+        }
     }
 
     fn sk(&self) -> *mut bindings::sock {
@@ -429,6 +468,98 @@ impl Drop for ListenSock {
     fn drop(&mut self) {
         // SAFETY: by the type invariant we own the socket and this is the only release.
         unsafe { bindings::sock_release(self.sock.as_ptr()) };
+    }
+}
+
+/// A counted reference to one of the module's hidden listeners ([`ModuleListener::
+/// new_hidden`]): a park, whose queue holds connections of one class of a prioritized
+/// port, or a refusal queue. Nobody accepts from a park, so any context may move any of
+/// its connections (the shim checks under both queue locks that it is still there).
+///
+/// # Invariants
+///
+/// `sk` is a TCP socket created by the module as a listener, on which this value holds a
+/// reference (`sock_hold`), so it stays allocated while the value lives. Once its owner
+/// closes it, its state is no longer `TCP_LISTEN` and every move into or out of it fails.
+pub(crate) struct ListenRef {
+    sk: NonNull<bindings::sock>,
+}
+
+// SAFETY: the socket is only used through kernel functions that do their own locking, and
+// its reference may be dropped from any context (`sock_put` frees in softirq too).
+unsafe impl Send for ListenRef {}
+// SAFETY: as above.
+unsafe impl Sync for ListenRef {}
+
+/// A connection seen in a park's queue: its child (a token for [`ListenRef::move_to`],
+/// never dereferenced by Rust) and addresses.
+pub(crate) struct Parked {
+    child: NonNull<bindings::sock>,
+    /// The connection's addresses and age.
+    pub(crate) peer: Peer,
+}
+
+impl ListenRef {
+    /// The listener as a target of a move.
+    pub(crate) fn target(&self) -> Target<'_> {
+        // INVARIANT: the socket stays allocated for the borrow (type invariant).
+        Target {
+            sk: self.sk,
+            _rcu: PhantomData,
+        }
+    }
+
+    /// Connections in the queue.
+    pub(crate) fn waiting(&self) -> u32 {
+        // SAFETY: `sk` is valid (type invariant).
+        unsafe { shim::oq_sk_ack_backlog(self.sk.as_ptr()) }
+    }
+
+    /// The oldest (`tail == false`) or newest connection of the queue.
+    pub(crate) fn peek(&self, tail: bool) -> Option<Parked> {
+        let mut peer = Peer::default();
+        // SAFETY: `sk` is valid; the shim reads the queue under its lock.
+        let req = unsafe { shim::oq_park_peek(self.sk.as_ptr(), tail, &mut peer) };
+        if req.is_null() {
+            return None;
+        }
+        Some(Parked {
+            child: peer.child?,
+            peer,
+        })
+    }
+
+    /// Moves `c`, if it is still in this queue, into `dst`'s accept queue and wakes
+    /// `dst`'s waiters.
+    pub(crate) fn move_to(&self, c: &Parked, dst: &Target<'_>) -> Result<Moved, MoveError> {
+        // SAFETY: both sockets are valid (type invariant; `Target`'s lifetime); the shim
+        // only compares `c.child` with the queue's children under the queue locks, and
+        // moves nothing if it is not there.
+        MoveError::from_shim(unsafe {
+            shim::oq_park_move(self.sk.as_ptr(), c.child.as_ptr(), dst.sk.as_ptr())
+        })
+    }
+
+    /// Finds the listener a connection to `port` on the same local address would reach.
+    pub(crate) fn lookup<'a>(
+        &self,
+        _g: &'a rcu::Guard,
+        peer: &Peer,
+        port: u16,
+    ) -> Option<Target<'a>> {
+        // SAFETY: as in `ListenSock::lookup`.
+        let sk = unsafe { shim::oq_lookup_listener(self.sk.as_ptr(), peer, port) };
+        NonNull::new(sk).map(|sk| Target {
+            sk,
+            _rcu: PhantomData,
+        })
+    }
+}
+
+impl Drop for ListenRef {
+    fn drop(&mut self) {
+        // SAFETY: we hold a reference (type invariant), given back exactly once.
+        unsafe { shim::oq_sock_put(self.sk.as_ptr()) };
     }
 }
 
@@ -634,6 +765,23 @@ impl<T: Forwarder> ModuleListener<T> {
             )
         })?;
         Ok(this)
+    }
+
+    /// Creates a hidden listener of `net` for `family`, hooked, forwarding with `fwd`: it
+    /// listens on an ephemeral port and is then taken out of the listening hash, so that
+    /// no client and no lookup reaches it. Connections enter it only when the module
+    /// moves them there (a prioritized port's parks and refusal queues, `qos_prio.rs`).
+    pub(crate) fn new_hidden(net: NetRef, family: Family, fwd: T) -> Result<Pin<KBox<Self>>> {
+        let this = Self::new(net, family, 0, fwd)?;
+        // SAFETY: the socket is a valid listener of ours. A SYN that reached it in the
+        // moment it was hashed makes an ordinary child here, forwarded like the others.
+        unsafe { shim::oq_park_unhash(this.sock.sk()) };
+        Ok(this)
+    }
+
+    /// A counted reference to the listening socket ([`ListenSock::sk_ref`]).
+    pub(crate) fn sk_ref(&self) -> ListenRef {
+        self.sock.sk_ref()
     }
 
     /// The socket.

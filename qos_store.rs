@@ -20,7 +20,8 @@ use crate::{
     qos_actuators::Group,
     qos_classifier::{check_matcher, Cond, ContentOpts, Epoch, Matcher, Policy, Rule},
     qos_error::{reject, Rejection},
-    qos_sensor::{self, Counter, Governor, Meter, Tracked},
+    qos_prio::{PrioPort, PrioTable, Settings},
+    qos_sensor::{self, Counter, Feeder, Governor, Meter, Tracked},
     qos_sock::NetRef,
 };
 use kernel::{
@@ -37,6 +38,10 @@ pub(crate) struct NetRules {
     pub(crate) meters: KVec<Arc<Meter>>,
     /// Socket groups, sorted by number.
     pub(crate) groups: KVec<Arc<Group>>,
+    /// Prioritized ports, in creation order, with their meters.
+    pub(crate) prio_ports: KVec<(PrioPort, Arc<Meter>)>,
+    /// The same, as the rules' hooks find them.
+    prios: Arc<PrioTable>,
     /// Which policy slot of the rules is in force.
     epoch: Arc<Epoch>,
     /// The namespace is being dismantled: everything above was flushed and nothing may
@@ -114,6 +119,7 @@ unsafe fn slot(net: NetRef) -> *mut *const NetState {
 /// Pernet `init`: creates the state of a new namespace. Returns 0 or a negative errno.
 pub(crate) fn net_init(net: NetRef) -> Result {
     let epoch = Arc::new(Epoch::new(), GFP_KERNEL_ACCOUNT)?;
+    let prios = PrioTable::new()?;
     let st = Arc::pin_init(
         pin_init!(NetState {
             net,
@@ -121,6 +127,8 @@ pub(crate) fn net_init(net: NetRef) -> Result {
                 rules: KVec::new(),
                 meters: KVec::new(),
                 groups: KVec::new(),
+                prio_ports: KVec::new(),
+                prios,
                 epoch,
                 dead: false,
             }),
@@ -281,12 +289,14 @@ fn nomem(e: kernel::alloc::AllocError) -> (Rejection, Option<u16>) {
 }
 
 /// Creates a rule listening on `port` in `net`.
+#[expect(clippy::too_many_arguments)]
 pub(crate) fn rule_new(
     nets: &mut Nets,
     net: NetRef,
     port: u16,
     kind: u8,
     default_port: u16,
+    default_prio: Option<u8>,
     flags: u32,
     timeout_ms: Option<u32>,
 ) -> Result<(), Rejection> {
@@ -302,14 +312,23 @@ pub(crate) fn rule_new(
     if existing.len() >= limits::MAX_RULES {
         return Err(too_many_rules());
     }
-    let policy = Policy::new(kind, default_port, KVec::new(), content)?;
+    let policy = Policy::new(kind, default_port, default_prio, KVec::new(), content)?;
     check_chains(
         &graph_with(existing, port, &policy)?,
         Some(abi::attr::DEFAULT_PORT),
     )
     .map_err(|(r, _)| r)?;
     let epoch = nets.epoch.clone();
-    let rule = Rule::new(net, &epoch, epoch.current(), port, kind, flags, policy)?;
+    let rule = Rule::new(
+        net,
+        &epoch,
+        &nets.prios,
+        epoch.current(),
+        port,
+        kind,
+        flags,
+        policy,
+    )?;
     rules_mut(nets, net)?.push(rule, GFP_KERNEL)?;
     Ok(())
 }
@@ -339,11 +358,12 @@ pub(crate) fn rule_del(nets: &mut Nets, net: NetRef, port: u16) -> Result<(), Re
     Ok(())
 }
 
-fn new_cond(matcher: Matcher, out: u16) -> Result<Arc<Cond>, Rejection> {
+fn new_cond(matcher: Matcher, out: u16, prio: Option<u8>) -> Result<Arc<Cond>, Rejection> {
     Ok(Arc::new(
         Cond {
             matcher,
             out,
+            prio,
             hits: Counter::new(),
         },
         GFP_KERNEL_ACCOUNT,
@@ -360,6 +380,7 @@ pub(crate) fn cond_set(
     index: Option<u32>,
     matcher: Matcher,
     out: u16,
+    prio: Option<u8>,
 ) -> Result<(), Rejection> {
     let rule = rule_mut(nets, net, port)?;
     let kind = rule.kind;
@@ -367,13 +388,13 @@ pub(crate) fn cond_set(
     let old = rule.policy.clone();
     let slot = index.map(|i| cond_slot(&old, i)).transpose()?;
     // A replaced condition starts a new counter: it is a different condition.
-    let cond = new_cond(matcher, out)?;
+    let cond = new_cond(matcher, out, prio)?;
     let mut conds = old.try_clone(1)?;
     match slot {
         Some(i) => conds[i] = cond,
         None => conds.push(cond, GFP_KERNEL_ACCOUNT)?,
     }
-    let new = Policy::new(kind, old.default_port, conds, old.content)?;
+    let new = Policy::new(kind, old.default_port, old.default_prio, conds, old.content)?;
     check_chains(
         &graph_with(rules(nets, net), port, &new)?,
         Some(abi::attr::OUT_PORT),
@@ -407,13 +428,21 @@ pub(crate) fn cond_del(
     let i = cond_slot(&old, index)?;
     let mut conds = old.try_clone(0)?;
     drop(conds.remove(i));
-    let new = Policy::new(rule.kind, old.default_port, conds, old.content)?;
+    let new = Policy::new(
+        rule.kind,
+        old.default_port,
+        old.default_prio,
+        conds,
+        old.content,
+    )?;
     rule.set_policy(new);
     Ok(())
 }
 
-/// Deletes the groups, meters and rules of a namespace that is going away.
+/// Deletes the prioritized ports, groups, meters and rules of a namespace that is going
+/// away.
 fn flush(n: &mut NetRules) {
+    shut_down_prio(n);
     shut_down_sensors(n, drop);
     drop(core::mem::take(&mut n.rules));
 }
@@ -429,6 +458,21 @@ fn shut_down_sensors(n: &mut NetRules, mut record: impl FnMut(Arc<Tracked>)) {
             record(rec);
         }
     }
+}
+
+/// Closes every prioritized port of a namespace (their connections go to the servers
+/// as far as they have room).
+fn shut_down_prio(n: &mut NetRules) {
+    for (p, m) in core::mem::take(&mut n.prio_ports) {
+        prio_close(&n.prios, p, &m);
+    }
+}
+
+/// Closes prioritized port `p`, whose meter is `m`.
+fn prio_close(table: &PrioTable, p: PrioPort, m: &Meter) {
+    m.set_feeder(None);
+    m.clear_flags(abi::meter_flags::PRIO);
+    p.shutdown(table);
 }
 
 /// Shuts `g` down and takes its ports out of it.
@@ -570,6 +614,15 @@ pub(crate) fn meter_del(nets: &mut Nets, net: NetRef, port: u16) -> Result<(), R
             Some(abi::attr::PORT),
         ));
     }
+    if n.meters[i].flags() & abi::meter_flags::PRIO != 0 {
+        return Err(reject(
+            EBUSY,
+            c_str!(
+                "this port has a prioritized queue, which needs its meter: delete the queue first"
+            ),
+            Some(abi::attr::PORT),
+        ));
+    }
     let m = n.meters.remove(i).map_err(|_| none())?;
     drop(m.shutdown());
     Ok(())
@@ -610,9 +663,11 @@ pub(crate) fn shutdown_meters() -> KVec<Arc<Tracked>> {
     // meanwhile only take the registry's lock, briefly, so holding it here is fine.
     let reg = REGISTRY.lock();
     for st in reg.iter() {
+        let mut n = st.lock();
+        shut_down_prio(&mut n);
         // Without memory, a record goes now: its socket just is not kicked again if a
         // task re-enters a wrapper through a stale pointer.
-        shut_down_sensors(&mut st.lock(), |rec| {
+        shut_down_sensors(&mut n, |rec| {
             let _ = all.push(rec, GFP_KERNEL);
         });
     }
@@ -849,8 +904,10 @@ pub(crate) struct RuleSpec {
     pub(crate) flags: u32,
     /// Content rules: the data timeout, if given.
     pub(crate) timeout_ms: Option<u32>,
-    /// Conditions in priority order: matcher and outgoing port.
-    pub(crate) conds: KVec<(Matcher, u16)>,
+    /// Priority class at the default port.
+    pub(crate) default_prio: Option<u8>,
+    /// Conditions in priority order: matcher, outgoing port and priority class.
+    pub(crate) conds: KVec<(Matcher, u16, Option<u8>)>,
 }
 
 /// A rule of a rule set, validated and built aside.
@@ -907,18 +964,24 @@ pub(crate) fn replace(
         }
         let prev_policy = prev.map(|r| r.policy.clone());
         let mut conds = KVec::with_capacity(spec.conds.len(), GFP_KERNEL_ACCOUNT)?;
-        for (j, (matcher, out)) in spec.conds.into_iter().enumerate() {
+        for (j, (matcher, out, prio)) in spec.conds.into_iter().enumerate() {
             let same = prev_policy
                 .as_ref()
                 .and_then(|p| p.conds.get(j))
-                .filter(|c| c.out == out && c.matcher == matcher);
+                .filter(|c| c.out == out && c.prio == prio && c.matcher == matcher);
             let cond = match same {
                 Some(c) => c.clone(),
-                None => new_cond(matcher, out)?,
+                None => new_cond(matcher, out, prio)?,
             };
             conds.push(cond, GFP_KERNEL_ACCOUNT)?;
         }
-        let policy = Policy::new(spec.kind, spec.default_port, conds, content)?;
+        let policy = Policy::new(
+            spec.kind,
+            spec.default_port,
+            spec.default_prio,
+            conds,
+            content,
+        )?;
         staged.push(
             Staged {
                 port: spec.port,
@@ -958,6 +1021,7 @@ pub(crate) fn replace(
             false => Some(Rule::new(
                 net,
                 &epoch,
+                &nets.prios,
                 next,
                 s.port,
                 s.kind,
@@ -1014,4 +1078,131 @@ pub(crate) fn replace(
         flush_rules(nets, net);
     }
     Ok(())
+}
+
+/// What `PRIO_SET` asks for.
+pub(crate) struct PrioChange {
+    /// Classes (creation only).
+    pub(crate) classes: Option<u8>,
+    /// Cap, depth, flags.
+    pub(crate) cap: Option<u32>,
+    /// Most released and not yet accepted.
+    pub(crate) depth: Option<u32>,
+    /// Bits of `prio_flags`.
+    pub(crate) flags: Option<u32>,
+    /// Classes whose deadline is set: `(class, deadline)` (`None`: no deadline).
+    pub(crate) deadlines: KVec<(u8, Option<u32>)>,
+}
+
+/// Gives `port` a prioritized queue, or changes the settings of its queue (`PRIO_SET`).
+pub(crate) fn prio_set(
+    nets: &mut Nets,
+    net: NetRef,
+    port: u16,
+    ch: PrioChange,
+) -> Result<(), Rejection> {
+    rules_mut(nets, net)?;
+    if rules(nets, net).iter().any(|r| r.port == port) {
+        return Err(reject(
+            EINVAL,
+            c_str!("a rule owns this port: a prioritized queue is for a server's port"),
+            Some(abi::attr::PORT),
+        ));
+    }
+    let existing = nets
+        .prio_ports
+        .iter()
+        .position(|(p, _)| p.core.port == port);
+    let classes = match existing {
+        Some(i) => {
+            let have = nets.prio_ports[i].0.core.classes;
+            if ch.classes.is_some_and(|c| c != have) {
+                return Err(reject(
+                    EINVAL,
+                    c_str!("the number of classes is fixed when the queue is created: delete it and create it again"),
+                    Some(abi::attr::PRIO_CLASSES),
+                ));
+            }
+            have
+        }
+        None => ch.classes.unwrap_or(limits::PRIO_CLASSES),
+    };
+    let mut s = match existing {
+        Some(i) => nets.prio_ports[i].0.core.settings(),
+        None => Settings::default(),
+    };
+    s.cap = ch.cap.unwrap_or(s.cap);
+    s.depth = ch.depth.unwrap_or(s.depth);
+    s.flags = ch.flags.unwrap_or(s.flags);
+    for &(c, dl) in ch.deadlines.iter() {
+        if c >= classes {
+            return Err(reject(
+                EINVAL,
+                c_str!("no such class: classes count from 0 to the port's number of classes - 1"),
+                Some(abi::attr::PRIO),
+            ));
+        }
+        s.deadline_ms[usize::from(c)] = dl.unwrap_or(0);
+    }
+    if let Some(i) = existing {
+        nets.prio_ports[i].0.core.set(s);
+        return Ok(());
+    }
+    if nets.prio_ports.len() >= limits::MAX_PRIO_PORTS {
+        return Err(reject(
+            ENOSPC,
+            c_str!("too many prioritized ports in this namespace (16)"),
+            Some(abi::attr::PORT),
+        ));
+    }
+    nets.prio_ports.reserve(1, GFP_KERNEL)?;
+    let had_meter = meter_slot(&nets.meters, port).is_ok();
+    meter_add(nets, net, port, abi::meter_flags::PRIO)?;
+    let Ok(i) = meter_slot(&nets.meters, port) else {
+        return Err(ENOMEM.into());
+    };
+    let meter = nets.meters[i].clone();
+    let p = match PrioPort::new(net, &nets.prios, port, classes, s) {
+        Ok(p) => p,
+        Err(e) => {
+            // Nothing half-created: the meter made for the queue goes again.
+            meter.clear_flags(abi::meter_flags::PRIO);
+            if !had_meter {
+                if let Ok(m) = nets.meters.remove(i) {
+                    drop(m.shutdown());
+                }
+            }
+            return Err(e);
+        }
+    };
+    let feeder: Arc<dyn Feeder> = p.core.clone();
+    meter.set_feeder(Some(feeder));
+    // Cannot fail: reserved above.
+    let _ = nets.prio_ports.push_within_capacity((p, meter));
+    Ok(())
+}
+
+/// Removes the prioritized queue of `port` (`PRIO_DEL`): its connections go to the
+/// server as far as it has room, the rest are reset. The port stays metered.
+pub(crate) fn prio_del(nets: &mut Nets, _net: NetRef, port: u16) -> Result<(), Rejection> {
+    let i = nets
+        .prio_ports
+        .iter()
+        .position(|(p, _)| p.core.port == port)
+        .ok_or(reject(
+            ENOENT,
+            c_str!("this port has no prioritized queue"),
+            Some(abi::attr::PORT),
+        ))?;
+    let (p, m) = nets
+        .prio_ports
+        .remove(i)
+        .map_err(|_| Rejection::from(ENOENT))?;
+    prio_close(&nets.prios, p, &m);
+    Ok(())
+}
+
+/// The prioritized ports of `net`, in creation order.
+pub(crate) fn prio_ports(nets: &Nets, _net: NetRef) -> &[(PrioPort, Arc<Meter>)] {
+    &nets.prio_ports[..]
 }

@@ -67,8 +67,20 @@ pub mod cmd {
     pub const GROUP_PORT_ADD: u8 = 16;
     /// Detach a port from a group: `GROUP_ID`, `PORT`.
     pub const GROUP_PORT_DEL: u8 = 17;
+    /// Give port `PORT` a prioritized accept queue, or change its settings: optional
+    /// `PRIO_CLASSES` (at creation only), `PRIO_CAP`, `PRIO_DEPTH`, `PRIO_FLAGS`, and
+    /// `PRIO_CLASS` nests (`PRIO` with its `DEADLINE_MS`). Connections that conditions
+    /// (or a rule's default) send to the port with a class (`PRIO`, `DEFAULT_PRIO`) then
+    /// wait in the module and are released into the server's accept queue in priority
+    /// order as it accepts. The port gets a meter if it had none.
+    pub const PRIO_SET: u8 = 18;
+    /// Remove a port's prioritized queue: `PORT`. The connections it holds go to the
+    /// server's accept queue as far as it has room, the rest are reset.
+    pub const PRIO_DEL: u8 = 19;
+    /// Get one prioritized port (`PORT`) or dump every one of the namespace.
+    pub const PRIO_GET: u8 = 20;
     /// Highest command number.
-    pub const MAX: u8 = 17;
+    pub const MAX: u8 = 20;
     /// Name of each command (as in `Documentation/netlink/openqos.yaml`), by number.
     pub const NAMES: [(u8, &str); MAX as usize] = [
         (RULE_NEW, "rule-new"),
@@ -88,6 +100,9 @@ pub mod cmd {
         (GROUP_SET, "group-set"),
         (GROUP_PORT_ADD, "group-port-add"),
         (GROUP_PORT_DEL, "group-port-del"),
+        (PRIO_SET, "prio-set"),
+        (PRIO_DEL, "prio-del"),
+        (PRIO_GET, "prio-get"),
     ];
 }
 
@@ -209,8 +224,35 @@ pub mod attr {
     /// attribute holds at most 64 KiB, about 1,600 conditions, so a rule with more
     /// travels as a `RULE` and one or more `RULE_MORE`s.
     pub const RULE_MORE: u16 = 33;
+    /// Priority class of a condition's connections at its outgoing port, u8 in
+    /// `0..MAX_PRIO_CLASSES` (0 highest). Only meaningful if that port has a prioritized
+    /// queue (`PRIO_SET`); otherwise the connections go straight to the server, as
+    /// without it. In a `PRIO_CLASS` nest: the class the nest is about.
+    pub const PRIO: u16 = 34;
+    /// Priority class of the connections a rule sends to its default port, u8.
+    pub const DEFAULT_PRIO: u16 = 35;
+    /// Classes of a prioritized port, u8 in `1..=MAX_PRIO_CLASSES` (default 3). A class
+    /// at or past it counts as the lowest.
+    pub const PRIO_CLASSES: u16 = 36;
+    /// Most connections a prioritized port holds, all classes together, u32 in
+    /// `1..=MAX_PRIO_HELD` (default `PRIO_CAP`). Past it an arrival pushes out the newest
+    /// connection of the lowest class below its own, or is refused.
+    pub const PRIO_CAP: u16 = 37;
+    /// Most connections released into the server's accept queue and not yet accepted,
+    /// u32 in `1..=MAX_PRIO_DEPTH` (default `PRIO_DEPTH`).
+    pub const PRIO_DEPTH: u16 = 38;
+    /// Relative deadline of a class, milliseconds since the connection's handshake, u32
+    /// in `0..=MAX_DEADLINE_MS` (0: none). A held connection past it is reset.
+    pub const DEADLINE_MS: u16 = 39;
+    /// Flags of a prioritized port, u32, bits of [`super::prio_flags`].
+    pub const PRIO_FLAGS: u16 = 40;
+    /// One class of a prioritized port (nested): `PRIO` and `DEADLINE_MS`; in
+    /// `PRIO_GET` replies also `PRIO_STATS` and `DELAY_HIST`.
+    pub const PRIO_CLASS: u16 = 41;
+    /// Statistics of a class in a `PRIO_GET` reply (nested, [`super::prio_stat`]).
+    pub const PRIO_STATS: u16 = 42;
     /// Highest attribute number.
-    pub const MAX: u16 = 33;
+    pub const MAX: u16 = 42;
 }
 
 /// Socket group types.
@@ -241,6 +283,52 @@ pub mod group_flags {
     pub const FTP: u32 = 1 << 0;
     /// Every flag this module version knows.
     pub const ALL: u32 = FTP;
+}
+
+/// Bits of `PRIO_FLAGS`.
+pub mod prio_flags {
+    /// Refuse an arrival at once if its expected wait (the connections held ahead of
+    /// it, plus those in the server's queue, times the mean interval between the
+    /// server's accepts) already exceeds its class's deadline.
+    pub const EARLY_REFUSE: u32 = 1 << 0;
+    /// Every flag this module version knows.
+    pub const ALL: u32 = EARLY_REFUSE;
+}
+
+/// Attributes inside `PRIO_STATS`, all u64.
+pub mod prio_stat {
+    /// Connections of the class held now.
+    pub const WAITING: u16 = 1;
+    /// Connections of the class that entered the queue.
+    pub const ADMITTED: u16 = 2;
+    /// Connections released into the server's accept queue.
+    pub const RELEASED: u16 = 3;
+    /// Held connections reset to make room for a higher class.
+    pub const PUSHED_OUT: u16 = 4;
+    /// Held connections reset at their class's deadline.
+    pub const EXPIRED: u16 = 5;
+    /// Arrivals refused: the queue was full with nothing of a lower class to push out,
+    /// or (`EARLY_REFUSE`) their expected wait exceeded the deadline.
+    pub const REFUSED: u16 = 6;
+    /// Sum over the released connections of the time from the handshake to the
+    /// release, in nanoseconds.
+    pub const DELAY_NS: u16 = 7;
+    /// Held connections reset because the port had no listener that could take them
+    /// when their turn came.
+    pub const LOST: u16 = 8;
+    /// Highest attribute.
+    pub const MAX: u16 = 8;
+    /// Name of each attribute (as in `Documentation/netlink/openqos.yaml`).
+    pub const NAMES: [(u16, &str); MAX as usize] = [
+        (WAITING, "waiting"),
+        (ADMITTED, "admitted"),
+        (RELEASED, "released"),
+        (PUSHED_OUT, "pushed-out"),
+        (EXPIRED, "expired"),
+        (REFUSED, "refused"),
+        (DELAY_NS, "delay-ns"),
+        (LOST, "lost"),
+    ];
 }
 
 /// Attributes inside `GROUP_STATS`, all u64.
@@ -362,6 +450,9 @@ pub mod meter_flags {
     pub const REQUESTED: u32 = 1 << 1;
     /// A member of a socket group.
     pub const GROUPED: u32 = 1 << 2;
+    /// The port has a prioritized queue (`PRIO_SET`): its accepts release the next
+    /// held connections.
+    pub const PRIO: u32 = 1 << 3;
 }
 
 /// The delay histogram: logarithmic buckets of microseconds, four per power of two.
@@ -508,6 +599,24 @@ pub mod limits {
     pub const MAX_RATE: u64 = crate::quota::MAX_RATE;
     /// Smallest default burst of an output group, bytes.
     pub const MIN_OUTPUT_BURST: u64 = 4096;
+    /// Prioritized ports per network namespace.
+    pub const MAX_PRIO_PORTS: usize = 16;
+    /// Classes of a prioritized port.
+    pub const MAX_PRIO_CLASSES: u8 = 8;
+    /// Default number of classes.
+    pub const PRIO_CLASSES: u8 = 3;
+    /// Largest `PRIO_CAP`: a push-out finds its victim's place in a queue of at most
+    /// this many connections.
+    pub const MAX_PRIO_HELD: u32 = 1024;
+    /// Default `PRIO_CAP`.
+    pub const PRIO_CAP: u32 = 256;
+    /// Largest `PRIO_DEPTH`.
+    pub const MAX_PRIO_DEPTH: u32 = 64;
+    /// Default `PRIO_DEPTH`: one connection for the server to take while the next is
+    /// being released.
+    pub const PRIO_DEPTH: u32 = 2;
+    /// Longest class deadline: an hour.
+    pub const MAX_DEADLINE_MS: u32 = 3_600_000;
 }
 
 /// The kind of an attribute's payload.
@@ -657,6 +766,57 @@ pub const POLICY: [AttrPolicy; attr::MAX as usize] = [
     ),
     other(attr::FALLBACK_RATE, "fallback-rate", Kind::Reject),
     other(attr::RULE_MORE, "rule-more", Kind::Nested),
+    int(
+        attr::PRIO,
+        "prio",
+        Kind::U8,
+        0,
+        limits::MAX_PRIO_CLASSES as u64 - 1,
+    ),
+    int(
+        attr::DEFAULT_PRIO,
+        "default-prio",
+        Kind::U8,
+        0,
+        limits::MAX_PRIO_CLASSES as u64 - 1,
+    ),
+    int(
+        attr::PRIO_CLASSES,
+        "prio-classes",
+        Kind::U8,
+        1,
+        limits::MAX_PRIO_CLASSES as u64,
+    ),
+    int(
+        attr::PRIO_CAP,
+        "prio-cap",
+        Kind::U32,
+        1,
+        limits::MAX_PRIO_HELD as u64,
+    ),
+    int(
+        attr::PRIO_DEPTH,
+        "prio-depth",
+        Kind::U32,
+        1,
+        limits::MAX_PRIO_DEPTH as u64,
+    ),
+    int(
+        attr::DEADLINE_MS,
+        "deadline-ms",
+        Kind::U32,
+        0,
+        limits::MAX_DEADLINE_MS as u64,
+    ),
+    int(
+        attr::PRIO_FLAGS,
+        "prio-flags",
+        Kind::U32,
+        0,
+        prio_flags::ALL as u64,
+    ),
+    other(attr::PRIO_CLASS, "prio-class", Kind::Nested),
+    other(attr::PRIO_STATS, "prio-stats", Kind::Reject),
 ];
 
 /// Returns the policy of attribute `ty`, if it is one.
@@ -668,7 +828,8 @@ pub const fn policy(ty: u16) -> Option<&'static AttrPolicy> {
     }
 }
 
-/// The attributes that describe a condition's matcher, one kind per rule type.
+/// The attributes that describe a condition's matcher, one kind per rule type, and its
+/// optional priority class.
 const MATCHERS: &[u16] = &[
     attr::ADDR4,
     attr::MASK4,
@@ -676,6 +837,7 @@ const MATCHERS: &[u16] = &[
     attr::PREFIX6,
     attr::WEIGHT,
     attr::PATTERN,
+    attr::PRIO,
 ];
 
 /// Attributes each command requires, and those it additionally accepts.
@@ -683,7 +845,7 @@ pub const fn command_attrs(cmd: u8) -> (&'static [u16], &'static [u16]) {
     match cmd {
         cmd::RULE_NEW => (
             &[attr::PORT, attr::RULE_TYPE, attr::DEFAULT_PORT],
-            &[attr::RULE_FLAGS, attr::DATA_TIMEOUT_MS],
+            &[attr::RULE_FLAGS, attr::DATA_TIMEOUT_MS, attr::DEFAULT_PRIO],
         ),
         cmd::RULE_DEL => (&[attr::PORT], &[]),
         cmd::RULE_GET => (&[], &[attr::PORT]),
@@ -715,6 +877,18 @@ pub const fn command_attrs(cmd: u8) -> (&'static [u16], &'static [u16]) {
             &[attr::WEIGHT, attr::GROUP_FLAGS],
         ),
         cmd::GROUP_PORT_DEL => (&[attr::GROUP_ID, attr::PORT], &[]),
+        cmd::PRIO_SET => (
+            &[attr::PORT],
+            &[
+                attr::PRIO_CLASSES,
+                attr::PRIO_CAP,
+                attr::PRIO_DEPTH,
+                attr::PRIO_FLAGS,
+                attr::PRIO_CLASS,
+            ],
+        ),
+        cmd::PRIO_DEL => (&[attr::PORT], &[]),
+        cmd::PRIO_GET => (&[], &[attr::PORT]),
         _ => (&[], &[]),
     }
 }
@@ -725,17 +899,26 @@ pub const fn nest_attrs(ty: u16) -> (&'static [u16], &'static [u16]) {
     match ty {
         attr::RULE => (
             &[attr::PORT, attr::RULE_TYPE, attr::DEFAULT_PORT],
-            &[attr::RULE_FLAGS, attr::DATA_TIMEOUT_MS, attr::COND],
+            &[
+                attr::RULE_FLAGS,
+                attr::DATA_TIMEOUT_MS,
+                attr::DEFAULT_PRIO,
+                attr::COND,
+            ],
         ),
         attr::RULE_MORE => (&[attr::PORT], &[attr::COND]),
         attr::COND => (&[attr::OUT_PORT], MATCHERS),
+        attr::PRIO_CLASS => (&[attr::PRIO], &[attr::DEADLINE_MS]),
         _ => (&[], &[]),
     }
 }
 
 /// Returns whether `cmd` changes state (and so needs `CAP_NET_ADMIN`).
 pub const fn is_mutation(cmd: u8) -> bool {
-    !matches!(cmd, cmd::RULE_GET | cmd::METER_GET | cmd::GROUP_GET)
+    !matches!(
+        cmd,
+        cmd::RULE_GET | cmd::METER_GET | cmd::GROUP_GET | cmd::PRIO_GET
+    )
 }
 
 #[cfg(test)]
@@ -795,7 +978,7 @@ mod tests {
                 assert_ne!(policy(*a).unwrap().kind, Kind::Reject);
             }
         }
-        for n in [attr::RULE, attr::COND] {
+        for n in [attr::RULE, attr::COND, attr::PRIO_CLASS] {
             assert_eq!(policy(n).unwrap().kind, Kind::Nested);
             let (req, opt) = nest_attrs(n);
             for a in req.iter().chain(opt) {

@@ -5,7 +5,9 @@
 //! attributes, attribute types, range checks, request attributes, permissions and
 //! limits.
 
-use openqos_abi::abi::{self, attr, cmd, group_stat, hist, limits, meter_stat, stat, Kind};
+use openqos_abi::abi::{
+    self, attr, cmd, group_stat, hist, limits, meter_stat, prio_stat, stat, Kind,
+};
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 
@@ -146,6 +148,11 @@ fn group_stats_match() {
 }
 
 #[test]
+fn prio_stats_match() {
+    check_u64_set("prio-stats", &prio_stat::NAMES);
+}
+
+#[test]
 fn operations_match_the_commands() {
     let s = spec();
     let ops = list(&s["operations"], "list");
@@ -233,5 +240,15 @@ fn limits_match() {
         entries("group-flags").len() as u32,
         abi::group_flags::ALL.count_ones()
     );
-    assert_eq!(entries("meter-flags").len(), 3);
+    assert_eq!(entries("meter-flags").len(), 4);
+    assert_eq!(
+        entries("prio-flags").len() as u32,
+        abi::prio_flags::ALL.count_ones()
+    );
+    assert_eq!(value("max-prio-ports"), limits::MAX_PRIO_PORTS as u64);
+    assert_eq!(
+        value("max-prio-classes"),
+        u64::from(limits::MAX_PRIO_CLASSES)
+    );
+    assert_eq!(value("max-prio-held"), u64::from(limits::MAX_PRIO_HELD));
 }

@@ -22,8 +22,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub use openqos_abi as abi;
 use openqos_abi::abi::{
-    attr, cmd, group_flags, group_stat, group_type, limits, meter_flags, meter_stat, replace_flags,
-    rule_flags, rule_type, stat,
+    attr, cmd, group_flags, group_stat, group_type, limits, meter_flags, meter_stat, prio_flags,
+    prio_stat, replace_flags, rule_flags, rule_type, stat,
 };
 
 /// Errors of the client library.
@@ -197,6 +197,9 @@ pub struct Condition {
     pub matcher: Matcher,
     /// Where matching connections go.
     pub out_port: u16,
+    /// Priority class at the outgoing port (if it has a prioritized queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prio: Option<u8>,
     /// Connections that matched.
     pub hits: u64,
 }
@@ -399,6 +402,8 @@ pub struct RuleOptions {
     pub nocase: bool,
     /// Content rules: milliseconds to wait for decisive data (kernel default 2000).
     pub data_timeout_ms: Option<u32>,
+    /// Priority class of the connections sent to the default port.
+    pub default_prio: Option<u8>,
 }
 
 /// A rule as configured: what [`Client::replace_rules`] takes, and what
@@ -413,8 +418,8 @@ pub struct RuleConfig {
     pub default_port: u16,
     /// Options.
     pub opts: RuleOptions,
-    /// Conditions in priority order: matcher and outgoing port.
-    pub conditions: Vec<(Matcher, u16)>,
+    /// Conditions in priority order: matcher, outgoing port and priority class.
+    pub conditions: Vec<(Matcher, u16, Option<u8>)>,
 }
 
 /// A rule, as listed.
@@ -427,6 +432,9 @@ pub struct Rule {
     pub kind: RuleType,
     /// Default outgoing port.
     pub default_port: u16,
+    /// Priority class at the default port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_prio: Option<u8>,
     /// One dual-stack listener instead of separate IPv4 and IPv6 ones.
     pub dual_stack: bool,
     /// Content rules: strings match ignoring ASCII case.
@@ -441,6 +449,95 @@ pub struct Rule {
     pub conditions: Vec<Condition>,
     /// Counters.
     pub stats: RuleStats,
+}
+
+/// What [`Client::set_prio`] sets (`None`: unchanged, or the default for a new queue).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrioSettings {
+    /// Number of classes (only when the queue is created; default 3).
+    pub classes: Option<u8>,
+    /// Most connections held, all classes together (default 256).
+    pub cap: Option<u32>,
+    /// Most connections released into the server's queue and not yet accepted
+    /// (default 2).
+    pub depth: Option<u32>,
+    /// Refuse an arrival whose expected wait already exceeds its class's deadline.
+    pub early_refuse: Option<bool>,
+    /// Deadlines to set: `(class, milliseconds)`, `None` for no deadline.
+    pub deadlines: Vec<(u8, Option<u32>)>,
+}
+
+/// One class of a prioritized port, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PrioClass {
+    /// The class (0 highest).
+    pub class: u8,
+    /// Relative deadline, milliseconds since the handshake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u32>,
+    /// Connections held now.
+    pub waiting: u64,
+    /// Connections that entered the queue.
+    pub admitted: u64,
+    /// Connections released into the server's queue.
+    pub released: u64,
+    /// Held connections reset to make room for a higher class.
+    pub pushed_out: u64,
+    /// Held connections reset at the deadline.
+    pub expired: u64,
+    /// Arrivals refused (queue full with nothing lower to push out, or too late).
+    pub refused: u64,
+    /// Sum of the waits of the released connections, nanoseconds.
+    pub delay_ns: u64,
+    /// Held connections reset because no listener could take them.
+    pub lost: u64,
+    /// Waits of the released connections (buckets of `abi::hist`).
+    #[serde(skip)]
+    pub hist: Vec<u64>,
+}
+
+impl PrioClass {
+    /// The `q`-quantile (thousandths) of the waits, in microseconds.
+    pub fn delay_quantile_us(&self, q: u32) -> Option<u64> {
+        openqos_abi::abi::hist::quantile(&self.hist, q)
+    }
+
+    /// The mean wait, in microseconds.
+    pub fn mean_delay_us(&self) -> Option<u64> {
+        (self.released > 0).then(|| self.delay_ns / self.released / 1000)
+    }
+}
+
+/// A prioritized port, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PrioPort {
+    /// The server's port.
+    pub port: u16,
+    /// Most connections held.
+    pub cap: u32,
+    /// Most connections released and not yet accepted.
+    pub depth: u32,
+    /// Arrivals whose expected wait exceeds their deadline are refused at once.
+    pub early_refuse: bool,
+    /// Its classes, highest first.
+    pub classes: Vec<PrioClass>,
+}
+
+impl PrioPort {
+    /// The settings that recreate this queue (what `tcpchains -S` saves).
+    pub fn settings(&self) -> PrioSettings {
+        PrioSettings {
+            classes: Some(self.classes.len() as u8),
+            cap: Some(self.cap),
+            depth: Some(self.depth),
+            early_refuse: Some(self.early_refuse),
+            deadlines: self
+                .classes
+                .iter()
+                .map(|c| (c.class, c.deadline_ms))
+                .collect(),
+        }
+    }
 }
 
 /// An attribute of a request or reply.
@@ -521,12 +618,20 @@ fn rule_attrs(
         check(attr::DATA_TIMEOUT_MS, t.into())?;
         attrs.push(Attr::U32(attr::DATA_TIMEOUT_MS, t));
     }
+    if let Some(p) = opts.default_prio {
+        check(attr::DEFAULT_PRIO, p.into())?;
+        attrs.push(Attr::U8(attr::DEFAULT_PRIO, p));
+    }
     Ok(attrs)
 }
 
-/// The attributes of a condition: its matcher and outgoing port.
-fn cond_attrs(matcher: &Matcher, out_port: u16) -> Result<Vec<Attr>> {
+/// The attributes of a condition: its matcher, outgoing port and priority class.
+fn cond_attrs(matcher: &Matcher, out_port: u16, prio: Option<u8>) -> Result<Vec<Attr>> {
     let mut attrs = vec![u16_attr(attr::OUT_PORT, out_port)?];
+    if let Some(p) = prio {
+        check(attr::PRIO, p.into())?;
+        attrs.push(Attr::U8(attr::PRIO, p));
+    }
     match matcher {
         Matcher::Ipv4 { addr, mask } => {
             attrs.push(Attr::U32(attr::ADDR4, u32::from_ne_bytes(addr.octets())));
@@ -804,12 +909,25 @@ impl Client {
         matcher: Matcher,
         out_port: u16,
     ) -> Result<()> {
+        self.set_condition_prio(port, index, matcher, out_port, None)
+    }
+
+    /// [`Client::set_condition`] with the priority class of the condition's connections
+    /// at `out_port` (used if that port has a prioritized queue).
+    pub fn set_condition_prio(
+        &mut self,
+        port: u16,
+        index: Option<u32>,
+        matcher: Matcher,
+        out_port: u16,
+        prio: Option<u8>,
+    ) -> Result<()> {
         let mut attrs = vec![u16_attr(attr::PORT, port)?];
         if let Some(i) = index {
             check(attr::COND_INDEX, i.into())?;
             attrs.push(Attr::U32(attr::COND_INDEX, i));
         }
-        attrs.extend(cond_attrs(&matcher, out_port)?);
+        attrs.extend(cond_attrs(&matcher, out_port, prio)?);
         let c = if index.is_some() {
             cmd::COND_SET
         } else {
@@ -857,15 +975,15 @@ impl Client {
             // CONDS_PER_NEST follow in RULE_MORE attributes of the same port.
             let mut chunks = r.conditions.chunks(limits::CONDS_PER_NEST);
             let mut a = rule_attrs(r.port, r.kind, r.default_port, &r.opts)?;
-            for (m, out) in chunks.next().unwrap_or(&[]) {
-                a.push(Attr::Nested(attr::COND, cond_attrs(m, *out)?));
+            for (m, out, prio) in chunks.next().unwrap_or(&[]) {
+                a.push(Attr::Nested(attr::COND, cond_attrs(m, *out, *prio)?));
             }
             attrs.push(Attr::Nested(attr::RULE, a));
             owner.push(i);
             for chunk in chunks {
                 let mut more = vec![Attr::U16(attr::PORT, r.port)];
-                for (m, out) in chunk {
-                    more.push(Attr::Nested(attr::COND, cond_attrs(m, *out)?));
+                for (m, out, prio) in chunk {
+                    more.push(Attr::Nested(attr::COND, cond_attrs(m, *out, *prio)?));
                 }
                 attrs.push(Attr::Nested(attr::RULE_MORE, more));
                 owner.push(i);
@@ -1023,6 +1141,58 @@ impl Client {
             .collect()
     }
 
+    /// Gives `port` (a server's listening port) a prioritized accept queue, or changes
+    /// the settings of its queue: connections that conditions send there with a class
+    /// wait in the module and go to the server in priority order as it accepts.
+    pub fn set_prio(&mut self, port: u16, s: &PrioSettings) -> Result<()> {
+        let mut attrs = vec![u16_attr(attr::PORT, port)?];
+        if let Some(c) = s.classes {
+            check(attr::PRIO_CLASSES, c.into())?;
+            attrs.push(Attr::U8(attr::PRIO_CLASSES, c));
+        }
+        if let Some(v) = s.cap {
+            attrs.push(u32_attr(attr::PRIO_CAP, v)?);
+        }
+        if let Some(v) = s.depth {
+            attrs.push(u32_attr(attr::PRIO_DEPTH, v)?);
+        }
+        if let Some(e) = s.early_refuse {
+            let f = if e { prio_flags::EARLY_REFUSE } else { 0 };
+            attrs.push(Attr::U32(attr::PRIO_FLAGS, f));
+        }
+        for &(class, dl) in &s.deadlines {
+            check(attr::PRIO, class.into())?;
+            let mut n = vec![Attr::U8(attr::PRIO, class)];
+            if let Some(ms) = dl {
+                if ms == 0 {
+                    return Err(Error::Invalid("a deadline is at least 1 ms"));
+                }
+                n.push(u32_attr(attr::DEADLINE_MS, ms)?);
+            }
+            attrs.push(Attr::Nested(attr::PRIO_CLASS, n));
+        }
+        self.request(cmd::PRIO_SET, attrs, false).map(drop)
+    }
+
+    /// Removes the prioritized queue of `port`: what it holds goes to the server as far
+    /// as it has room, the rest is reset.
+    pub fn delete_prio(&mut self, port: u16) -> Result<()> {
+        self.request(cmd::PRIO_DEL, vec![u16_attr(attr::PORT, port)?], false)
+            .map(drop)
+    }
+
+    /// Lists the prioritized ports (one, if given) with their classes' counters.
+    pub fn prios(&mut self, port: Option<u16>) -> Result<Vec<PrioPort>> {
+        let attrs = match port {
+            Some(p) => vec![u16_attr(attr::PORT, p)?],
+            None => vec![],
+        };
+        self.request(cmd::PRIO_GET, attrs, true)?
+            .iter()
+            .map(decode_prio)
+            .collect()
+    }
+
     /// Lists the rules (of one port, if given) with their counters.
     pub fn rules(&mut self, port: Option<u16>) -> Result<Vec<Rule>> {
         let attrs = match port {
@@ -1055,11 +1225,12 @@ impl Rule {
                 dual_stack: self.dual_stack,
                 nocase: self.nocase,
                 data_timeout_ms: self.data_timeout_ms,
+                default_prio: self.default_prio,
             },
             conditions: self
                 .conditions
                 .iter()
-                .map(|c| (c.matcher.clone(), c.out_port))
+                .map(|c| (c.matcher.clone(), c.out_port, c.prio))
                 .collect(),
         }
     }
@@ -1212,6 +1383,57 @@ fn decode_group(m: &OqMsg) -> Result<Group> {
     })
 }
 
+fn decode_hist(v: Option<&[u8]>) -> Result<Vec<u64>> {
+    let hist = v
+        .ok_or(Error::Decode("no histogram".into()))?
+        .chunks_exact(8)
+        .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+        .collect::<Vec<_>>();
+    if hist.len() != openqos_abi::abi::hist::BUCKETS {
+        return Err(Error::Decode(format!(
+            "histogram of {} buckets",
+            hist.len()
+        )));
+    }
+    Ok(hist)
+}
+
+fn decode_prio(m: &OqMsg) -> Result<PrioPort> {
+    let a = &m.attrs;
+    let flags = u32::from_ne_bytes(int(a, attr::PRIO_FLAGS)?);
+    let mut classes = Vec::new();
+    for x in a
+        .iter()
+        .filter(|x| matches!(x, Attr::Raw(k, _) if k & 0x3fff == attr::PRIO_CLASS))
+    {
+        let Attr::Raw(_, v) = x else { continue };
+        let n = nested(v)?;
+        let s =
+            nested(get(&n, attr::PRIO_STATS).ok_or(Error::Decode("class without stats".into()))?)?;
+        let c = |t| int::<8>(&s, t).map(u64::from_ne_bytes);
+        classes.push(PrioClass {
+            class: int::<1>(&n, attr::PRIO)?[0],
+            deadline_ms: int::<4>(&n, attr::DEADLINE_MS).ok().map(u32::from_ne_bytes),
+            waiting: c(prio_stat::WAITING)?,
+            admitted: c(prio_stat::ADMITTED)?,
+            released: c(prio_stat::RELEASED)?,
+            pushed_out: c(prio_stat::PUSHED_OUT)?,
+            expired: c(prio_stat::EXPIRED)?,
+            refused: c(prio_stat::REFUSED)?,
+            delay_ns: c(prio_stat::DELAY_NS)?,
+            lost: c(prio_stat::LOST)?,
+            hist: decode_hist(get(&n, attr::DELAY_HIST))?,
+        });
+    }
+    Ok(PrioPort {
+        port: u16::from_ne_bytes(int(a, attr::PORT)?),
+        cap: u32::from_ne_bytes(int(a, attr::PRIO_CAP)?),
+        depth: u32::from_ne_bytes(int(a, attr::PRIO_DEPTH)?),
+        early_refuse: flags & prio_flags::EARLY_REFUSE != 0,
+        classes,
+    })
+}
+
 fn decode_rule(m: &OqMsg) -> Result<Rule> {
     let a = &m.attrs;
     let port = u16::from_ne_bytes(int(a, attr::PORT)?);
@@ -1266,6 +1488,7 @@ fn decode_rule(m: &OqMsg) -> Result<Rule> {
             index: u32::from_ne_bytes(int(&n, attr::COND_INDEX)?),
             matcher,
             out_port: u16::from_ne_bytes(int(&n, attr::OUT_PORT)?),
+            prio: int::<1>(&n, attr::PRIO).ok().map(|b| b[0]),
             hits: u64::from_ne_bytes(int(&n, attr::HITS)?),
         });
     }
@@ -1273,6 +1496,7 @@ fn decode_rule(m: &OqMsg) -> Result<Rule> {
         port,
         kind,
         default_port,
+        default_prio: int::<1>(a, attr::DEFAULT_PRIO).ok().map(|b| b[0]),
         dual_stack: flags & rule_flags::DUAL_STACK != 0,
         nocase: flags & rule_flags::NOCASE != 0,
         data_timeout_ms: int::<4>(a, attr::DATA_TIMEOUT_MS)

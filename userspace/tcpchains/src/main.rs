@@ -11,7 +11,7 @@
 
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Parser};
-use openqos::{Client, Error, Matcher, RuleConfig, RuleOptions, RuleType};
+use openqos::{Client, Error, Matcher, PrioSettings, RuleConfig, RuleOptions, RuleType};
 use std::net::IpAddr;
 use std::process::ExitCode;
 
@@ -47,9 +47,15 @@ mod exit {
         tcpchains -A c -p 80 -o 8080 --nocase --timeout 500\n  \
         tcpchains -a c -p 80 -s '\\r\\nHost: www.foo.com\\r\\n' -e -r 8081\n  \
         tcpchains -L\n  tcpchains -d 1 -p 21\n  tcpchains -D -p 21\n  tcpchains -F\n  \
-        tcpchains -S > rules.txt\n  tcpchains --restore rules.txt",
+        tcpchains -S > rules.txt\n  tcpchains --restore rules.txt\n\n\
+        A prioritized accept queue for one server on port 8080, three classes:\n  \
+        tcpchains -Q 8080 --classes 3 --cap 64 --deadline 0:2000 --deadline 2:10000\n  \
+        tcpchains -A a -p 80 -o 8080 --prio 2\n  \
+        tcpchains -a a -p 80 -i 10.1.0.0/16 -r 8080 --prio 0\n  \
+        tcpchains -X 8080",
     group(ArgGroup::new("action").required(true)
-        .args(["new_rule", "add", "list", "delete_rule", "delete", "flush", "save", "restore"]))
+        .args(["new_rule", "add", "list", "delete_rule", "delete", "flush", "save", "restore",
+               "prio_port", "delete_prio_port"]))
 )]
 struct Cli {
     /// Create a rule of TYPE: a (address), c (content), d (probabilistic).
@@ -81,6 +87,39 @@ struct Cli {
     /// With --restore: only check the rule set (the kernel validates it; nothing changes).
     #[arg(long, requires = "restore")]
     test: bool,
+    /// Give PORT (where a server listens) a prioritized accept queue, or change its
+    /// settings: connections that conditions send there with --prio wait in the module
+    /// and go to the server in priority order (0 first) as it accepts.
+    #[arg(short = 'Q', long = "prio-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    prio_port: Option<u16>,
+    /// Remove the prioritized queue of PORT: what it holds goes to the server as far as
+    /// its queue has room, the rest is reset.
+    #[arg(short = 'X', long = "delete-prio-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    delete_prio_port: Option<u16>,
+    /// With -A (the default port) or -a (the condition's port): the priority class of
+    /// the connections there, 0 (highest) to 7, if that port has a prioritized queue.
+    #[arg(long, value_name = "CLASS", value_parser = clap::value_parser!(u8).range(0..8))]
+    prio: Option<u8>,
+    /// With -Q, creating the queue: number of classes, 1..8 (default 3).
+    #[arg(long, value_name = "N", requires = "prio_port", value_parser = clap::value_parser!(u8).range(1..=8))]
+    classes: Option<u8>,
+    /// With -Q: most connections held, all classes together (1..1024; default 256). Past
+    /// it an arrival pushes out the newest connection of the lowest class below its own,
+    /// or is refused.
+    #[arg(long, value_name = "N", requires = "prio_port")]
+    cap: Option<u32>,
+    /// With -Q: most connections released into the server's queue and not yet accepted
+    /// (1..64; default 2).
+    #[arg(long, value_name = "N", requires = "prio_port")]
+    depth: Option<u32>,
+    /// With -Q: deadline of a class, CLASS:MS (milliseconds since the handshake; a held
+    /// connection past it is reset), or CLASS:none. Repeatable.
+    #[arg(long, value_name = "CLASS:MS", requires = "prio_port", value_parser = deadline)]
+    deadline: Vec<(u8, Option<u32>)>,
+    /// With -Q: on, refuse an arrival at once when its expected wait (connections ahead
+    /// of it times the interval between the server's accepts) exceeds its deadline.
+    #[arg(long, value_name = "on|off", requires = "prio_port", value_parser = on_off)]
+    early_refuse: Option<bool>,
 
     /// Incoming port of the rule.
     #[arg(short = 'p', long, value_parser = clap::value_parser!(u16).range(1..))]
@@ -122,6 +161,50 @@ struct Cli {
     /// JSON output for -L.
     #[arg(short = 'j', long)]
     json: bool,
+}
+
+fn deadline(s: &str) -> Result<(u8, Option<u32>), String> {
+    let (c, ms) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}': expected CLASS:MS or CLASS:none"))?;
+    let c: u8 = c
+        .parse()
+        .ok()
+        .filter(|c| *c < 8)
+        .ok_or_else(|| format!("'{c}': a class is 0..7"))?;
+    if ms == "none" {
+        return Ok((c, None));
+    }
+    let ms: u32 = ms
+        .parse()
+        .ok()
+        .filter(|m| *m > 0)
+        .ok_or_else(|| format!("'{ms}': a deadline is a number of milliseconds, at least 1"))?;
+    Ok((c, Some(ms)))
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{s}': expected on or off")),
+    }
+}
+
+/// The settings `-Q` gives.
+fn prio_of(cli: &Cli) -> Option<(u16, PrioSettings)> {
+    cli.prio_port.map(|port| {
+        (
+            port,
+            PrioSettings {
+                classes: cli.classes,
+                cap: cli.cap,
+                depth: cli.depth,
+                early_refuse: cli.early_refuse,
+                deadlines: cli.deadline.clone(),
+            },
+        )
+    })
 }
 
 fn rule_type(s: &str) -> Result<RuleType, String> {
@@ -193,6 +276,7 @@ fn rule_of(cli: &Cli) -> anyhow::Result<Option<(u16, u16, RuleType, RuleOptions)
         dual_stack: cli.dual_stack,
         nocase: cli.nocase,
         data_timeout_ms: cli.timeout,
+        default_prio: cli.prio,
     };
     Ok(Some((port, default, kind, opts)))
 }
@@ -231,16 +315,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     if cli.new_rule != Some(RuleType::Content) && (cli.nocase || cli.timeout.is_some()) {
         bail!("--nocase and --timeout are options of content rules (-A c)");
     }
+    if cli.prio.is_some() && cli.new_rule.is_none() && cli.add.is_none() {
+        bail!("--prio is the class of a rule's default port (-A) or of a condition (-a)");
+    }
     if let Some(path) = &cli.restore {
         let set = read_rule_set(path)?;
         return restore(&set, cli.test);
     }
     let mut c = Client::connect()?;
+    if let Some((port, s)) = prio_of(cli) {
+        return Ok(c.set_prio(port, &s)?);
+    }
+    if let Some(port) = cli.delete_prio_port {
+        return Ok(c.delete_prio(port)?);
+    }
     if let Some((port, default, kind, opts)) = rule_of(cli)? {
         c.create_rule(port, kind, default, &opts)?;
     } else if cli.add.is_some() {
         let (port, m, to) = condition_of(cli)?;
-        c.set_condition(port, cli.replace, m, to)?;
+        c.set_condition_prio(port, cli.replace, m, to, cli.prio)?;
     } else if cli.list {
         let rules = c.rules(cli.port)?;
         if cli.json {
@@ -248,6 +341,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         } else {
             for r in &rules {
                 print_rule(r);
+            }
+            if cli.port.is_none() {
+                for p in &c.prios(None)? {
+                    print_prio(p);
+                }
             }
         }
     } else if cli.delete_rule {
@@ -257,7 +355,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     } else if cli.flush {
         c.flush()?;
     } else if cli.save {
-        print!("{}", save(&c.rules(None)?));
+        print!("{}", save(&c.prios(None)?, &c.rules(None)?));
     }
     Ok(())
 }
@@ -328,10 +426,34 @@ fn rule_options(r: &openqos::Rule) -> impl Iterator<Item = (&'static str, Option
     .flatten()
 }
 
-/// The rule set as tcpchains arguments, one rule or condition per line.
-fn save(rules: &[openqos::Rule]) -> String {
+/// A prioritized port's settings as the `-Q` arguments that recreate it.
+fn prio_line(p: &openqos::PrioPort) -> String {
+    let mut out = format!(
+        "-Q {} --classes {} --cap {} --depth {}",
+        p.port,
+        p.classes.len(),
+        p.cap,
+        p.depth
+    );
+    for c in &p.classes {
+        if let Some(ms) = c.deadline_ms {
+            out += &format!(" --deadline {}:{ms}", c.class);
+        }
+    }
+    if p.early_refuse {
+        out += " --early-refuse on";
+    }
+    out
+}
+
+/// The rule set as tcpchains arguments, one prioritized port, rule or condition per line.
+fn save(prios: &[openqos::PrioPort], rules: &[openqos::Rule]) -> String {
     let mut out =
         String::from("# openqos rule set (tcpchains -S); apply with: tcpchains --restore FILE\n");
+    for p in prios {
+        out += &prio_line(p);
+        out.push('\n');
+    }
     for r in rules {
         let t = r.kind.letter();
         out += &format!("-A {t} -p {} -o {}", r.port, r.default_port);
@@ -340,6 +462,9 @@ fn save(rules: &[openqos::Rule]) -> String {
             if let Some(ms) = ms {
                 out += &format!(" {ms}");
             }
+        }
+        if let Some(c) = r.default_prio {
+            out += &format!(" --prio {c}");
         }
         out.push('\n');
         for c in &r.conditions {
@@ -351,15 +476,27 @@ fn save(rules: &[openqos::Rule]) -> String {
                     None => format!("-s {}", quote(pattern)),
                 },
             };
-            out += &format!("-a {t} -p {} {m} -r {}\n", r.port, c.out_port);
+            out += &format!("-a {t} -p {} {m} -r {}", r.port, c.out_port);
+            if let Some(p) = c.prio {
+                out += &format!(" --prio {p}");
+            }
+            out.push('\n');
         }
     }
     out
 }
 
-/// Parses a rule set: lines of `-A` and `-a` arguments, `#` comments.
-fn parse_rule_set(text: &str) -> anyhow::Result<Vec<RuleConfig>> {
+/// A rule set: the prioritized ports (`-Q` lines) and the rules.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RuleSet {
+    prios: Vec<(u16, PrioSettings)>,
+    rules: Vec<RuleConfig>,
+}
+
+/// Parses a rule set: lines of `-Q`, `-A` and `-a` arguments, `#` comments.
+fn parse_rule_set(text: &str) -> anyhow::Result<RuleSet> {
     let mut set: Vec<RuleConfig> = Vec::new();
+    let mut prios: Vec<(u16, PrioSettings)> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let n = n + 1;
         let line = line.trim();
@@ -373,7 +510,15 @@ fn parse_rule_set(text: &str) -> anyhow::Result<Vec<RuleConfig>> {
         if cli.new_rule != Some(RuleType::Content) && (cli.nocase || cli.timeout.is_some()) {
             bail!("line {n}: --nocase and --timeout are options of content rules (-A c)");
         }
-        if let Some((port, default_port, kind, opts)) = rule_of(&cli).map_err(at)? {
+        if cli.prio.is_some() && cli.new_rule.is_none() && cli.add.is_none() {
+            bail!("line {n}: --prio is an option of -A and -a lines");
+        }
+        if let Some((port, s)) = prio_of(&cli) {
+            if prios.iter().any(|(p, _)| *p == port) {
+                bail!("line {n}: a second -Q line for port {port}");
+            }
+            prios.push((port, s));
+        } else if let Some((port, default_port, kind, opts)) = rule_of(&cli).map_err(at)? {
             if set.iter().any(|r| r.port == port) {
                 bail!("line {n}: a second rule on incoming port {port}");
             }
@@ -395,15 +540,15 @@ fn parse_rule_set(text: &str) -> anyhow::Result<Vec<RuleConfig>> {
                     r.kind.letter()
                 );
             }
-            r.conditions.push((m, to));
+            r.conditions.push((m, to, cli.prio));
         } else {
-            bail!("line {n}: a rule set holds only -A (rule) and -a (condition) lines");
+            bail!("line {n}: a rule set holds only -Q (prioritized port), -A (rule) and -a (condition) lines");
         }
     }
-    Ok(set)
+    Ok(RuleSet { prios, rules: set })
 }
 
-fn read_rule_set(path: &str) -> anyhow::Result<Vec<RuleConfig>> {
+fn read_rule_set(path: &str) -> anyhow::Result<RuleSet> {
     let text = if path == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading standard input")?
     } else {
@@ -412,15 +557,59 @@ fn read_rule_set(path: &str) -> anyhow::Result<Vec<RuleConfig>> {
     parse_rule_set(&text).with_context(|| path.to_owned())
 }
 
-fn restore(set: &[RuleConfig], test: bool) -> anyhow::Result<()> {
+/// Applies a rule set: the rules atomically (all or nothing), then the prioritized
+/// ports of its `-Q` lines, one at a time; prioritized ports it does not name are
+/// removed. With `test`, the kernel only checks the rules.
+fn restore(set: &RuleSet, test: bool) -> anyhow::Result<()> {
     let mut c = Client::connect()?;
-    c.replace_rules(set, test).map_err(|e| {
+    c.replace_rules(&set.rules, test).map_err(|e| {
         let ctx = match &e {
-            Error::InRule { index, .. } => format!("rule on port {}", set[*index].port),
+            Error::InRule { index, .. } => format!("rule on port {}", set.rules[*index].port),
             _ => "rule set".into(),
         };
         anyhow::Error::new(e).context(ctx)
-    })
+    })?;
+    if test {
+        return Ok(());
+    }
+    let have = c.prios(None)?;
+    for old in &have {
+        let keep = set.prios.iter().find(|(p, _)| *p == old.port);
+        // The number of classes is fixed at creation: a queue with another number is
+        // made again.
+        if keep.is_none_or(|(_, s)| {
+            s.classes
+                .is_some_and(|n| usize::from(n) != old.classes.len())
+        }) {
+            c.delete_prio(old.port)
+                .with_context(|| format!("prioritized port {}", old.port))?;
+        }
+    }
+    for (port, s) in &set.prios {
+        c.set_prio(*port, s)
+            .with_context(|| format!("prioritized port {port}"))?;
+    }
+    Ok(())
+}
+
+fn print_prio(p: &openqos::PrioPort) {
+    println!(
+        "prio {} classes {} cap {} depth {}{}",
+        p.port,
+        p.classes.len(),
+        p.cap,
+        p.depth,
+        if p.early_refuse { " early-refuse" } else { "" }
+    );
+    for c in &p.classes {
+        let dl = c
+            .deadline_ms
+            .map_or("none".to_owned(), |ms| format!("{ms}ms"));
+        println!(
+            "  class {} deadline {dl}: waiting {} admitted {} released {} pushed-out {} expired {} refused {} lost {}",
+            c.class, c.waiting, c.admitted, c.released, c.pushed_out, c.expired, c.refused, c.lost
+        );
+    }
 }
 
 fn print_rule(r: &openqos::Rule) {
@@ -624,6 +813,7 @@ mod tests {
             port,
             kind,
             default_port: 8080,
+            default_prio: (port == 21).then_some(2),
             dual_stack: port == 81,
             nocase: kind == RuleType::Content,
             data_timeout_ms: (kind == RuleType::Content).then_some(1500),
@@ -635,6 +825,7 @@ mod tests {
                     index: i as u32 + 1,
                     matcher,
                     out_port,
+                    prio: (out_port == 2021).then_some(0),
                     hits,
                 })
                 .collect(),
@@ -691,10 +882,41 @@ mod tests {
                 vec![(Matcher::Weight { weight: 3000 }, 8081, 7)],
             ),
         ];
-        let text = save(&rules);
+        let prios = vec![openqos::PrioPort {
+            port: 8080,
+            cap: 64,
+            depth: 1,
+            early_refuse: true,
+            classes: (0..3)
+                .map(|c| openqos::PrioClass {
+                    class: c,
+                    deadline_ms: (c != 1).then_some(500 * (u32::from(c) + 1)),
+                    waiting: 0,
+                    admitted: 0,
+                    released: 0,
+                    pushed_out: 0,
+                    expired: 0,
+                    refused: 0,
+                    delay_ns: 0,
+                    lost: 0,
+                    hist: vec![],
+                })
+                .collect(),
+        }];
+        let text = save(&prios, &rules);
         let back = parse_rule_set(&text).unwrap();
         let want: Vec<RuleConfig> = rules.iter().map(openqos::Rule::config).collect();
-        assert_eq!(back, want, "{text}");
+        assert_eq!(back.rules, want, "{text}");
+        let mut s = prios[0].settings();
+        // Classes without a deadline are not saved: none is what a new queue has.
+        s.deadlines.retain(|(_, d)| d.is_some());
+        assert_eq!(back.prios, vec![(8080, s)], "{text}");
+        assert!(
+            text.contains("-Q 8080 --classes 3 --cap 64 --depth 1 --deadline 0:500 --deadline 2:1500 --early-refuse on"),
+            "{text}"
+        );
+        assert!(text.contains("-A a -p 21 -o 8080 --prio 2"), "{text}");
+        assert!(text.contains("-r 2021 --prio 0"), "{text}");
         assert!(
             text.contains("-a a -p 21 -i 128.143.0.0/16 -r 2021"),
             "{text}"
@@ -725,11 +947,21 @@ mod tests {
             ("-A a -p 21 -o 'x", "line 1: unbalanced quotes"),
             ("-A q -p 21 -o 1021", "line 1: error: invalid value 'q'"),
             ("-A a -p 21 -o 1021 --nocase", "line 1: --nocase"),
+            ("-Q 8080\n-Q 8080 --cap 3", "line 2: a second -Q line"),
+            ("-Q 8080 --prio 1", "line 1: --prio is an option"),
+            (
+                "-Q 8080 --deadline 9:100",
+                "line 1: error: invalid value '9:100'",
+            ),
+            (
+                "-Q 8080 --deadline 1:0",
+                "line 1: error: invalid value '1:0'",
+            ),
         ] {
             let e = format!("{:#}", parse_rule_set(text).unwrap_err());
             assert!(e.starts_with(want), "{text:?}: {e}");
         }
-        assert_eq!(parse_rule_set("\n# nothing\n").unwrap(), vec![]);
+        assert_eq!(parse_rule_set("\n# nothing\n").unwrap(), RuleSet::default());
     }
 
     #[test]
