@@ -314,7 +314,11 @@ struct sock *oq_lookup_listener(const struct sock *src, const struct oq_peer *pe
 
 /*
  * A child of a kernel socket holds no reference on its network namespace (only a
- * passive one). Before it is handed to a server, make it an ordinary refcounted socket,
+ * passive one). It stays so while it moves between the module's own listeners (kernel
+ * sockets, which hold none either: a rule's, a park or refusal listener of a prioritized
+ * port), so that connections the module holds never keep a dying namespace alive; its
+ * pernet exit closes those listeners and resets them. Before it is handed to a server
+ * (a listener that holds a reference, sk_net_refcnt), make it an ordinary refcounted socket,
  * like sk_net_refcnt_upgrade() does; that helper allocates with GFP_KERNEL and so cannot
  * be called here. Returns false if the namespace is already being dismantled.
  *
@@ -490,7 +494,7 @@ static int oq_move(struct sock *src, struct request_sock *req, struct sock *chil
 #endif
 	else if (sk_acceptq_is_full(dst))
 		err = OQ_MOVE_FULL;
-	else if (!oq_child_take_netref(req->sk))
+	else if (dst->sk_net_refcnt && !oq_child_take_netref(req->sk))
 		err = OQ_MOVE_NETNS;
 
 	if (!err) {

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use openqos::{Client, Meter};
+use openqos::{Client, Meter, PrioPort};
 use serde::Serialize;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -43,6 +43,11 @@ struct Args {
     /// Meter PORT (needs CAP_NET_ADMIN).
     #[arg(short = 'A', long = "add", value_name = "PORT", conflicts_with_all = ["delete", "interval"])]
     add: Option<u16>,
+    /// Show the prioritized queues (tcpchains -Q) instead, one row per class: what it
+    /// holds, what went to the server and after how long, what was pushed out, expired
+    /// or refused.
+    #[arg(short = 'Q', long = "prio", conflicts_with_all = ["add", "delete"])]
+    prio: bool,
     /// Stop metering PORT and forget its counters (needs CAP_NET_ADMIN).
     #[arg(
         short = 'D',
@@ -94,10 +99,15 @@ fn ms(us: Option<u64>) -> String {
 }
 
 fn flags(m: &Meter) -> String {
-    let why: Vec<&str> = [(m.auto, "rule"), (m.requested, "req"), (m.grouped, "group")]
-        .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
-        .collect();
+    let why: Vec<&str> = [
+        (m.auto, "rule"),
+        (m.requested, "req"),
+        (m.grouped, "group"),
+        (m.prio, "prio"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
     if why.is_empty() {
         "-".into()
     } else {
@@ -132,6 +142,197 @@ fn print_table(out: &mut impl Write, meters: &[Meter]) -> Result<()> {
     Ok(())
 }
 
+/// One class of a prioritized port as printed.
+#[derive(Serialize)]
+struct ClassRow<'a> {
+    #[serde(flatten)]
+    class: &'a openqos::PrioClass,
+    mean_delay_us: Option<u64>,
+    p50_delay_us: Option<u64>,
+    p90_delay_us: Option<u64>,
+    p99_delay_us: Option<u64>,
+}
+
+/// A prioritized port as printed.
+#[derive(Serialize)]
+struct PrioRow<'a> {
+    port: u16,
+    cap: u32,
+    depth: u32,
+    early_refuse: bool,
+    classes: Vec<ClassRow<'a>>,
+}
+
+fn prio_rows(prios: &[PrioPort]) -> Vec<PrioRow<'_>> {
+    prios
+        .iter()
+        .map(|p| PrioRow {
+            port: p.port,
+            cap: p.cap,
+            depth: p.depth,
+            early_refuse: p.early_refuse,
+            classes: p
+                .classes
+                .iter()
+                .map(|c| ClassRow {
+                    class: c,
+                    mean_delay_us: c.mean_delay_us(),
+                    p50_delay_us: c.delay_quantile_us(500),
+                    p90_delay_us: c.delay_quantile_us(900),
+                    p99_delay_us: c.delay_quantile_us(990),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn print_prio_table(out: &mut impl Write, prios: &[PrioPort]) -> Result<()> {
+    writeln!(
+        out,
+        " PORT CLASS DEADLINE_MS  WAITING   ADMITTED   RELEASED PUSHED_OUT  EXPIRED  REFUSED  DELAY_MS    P50_MS    P99_MS"
+    )?;
+    for p in prio_rows(prios) {
+        for c in &p.classes {
+            writeln!(
+                out,
+                "{:>5} {:>5} {:>11} {:>8} {:>10} {:>10} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9}",
+                p.port,
+                c.class.class,
+                c.class
+                    .deadline_ms
+                    .map_or("-".to_owned(), |d| d.to_string()),
+                c.class.waiting,
+                c.class.admitted,
+                c.class.released,
+                c.class.pushed_out,
+                c.class.expired,
+                c.class.refused,
+                ms(c.mean_delay_us),
+                ms(c.p50_delay_us),
+                ms(c.p99_delay_us),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A class's rates over one watch interval.
+#[derive(Serialize, Debug, PartialEq)]
+struct ClassRate {
+    port: u16,
+    class: u8,
+    waiting: u64,
+    released_per_s: f64,
+    mean_delay_us: Option<u64>,
+    pushed_out: u64,
+    expired: u64,
+    refused: u64,
+}
+
+fn class_rates(before: &[PrioPort], now: &[PrioPort], secs: f64) -> Vec<ClassRate> {
+    let mut out = Vec::new();
+    for p in now {
+        for c in &p.classes {
+            let b = before
+                .iter()
+                .find(|b| b.port == p.port)
+                .and_then(|b| b.classes.iter().find(|x| x.class == c.class));
+            let d = |f: fn(&openqos::PrioClass) -> u64| f(c).saturating_sub(b.map_or(0, f));
+            let rel = d(|x| x.released);
+            out.push(ClassRate {
+                port: p.port,
+                class: c.class,
+                waiting: c.waiting,
+                released_per_s: rel as f64 / secs,
+                mean_delay_us: (rel > 0).then(|| d(|x| x.delay_ns) / rel / 1000),
+                pushed_out: d(|x| x.pushed_out),
+                expired: d(|x| x.expired),
+                refused: d(|x| x.refused),
+            });
+        }
+    }
+    out
+}
+
+/// Prints the classes' rates every interval (see [`watch_every`]).
+fn watch_prio(client: &mut Client, args: &Args, every: Duration) -> Result<()> {
+    watch_every(
+        args,
+        every,
+        || Ok(client.prios(args.port)?),
+        |out, before, now, secs, at| {
+            let r = class_rates(before, now, secs);
+            if args.json {
+                serde_json::to_writer(&mut *out, &serde_json::json!({ "t": at, "classes": r }))?;
+                return Ok(writeln!(out)?);
+            }
+            writeln!(
+                out,
+                "{:>8} {:>5} {:>5} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8}",
+                "T",
+                "PORT",
+                "CLASS",
+                "WAITING",
+                "RELEASE/S",
+                "DELAY_MS",
+                "PUSHED_OUT",
+                "EXPIRED",
+                "REFUSED"
+            )?;
+            for c in &r {
+                writeln!(
+                    out,
+                    "{:>8.1} {:>5} {:>5} {:>8} {:>10.1} {:>9} {:>10} {:>8} {:>8}",
+                    at,
+                    c.port,
+                    c.class,
+                    c.waiting,
+                    c.released_per_s,
+                    ms(c.mean_delay_us),
+                    c.pushed_out,
+                    c.expired,
+                    c.refused
+                )?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Reads every `every` until `args.count` intervals are done, and has `show` print the
+/// interval: the reading before and now, the interval's seconds, and the seconds since
+/// the start.
+fn watch_every<T>(
+    args: &Args,
+    every: Duration,
+    mut read: impl FnMut() -> Result<T>,
+    mut show: impl FnMut(&mut std::io::StdoutLock<'static>, &T, &T, f64, f64) -> Result<()>,
+) -> Result<()> {
+    let out = &mut std::io::stdout().lock();
+    let mut before = read()?;
+    let mut t0 = Instant::now();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while args.count.is_none_or(|c| n < c) {
+        std::thread::sleep(every.saturating_sub(t0.elapsed()));
+        let now = read()?;
+        let t1 = Instant::now();
+        let secs = t1.duration_since(t0).as_secs_f64();
+        show(
+            out,
+            &before,
+            &now,
+            secs,
+            t1.duration_since(start).as_secs_f64(),
+        )?;
+        out.flush()?;
+        before = now;
+        t0 = t1;
+        n += 1;
+    }
+    Ok(())
+}
+
 fn rates(before: &[Meter], now: &[Meter], secs: f64) -> Vec<Rate> {
     now.iter()
         .map(|m| {
@@ -154,23 +355,18 @@ fn rates(before: &[Meter], now: &[Meter], secs: f64) -> Vec<Rate> {
         .collect()
 }
 
+/// Prints the ports' rates every interval (see [`watch_every`]).
 fn watch(client: &mut Client, args: &Args, every: Duration) -> Result<()> {
-    let out = &mut std::io::stdout().lock();
-    let mut before = client.meters(args.port)?;
-    let mut t0 = Instant::now();
-    let start = Instant::now();
-    let mut n = 0u64;
-    while args.count.is_none_or(|c| n < c) {
-        std::thread::sleep(every.saturating_sub(t0.elapsed()));
-        let now = client.meters(args.port)?;
-        let t1 = Instant::now();
-        let secs = t1.duration_since(t0).as_secs_f64();
-        let r = rates(&before, &now, secs);
-        let at = t1.duration_since(start).as_secs_f64();
-        if args.json {
-            serde_json::to_writer(&mut *out, &serde_json::json!({ "t": at, "ports": r }))?;
-            writeln!(out)?;
-        } else {
+    watch_every(
+        args,
+        every,
+        || Ok(client.meters(args.port)?),
+        |out, before, now, secs, at| {
+            let r = rates(before, now, secs);
+            if args.json {
+                serde_json::to_writer(&mut *out, &serde_json::json!({ "t": at, "ports": r }))?;
+                return Ok(writeln!(out)?);
+            }
             writeln!(
                 out,
                 "{:>8} {:>5} {:>8} {:>6} {:>9} {:>9} {:>12} {:>12}",
@@ -190,13 +386,9 @@ fn watch(client: &mut Client, args: &Args, every: Duration) -> Result<()> {
                     p.tx_bytes_per_s
                 )?;
             }
-        }
-        out.flush()?;
-        before = now;
-        t0 = t1;
-        n += 1;
-    }
-    Ok(())
+            Ok(())
+        },
+    )
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -215,7 +407,25 @@ fn run(args: &Args) -> Result<()> {
         if !(0.01..=86_400.0).contains(&secs) {
             bail!("the interval must be between 0.01 and 86400 seconds");
         }
-        return watch(&mut client, args, Duration::from_secs_f64(secs));
+        let every = Duration::from_secs_f64(secs);
+        if args.prio {
+            return watch_prio(&mut client, args, every);
+        }
+        return watch(&mut client, args, every);
+    }
+    if args.prio {
+        let prios = client.prios(args.port)?;
+        let out = &mut std::io::stdout().lock();
+        if args.json {
+            serde_json::to_writer_pretty(
+                &mut *out,
+                &serde_json::json!({ "prios": prio_rows(&prios) }),
+            )?;
+            writeln!(out)?;
+        } else {
+            print_prio_table(out, &prios)?;
+        }
+        return Ok(());
     }
     let meters = client.meters(args.port)?;
     let out = &mut std::io::stdout().lock();
@@ -263,6 +473,43 @@ mod tests {
         // New port: from zero.
         assert_eq!(r[1].accepted, 5);
         assert_eq!(r[1].mean_delay_us, Some(0));
+    }
+
+    fn class(c: u8, released: u64, delay_ns: u64) -> openqos::PrioClass {
+        openqos::PrioClass {
+            class: c,
+            deadline_ms: None,
+            waiting: 1,
+            admitted: released,
+            released,
+            pushed_out: 0,
+            expired: 0,
+            refused: 0,
+            delay_ns,
+            lost: 0,
+            hist: vec![0; openqos::abi::abi::hist::BUCKETS],
+        }
+    }
+
+    #[test]
+    fn class_rates_are_per_interval() {
+        let port = |classes| PrioPort {
+            port: 80,
+            cap: 8,
+            depth: 1,
+            early_refuse: false,
+            classes,
+        };
+        let before = [port(vec![class(0, 10, 10_000_000)])];
+        let now = [port(vec![class(0, 30, 50_000_000), class(1, 4, 0)])];
+        let r = class_rates(&before, &now, 2.0);
+        assert_eq!(r[0].released_per_s, 10.0);
+        assert_eq!(r[0].mean_delay_us, Some(2000));
+        assert_eq!(r[1].released_per_s, 2.0);
+        let mut out = Vec::new();
+        print_prio_table(&mut out, &now).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
     }
 
     #[test]

@@ -242,6 +242,8 @@ pub struct Meter {
     pub requested: bool,
     /// A member of a socket group.
     pub grouped: bool,
+    /// The port has a prioritized queue (`tcpchains -Q`).
+    pub prio: bool,
     /// Connections in the accept queues of the port's listeners now.
     pub waiting: u64,
     /// Connections the servers accepted from the port since it is metered.
@@ -1329,6 +1331,7 @@ fn decode_meter(m: &OqMsg) -> Result<Meter> {
         auto: flags & meter_flags::AUTO != 0,
         requested: flags & meter_flags::REQUESTED != 0,
         grouped: flags & meter_flags::GROUPED != 0,
+        prio: flags & meter_flags::PRIO != 0,
         waiting: c(meter_stat::WAITING)?,
         accepted: c(meter_stat::ACCEPTED)?,
         delay_ns: c(meter_stat::DELAY_NS)?,
