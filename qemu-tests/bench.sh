@@ -8,7 +8,7 @@
 insmod /openqos.ko
 ROUNDS=${OQ_BENCH_ROUNDS:-7}
 COUNT=${OQ_BENCH_COUNT:-2000}
-CONFIGS=${OQ_BENCH_CONFIGS:-"direct m g a0 a1 a2 a4 a8 a1000 a10000 c0 c1 c2 c4 c8 c64 c512"}
+CONFIGS=${OQ_BENCH_CONFIGS:-"direct m g a0 a0m p a1 a2 a4 a8 a1000 a10000 c0 c1 c2 c4 c8 c64 c512"}
 # scripts/run-vm prod bench 'direct,m,g' measures some configurations only.
 [ -z "$OQ_FILTER" ] || CONFIGS=$(echo "$OQ_FILTER" | tr , ' ')
 serve 8080 srv --mode epoll
@@ -26,6 +26,9 @@ rate() {
 # m: no rule, the server's port metered (the sensors' cost).
 # g: no rule, the server's port in an accept-rate and an output group whose limits are
 # never reached (the actuators' cost: every accept and send asks a group).
+# a0m: a0 with the server's port metered; p: the same, the port prioritized (tcpchains
+# -Q, depth 2) and the rule's connections in class 0, never overloaded (a prioritized
+# port needs its meter: p against a0m is the queue's own cost).
 setup() {
 	if [ "$1" = m ]; then
 		netmeter -A 8080
@@ -36,6 +39,16 @@ setup() {
 		skex -a 1 -p 8080
 		skex -N 2 -t output -r 10000000000
 		skex -a 2 -p 8080
+		return
+	fi
+	if [ "$1" = a0m ] || [ "$1" = p ]; then
+		if [ "$1" = p ]; then
+			echo "-Q 8080 --depth 2"
+			echo "-A a -p 80 -o 8080 --prio 0"
+		else
+			echo "-A a -p 80 -o 8080"
+		fi >/tmp/bench.rules
+		tcpchains --restore /tmp/bench.rules
 		return
 	fi
 	n=${1#?}
@@ -60,6 +73,7 @@ for r in $(seq 1 "$ROUNDS"); do
 	for c in $CONFIGS; do
 		[ "$c" = direct ] && continue
 		tcpchains -F
+		tcpchains -X 8080 2>/dev/null || true
 		skex -X 1 2>/dev/null || true
 		skex -X 2 2>/dev/null || true
 		netmeter -D 8080 2>/dev/null || true
@@ -82,12 +96,15 @@ for c in $CONFIGS; do
 	case "$c" in
 	m) name="direct to the server, its port metered" ;;
 	g) name="direct to the server, its port in a rate and an output group (limits never reached)" ;;
+	a0m) name="rule, 0 address conditions, the server's port metered" ;;
+	p) name="rule, 0 address conditions, to a prioritized port (class 0, no overload)" ;;
 	a*) name="rule, ${c#a} address conditions" ;;
 	c*) name="rule, ${c#c} content conditions" ;;
 	esac
 	echo "BENCH | $name | $(median "/tmp/bench-$c") | $(median "/tmp/bench-ratio-$c") | $(range "/tmp/bench-ratio-$c") |"
 done
 tcpchains -F
+tcpchains -X 8080 2>/dev/null || true
 skex -X 1 2>/dev/null || true
 skex -X 2 2>/dev/null || true
 netmeter -D 8080 2>/dev/null || true

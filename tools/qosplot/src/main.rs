@@ -11,6 +11,11 @@
 //! line with the phase's name where a phase begins. The delays are on a log scale: a
 //! throttled class waits a hundred times longer than the one held at its set point. The font is Debian's
 //! DejaVu Sans (fonts-dejavu-core), read from its file: no fontconfig.
+//!
+//! A *sweep* CSV (header `mode,rate_per_class,class,...`, from `scripts/experiment
+//! prio`) is drawn instead as two panels against the offered load per class: each
+//! class's mean response time (log scale) and its throughput, one line per class and
+//! mode (solid: with the prioritized queue; dashed: one FIFO queue).
 
 use anyhow::{bail, Context, Result};
 use plotters::prelude::*;
@@ -58,18 +63,147 @@ fn parse(text: &str) -> Result<(Vec<Row>, Option<f64>)> {
     Ok((rows, set_point))
 }
 
+/// One point of a sweep: a class's outcome at one offered load, in one mode.
+#[derive(Debug, PartialEq)]
+struct Point {
+    mode: String,
+    rate: f64,
+    class: u32,
+    throughput: f64,
+    mean_ms: Option<f64>,
+}
+
+/// Parses a sweep CSV: `mode,rate_per_class,class,replies_per_s,mean_ms,...`.
+fn parse_sweep(text: &str) -> Result<Vec<Point>> {
+    let mut pts = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if line.starts_with('#') || f.len() < 5 || f[0] == "mode" {
+            continue;
+        }
+        pts.push(Point {
+            mode: f[0].to_string(),
+            rate: f[1]
+                .parse()
+                .with_context(|| format!("bad rate in {line:?}"))?,
+            class: f[2]
+                .parse()
+                .with_context(|| format!("bad class in {line:?}"))?,
+            throughput: f[3]
+                .parse()
+                .with_context(|| format!("bad throughput in {line:?}"))?,
+            mean_ms: f[4].parse().ok(),
+        });
+    }
+    if pts.is_empty() {
+        bail!("no data rows");
+    }
+    Ok(pts)
+}
+
+const CLASS_COLORS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(230, 120, 20),
+    RGBColor(148, 103, 189),
+];
+
+/// Draws a sweep: response time and throughput per class against the offered load.
+fn plot_sweep(pts: &[Point], png: &str, title: &str) -> Result<()> {
+    let x_max = pts.iter().map(|p| p.rate).fold(1.0, f64::max) * 1.05;
+    let d_max = pts.iter().filter_map(|p| p.mean_ms).fold(10.0, f64::max) * 1.5;
+    let t_max = pts.iter().map(|p| p.throughput).fold(1.0, f64::max) * 1.15;
+    let mut classes: Vec<u32> = pts.iter().map(|p| p.class).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let mut modes: Vec<&str> = pts.iter().map(|p| p.mode.as_str()).collect();
+    modes.sort_unstable();
+    modes.dedup();
+
+    let root = BitMapBackend::new(png, (1400, 650)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 24))?;
+    let (left, right) = root.split_horizontally(700);
+    let line = |mode: &str, class: u32, get: &dyn Fn(&Point) -> Option<f64>| {
+        let mut v: Vec<(f64, f64)> = pts
+            .iter()
+            .filter(|p| p.mode == mode && p.class == class)
+            .filter_map(|p| get(p).map(|y| (p.rate, y)))
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v
+    };
+    let style = |class: u32| CLASS_COLORS[class as usize % CLASS_COLORS.len()].stroke_width(2);
+
+    let mut a = ChartBuilder::on(&left)
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, (1.0..d_max).log_scale())?;
+    a.configure_mesh()
+        .x_desc("offered load per class (connections/s)")
+        .y_desc("mean response time (ms, log scale)")
+        .label_style(("sans-serif", 15))
+        .draw()?;
+    let mut b = ChartBuilder::on(&right)
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, 0.0..t_max)?;
+    b.configure_mesh()
+        .x_desc("offered load per class (connections/s)")
+        .y_desc("throughput (replies/s)")
+        .label_style(("sans-serif", 15))
+        .draw()?;
+    for &c in &classes {
+        for &m in &modes {
+            let label = format!("class {c}, {m}");
+            let delays = line(m, c, &|p| p.mean_ms);
+            let tput = line(m, c, &|p| Some(p.throughput));
+            let st = style(c);
+            if m == "prio" {
+                a.draw_series(LineSeries::new(delays, st))?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], st));
+                b.draw_series(LineSeries::new(tput, st))?;
+            } else {
+                a.draw_series(DashedLineSeries::new(delays, 6, 4, st))?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 8, y)], st));
+                b.draw_series(DashedLineSeries::new(tput, 6, 4, st))?;
+            }
+        }
+    }
+    a.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, csv, png, rest @ ..] = &args[..] else {
         bail!("usage: qosplot CSV PNG [TITLE]");
     };
     let title = rest.first().map_or("openqos experiment", String::as_str);
-    let (rows, set_point) = parse(&std::fs::read_to_string(csv).with_context(|| csv.clone())?)?;
+    let text = std::fs::read_to_string(csv).with_context(|| csv.clone())?;
     let font =
         std::fs::read(FONT).with_context(|| format!("{FONT} (Debian: fonts-dejavu-core)"))?;
     let font: &'static [u8] = Box::leak(font.into_boxed_slice());
     register_font("sans-serif", FontStyle::Normal, font)
         .map_err(|_| anyhow::anyhow!("{FONT} is not a usable TrueType font"))?;
+    if text
+        .lines()
+        .find(|l| !l.starts_with('#'))
+        .is_some_and(|l| l.starts_with("mode,"))
+    {
+        return plot_sweep(&parse_sweep(&text)?, png, title);
+    }
+    let (rows, set_point) = parse(&text)?;
 
     let t_max = rows.iter().map(|r| r.t).fold(0.0, f64::max);
     let d_max = rows
@@ -208,4 +342,19 @@ fn main() -> Result<()> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_rows_parse() {
+        let text = "# comment\nmode,rate_per_class,class,replies_per_s,mean_ms,errors\nfifo,4,0,3.9,120.5,0\nprio,4,2,1.0,,12\n";
+        let p = parse_sweep(text).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].mean_ms, Some(120.5));
+        assert_eq!((p[1].class, p[1].mean_ms), (2, None));
+        assert!(parse_sweep("mode,rate\n").is_err());
+    }
 }

@@ -497,6 +497,18 @@ fn unprivileged() -> Vec<Case> {
             req: Req::default().u16(attr::PORT, 4500),
             want: Want::Errno(Errno::EPERM),
         },
+        Case {
+            what: "unprivileged prioritized queue",
+            cmd: cmd::PRIO_SET,
+            req: Req::default().u16(attr::PORT, 4501),
+            want: Want::Errno(Errno::EPERM),
+        },
+        Case {
+            what: "unprivileged prioritized queue removal",
+            cmd: cmd::PRIO_DEL,
+            req: Req::default().u16(attr::PORT, 4501),
+            want: Want::Errno(Errno::EPERM),
+        },
     ]
 }
 
