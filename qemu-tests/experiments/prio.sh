@@ -12,7 +12,7 @@
 . /qemu-tests/experiments/web.lib
 
 D=${D:-20}
-RATES=${RATES:-1 2 3 4 6 8}
+RATES=${RATES:-4 8 12 16 20 24}
 apache_on 8080 4
 sleep 1
 tcpchains -A c -p 80 -o 8080 --prio 2
