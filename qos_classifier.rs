@@ -510,6 +510,8 @@ enum Dest<'a> {
     Server(Option<Target<'a>>),
     /// The queue of a prioritized port, class and target park.
     Park(&'a crate::qos_prio::PrioCore, u8, Target<'a>),
+    /// Past a prioritized port's queue, which holds nothing, straight to the server.
+    Passed(&'a crate::qos_prio::PrioCore, u8, Target<'a>),
     /// Refused by the prioritized port's queue (full, or too late for its deadline).
     Refused,
 }
@@ -627,6 +629,13 @@ impl Forward {
                     }
                     r
                 }
+                Dest::Passed(core, class, target) => {
+                    let r = l.move_head(cx, head, &target);
+                    if r.is_ok() {
+                        core.passed(class, peer.age_ms());
+                    }
+                    r
+                }
                 Dest::Refused => Err(MoveError::Full),
             }
         };
@@ -667,6 +676,10 @@ impl Forward {
     ) -> Dest<'a> {
         match prio {
             Some((core, class)) => match core.admit(*class, peer, count) {
+                Admit::Direct(depth, park, c) => match lookup(l.sock(), rcu, peer, port) {
+                    Some(t) if t.waiting() < depth && !wants_data(&t) => Dest::Passed(core, c, t),
+                    _ => Dest::Park(core, c, park.target()),
+                },
                 Admit::Park(park, c) => Dest::Park(core, c, park.target()),
                 Admit::Refuse => Dest::Refused,
             },
@@ -763,6 +776,13 @@ impl Forwarder for Forward {
                     let r = l.move_child(child, &park, false);
                     if r.is_ok() {
                         core.entered(class);
+                    }
+                    r
+                }
+                Dest::Passed(core, class, target) => {
+                    let r = l.move_child(child, &target, false);
+                    if r.is_ok() {
+                        core.passed(class, child.peer().age_ms());
                     }
                     r
                 }

@@ -193,6 +193,10 @@ impl Feeder for PrioCore {
 
 /// What [`PrioCore::admit`] decided about an arrival.
 pub(crate) enum Admit<'a> {
+    /// Nothing is held: if the server's queue holds fewer than this many connections,
+    /// move it there at once (then call [`PrioCore::passed`]), else into the park, as
+    /// for `Park`.
+    Direct(u32, &'a ListenRef, u8),
     /// Move it into this park (then call [`PrioCore::entered`]).
     Park(&'a ListenRef, u8),
     /// Refuse it (counted).
@@ -258,7 +262,28 @@ impl PrioCore {
             }
             return Admit::Refuse;
         }
-        Admit::Park(self.park(c, fam(peer)), c as u8)
+        let park = self.park(c, fam(peer));
+        // The fast path: with nothing held, a connection the pump would release at once
+        // goes to the server without passing through its park.
+        if self.held() == 0 {
+            return Admit::Direct(s.depth, park, c as u8);
+        }
+        Admit::Park(park, c as u8)
+    }
+
+    /// A connection of class `class`, `age_ms` old, went straight to the server
+    /// ([`Admit::Direct`]): count it as admitted and released.
+    pub(crate) fn passed(&self, class: u8, age_ms: u32) {
+        let st = &self.stats[usize::from(class)];
+        st.admitted.inc();
+        self.count_release(st, age_ms);
+    }
+
+    fn count_release(&self, st: &ClassStats, age_ms: u32) {
+        let ns = u64::from(age_ms) * 1_000_000;
+        st.released.inc();
+        st.delay_ns.add(ns);
+        st.hist[hist::bucket(ns / 1000)].inc();
     }
 
     /// A connection of class `class` entered its park: count it and release what the
@@ -391,13 +416,7 @@ impl PrioCore {
                 }
             };
             match moved {
-                Ok(_) => {
-                    let st = &self.stats[c];
-                    let ns = u64::from(h.peer.age_ms()) * 1_000_000;
-                    st.released.inc();
-                    st.delay_ns.add(ns);
-                    st.hist[hist::bucket(ns / 1000)].inc();
-                }
+                Ok(_) => self.count_release(&self.stats[c], h.peer.age_ms()),
                 Err(MoveError::Race) => {}
                 // The server's queue is full (of its own direct clients): wait for it.
                 Err(MoveError::Full) => return Some(due),
