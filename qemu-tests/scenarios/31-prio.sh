@@ -220,3 +220,19 @@ grep -q -- '-A a -p 7940 -o 7942 --prio 1' /tmp/prio.rules || fail "save: $(cat 
 tcpchains --restore /tmp/prio.rules
 tcpchains -S | diff /tmp/prio.rules - || fail "restore is not exact"
 echo "bad input refused; 16 prioritized ports at most; save and restore exact"
+
+# 7. The same counters for Prometheus (netmeter --prometheus; the format itself is
+# checked on the host by the reference parser), and the ABI handshake (-V).
+netmeter --prometheus >/tmp/metrics.prom
+grep -qx 'openqos_prio_released_connections_total{port="7902",class="0"} 3' /tmp/metrics.prom ||
+	fail "metrics: $(grep 7902 /tmp/metrics.prom | head)"
+grep -qx 'openqos_prio_pushed_out_connections_total{port="7942",class="1"} 0' /tmp/metrics.prom ||
+	fail "metrics: $(grep 'pushed_out.*7942' /tmp/metrics.prom)"
+netmeter --prometheus /tmp/node/openqos.prom 2>/dev/null && fail "wrote into a missing directory"
+mkdir -p /tmp/node && netmeter --prometheus /tmp/node/openqos.prom || fail "textfile"
+expect_eq "textfile families" "$(grep -c '^# TYPE' /tmp/node/openqos.prom)" "$(grep -c '^# TYPE' /tmp/metrics.prom)"
+expect_eq "nothing but the textfile left" "$(ls /tmp/node)" openqos.prom
+for t in tcpchains netmeter skex qosmgr; do
+	$t -V | grep -q "(openqos ABI 2); module: ABI 2, loaded" || fail "$t -V: $($t -V)"
+done
+echo "metrics: $(grep -c '^# TYPE' /tmp/metrics.prom) families; tools and module speak ABI 2"

@@ -9,8 +9,14 @@
 
 /// Generic netlink family name (NUL-terminated for the kernel's `genl_family.name`).
 pub const FAMILY_NAME: &[u8] = b"openqos\0";
-/// Generic netlink family version.
-pub const FAMILY_VERSION: u8 = 1;
+/// Generic netlink family version: the version of this ABI. The module registers the
+/// family with it, and the tools refuse to talk to a module of another version (the
+/// generic netlink controller reports it with the family), saying which versions met
+/// and what to do, instead of failing on the first attribute one of them does not know.
+///
+/// History: 1, the first release; 2, prioritized accept queues (`PRIO_SET`, `PRIO_DEL`,
+/// `PRIO_GET`, attributes `PRIO` to `PRIO_STATS`, meter flag `PRIO`).
+pub const FAMILY_VERSION: u8 = 2;
 
 /// Commands of the family.
 ///

@@ -7,6 +7,8 @@
 //! servers exchanged on them; once, or every interval as rates (like `vmstat`). Reading
 //! needs no privilege and shows the caller's network namespace only.
 
+mod prom;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use openqos::{Client, Meter, PrioPort};
@@ -48,6 +50,12 @@ struct Args {
     /// or refused.
     #[arg(short = 'Q', long = "prio", conflicts_with_all = ["add", "delete"])]
     prio: bool,
+    /// Write every openqos counter (meters, rules, groups, prioritized queues) in the
+    /// Prometheus text format to FILE (atomically: node_exporter's textfile collector
+    /// reads it), or to standard output without FILE; with -i, every interval.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-",
+          conflicts_with_all = ["add", "delete", "prio", "json", "port"])]
+    prometheus: Option<String>,
     /// Stop metering PORT and forget its counters (needs CAP_NET_ADMIN).
     #[arg(
         short = 'D',
@@ -391,6 +399,34 @@ fn watch(client: &mut Client, args: &Args, every: Duration) -> Result<()> {
     )
 }
 
+/// A watch interval, checked.
+fn interval(secs: f64) -> Result<f64> {
+    if !(0.01..=86_400.0).contains(&secs) {
+        bail!("the interval must be between 0.01 and 86400 seconds");
+    }
+    Ok(secs)
+}
+
+/// Reads every counter and writes them in the Prometheus text format to `to` ("-":
+/// standard output), through a temporary file renamed over it, so that a reader never
+/// sees half of it.
+fn write_metrics(client: &mut Client, to: &str) -> Result<()> {
+    let snap = prom::Snapshot {
+        meters: client.meters(None)?,
+        rules: client.rules(None)?,
+        groups: client.groups(None)?,
+        prios: client.prios(None)?,
+    };
+    let text = prom::render(&snap);
+    if to == "-" {
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+        return Ok(());
+    }
+    let tmp = format!("{to}.tmp.{}", std::process::id());
+    std::fs::write(&tmp, text).with_context(|| tmp.clone())?;
+    std::fs::rename(&tmp, to).with_context(|| format!("renaming {tmp} to {to}"))
+}
+
 fn run(args: &Args) -> Result<()> {
     let mut client = Client::connect().context("cannot talk to the openqos module")?;
     if let Some(p) = args.add {
@@ -403,11 +439,24 @@ fn run(args: &Args) -> Result<()> {
             .delete_meter(p)
             .with_context(|| format!("cannot stop metering port {p}"));
     }
+    if let Some(to) = &args.prometheus {
+        return match args.interval {
+            None => write_metrics(&mut client, to),
+            Some(secs) => {
+                let every = Duration::from_secs_f64(interval(secs)?);
+                let mut n = 0u64;
+                while args.count.is_none_or(|c| n < c) {
+                    let t0 = Instant::now();
+                    write_metrics(&mut client, to)?;
+                    n += 1;
+                    std::thread::sleep(every.saturating_sub(t0.elapsed()));
+                }
+                Ok(())
+            }
+        };
+    }
     if let Some(secs) = args.interval {
-        if !(0.01..=86_400.0).contains(&secs) {
-            bail!("the interval must be between 0.01 and 86400 seconds");
-        }
-        let every = Duration::from_secs_f64(secs);
+        let every = Duration::from_secs_f64(interval(secs)?);
         if args.prio {
             return watch_prio(&mut client, args, every);
         }
@@ -440,6 +489,7 @@ fn run(args: &Args) -> Result<()> {
 }
 
 fn main() {
+    openqos::version_flag("netmeter", env!("CARGO_PKG_VERSION"));
     let args = Args::parse();
     if let Err(e) = run(&args) {
         eprintln!("netmeter: {e:#}");

@@ -32,6 +32,14 @@ pub enum Error {
     /// The `openqos` family is not registered: the module is not loaded.
     #[error("the openqos kernel module is not loaded (modprobe openqos / insmod openqos.ko)")]
     ModuleNotLoaded,
+    /// The loaded module speaks another version of the ABI than these tools.
+    #[error("the loaded openqos module speaks ABI version {module}, these tools speak version {tools}: load the module of the same openqos release as the tools (rmmod openqos; modprobe openqos), or use the tools of the module's release")]
+    AbiMismatch {
+        /// The module's ABI version (the family's version).
+        module: u8,
+        /// The tools' ABI version.
+        tools: u8,
+    },
     /// The kernel refused the request.
     #[error("{}", kernel_message(*errno, message, attr))]
     Kernel {
@@ -782,11 +790,32 @@ impl Client {
             family_id: 0,
             seq: 0,
         };
-        c.family_id = c.resolve()?;
+        let (id, version) = c.resolve()?;
+        check_abi(version)?;
+        c.family_id = id;
         Ok(c)
     }
 
-    fn resolve(&mut self) -> Result<u16> {
+    /// The ABI version of the loaded module (`None`: not loaded), whatever it is: what
+    /// `-V` reports beside the tools' own.
+    pub fn module_abi() -> Result<Option<u8>> {
+        let mut sock = Socket::new(NETLINK_GENERIC)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        let mut c = Client {
+            sock,
+            family_id: 0,
+            seq: 0,
+        };
+        match c.resolve() {
+            Ok((_, v)) => Ok(Some(v)),
+            Err(Error::ModuleNotLoaded) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The family's id and version.
+    fn resolve(&mut self) -> Result<(u16, u8)> {
         let mut msg = GenlMessage::from_payload(GenlCtrl {
             cmd: GenlCtrlCmd::GetFamily,
             nlas: vec![GenlCtrlAttrs::FamilyName("openqos".into())],
@@ -805,15 +834,21 @@ impl Client {
         let reply = NetlinkMessage::<GenlMessage<GenlCtrl>>::deserialize(&rx)
             .map_err(|e| Error::Decode(e.to_string()))?;
         match reply.payload {
-            NetlinkPayload::InnerMessage(m) => m
-                .payload
-                .nlas
-                .iter()
-                .find_map(|a| match a {
+            NetlinkPayload::InnerMessage(m) => {
+                let nlas = &m.payload.nlas;
+                let id = nlas.iter().find_map(|a| match a {
                     GenlCtrlAttrs::FamilyId(id) => Some(*id),
                     _ => None,
-                })
-                .ok_or(Error::Decode("family without id".into())),
+                });
+                let version = nlas.iter().find_map(|a| match a {
+                    GenlCtrlAttrs::Version(v) => Some(*v),
+                    _ => None,
+                });
+                match (id, version) {
+                    (Some(id), Some(v)) => Ok((id, u8::try_from(v).unwrap_or(u8::MAX))),
+                    _ => Err(Error::Decode("family without id or version".into())),
+                }
+            }
             NetlinkPayload::Error(e) if e.raw_code() == -ENOENT => Err(Error::ModuleNotLoaded),
             NetlinkPayload::Error(e) => Err(Error::Kernel {
                 errno: -e.raw_code(),
@@ -1238,6 +1273,43 @@ impl Rule {
     }
 }
 
+/// Checks that a module of ABI version `module` speaks the tools' version.
+fn check_abi(module: u8) -> Result<()> {
+    let tools = openqos_abi::abi::FAMILY_VERSION;
+    if module != tools {
+        return Err(Error::AbiMismatch { module, tools });
+    }
+    Ok(())
+}
+
+/// The `-V` line of a tool: its version and ABI, and the loaded module's ABI.
+pub fn version_line(tool: &str, version: &str) -> String {
+    let tools = openqos_abi::abi::FAMILY_VERSION;
+    let module = match Client::module_abi() {
+        Ok(Some(v)) if v == tools => format!("module: ABI {v}, loaded"),
+        Ok(Some(v)) => format!(
+            "module: ABI {v}, loaded: MISMATCH, {}",
+            Error::AbiMismatch { module: v, tools }
+        ),
+        Ok(None) => "module: not loaded".to_owned(),
+        Err(e) => format!("module: unknown ({e})"),
+    };
+    format!("{tool} {version} (openqos ABI {tools}); {module}")
+}
+
+/// Handles a tool's `-V`/`--version` given alone: prints [`version_line`] (the tool's
+/// version and ABI, and the loaded module's) and exits. Call it before parsing the
+/// arguments; anything else is left to the parser.
+pub fn version_flag(tool: &str, version: &str) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [a] = &args[..] {
+        if a == "-V" || a == "--version" {
+            println!("{}", version_line(tool, version));
+            std::process::exit(0);
+        }
+    }
+}
+
 /// Decodes an extended ack. `request` is the message that was sent: the kernel points at
 /// an offending attribute by its offset in it (`NLMSGERR_ATTR_OFFS`).
 fn ext_error(errno: i32, tlvs: &[u8], request: &[u8]) -> Error {
@@ -1536,6 +1608,19 @@ mod tests {
         .unwrap();
         assert_eq!(get(&back.attrs, attr::PORT), Some(&21u16.to_ne_bytes()[..]));
         assert_eq!(get(&back.attrs, attr::ADDR4), Some(&[128, 143, 0, 0][..]));
+    }
+
+    #[test]
+    fn abi_versions_must_match() {
+        let v = openqos_abi::abi::FAMILY_VERSION;
+        assert!(check_abi(v).is_ok());
+        let e = check_abi(v - 1).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("speaks ABI version {}", v - 1))
+                && text.contains(&format!("these tools speak version {v}")),
+            "{text}"
+        );
     }
 
     #[test]

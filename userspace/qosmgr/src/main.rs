@@ -914,6 +914,7 @@ fn design_cmd(config: &Path, name: &str, settling: f64, overshoot: f64, write: b
 }
 
 fn main() {
+    openqos::version_flag("qosmgr", env!("CARGO_PKG_VERSION"));
     let args = Args::parse();
     let r = match args.cmd {
         Cmd::Run {

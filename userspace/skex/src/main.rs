@@ -274,6 +274,7 @@ fn run(args: &Args) -> Result<()> {
 }
 
 fn main() {
+    openqos::version_flag("skex", env!("CARGO_PKG_VERSION"));
     let args = Args::parse();
     if let Err(e) = run(&args) {
         eprintln!("skex: {e:#}");

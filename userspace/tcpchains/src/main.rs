@@ -23,6 +23,7 @@ mod exit {
     pub const PERMISSION: u8 = 4;
     pub const NOT_FOUND: u8 = 5;
     pub const EXISTS: u8 = 6;
+    pub const ABI: u8 = 7;
 }
 
 #[derive(Parser, Debug)]
@@ -657,6 +658,7 @@ fn print_rule(r: &openqos::Rule) {
 }
 
 fn main() -> ExitCode {
+    openqos::version_flag("tcpchains", env!("CARGO_PKG_VERSION"));
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -664,6 +666,7 @@ fn main() -> ExitCode {
             eprintln!("tcpchains: {e:#}");
             let code = match e.downcast_ref::<Error>() {
                 Some(Error::ModuleNotLoaded) => exit::NOT_LOADED,
+                Some(Error::AbiMismatch { .. }) => exit::ABI,
                 Some(Error::OutOfRange { .. }) => exit::USAGE,
                 Some(err) => match err.errno() {
                     Some(1) | Some(13) => exit::PERMISSION,
