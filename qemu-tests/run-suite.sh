@@ -110,7 +110,8 @@ selected() {
 if [ -e /sys/kernel/debug/kmemleak ]; then
 	echo scan >/sys/kernel/debug/kmemleak; echo clear >/sys/kernel/debug/kmemleak
 fi
-insmod /openqos.ko || { echo "FAIL insmod"; echo "0 passed, 1 failed"; exit 1; }
+# The module as `make install` put it (the staging install in /lib/modules).
+modprobe openqos || { echo "FAIL modprobe openqos (staging install)"; echo "0 passed, 1 failed"; exit 1; }
 dmesg -n 1
 # Whatever the kernel reported while booting and loading the module.
 echo "openqos-suite: begin boot" >>"$KLOG"

@@ -490,6 +490,7 @@ fn run(args: &Args) -> Result<()> {
 
 fn main() {
     openqos::version_flag("netmeter", env!("CARGO_PKG_VERSION"));
+    openqos::completions_flag::<Args>("netmeter");
     let args = Args::parse();
     if let Err(e) = run(&args) {
         eprintln!("netmeter: {e:#}");

@@ -1310,6 +1310,32 @@ pub fn version_flag(tool: &str, version: &str) {
     }
 }
 
+/// Handles a tool's `--completions SHELL` given alone (`bash`, `zsh` or `fish`): prints
+/// the completion script that clap generates from the tool's own argument definitions
+/// `C` (the ones `--help` shows) and exits; what `make install` installs. Call it before
+/// parsing the arguments.
+pub fn completions_flag<C: clap::CommandFactory>(name: &str) {
+    use clap_complete::Shell;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [a, sh] = &args[..] else { return };
+    if a != "--completions" {
+        return;
+    }
+    let shell = match sh.as_str() {
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        _ => {
+            eprintln!("{name}: --completions takes bash, zsh or fish, not '{sh}'");
+            std::process::exit(2);
+        }
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut C::command(), name, &mut script);
+    let ok = std::io::Write::write_all(&mut std::io::stdout().lock(), &script).is_ok();
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
 /// Decodes an extended ack. `request` is the message that was sent: the kernel points at
 /// an offending attribute by its offset in it (`NLMSGERR_ATTR_OFFS`).
 fn ext_error(errno: i32, tlvs: &[u8], request: &[u8]) -> Error {

@@ -915,6 +915,7 @@ fn design_cmd(config: &Path, name: &str, settling: f64, overshoot: f64, write: b
 
 fn main() {
     openqos::version_flag("qosmgr", env!("CARGO_PKG_VERSION"));
+    openqos::completions_flag::<Args>("qosmgr");
     let args = Args::parse();
     let r = match args.cmd {
         Cmd::Run {

@@ -275,6 +275,7 @@ fn run(args: &Args) -> Result<()> {
 
 fn main() {
     openqos::version_flag("skex", env!("CARGO_PKG_VERSION"));
+    openqos::completions_flag::<Args>("skex");
     let args = Args::parse();
     if let Err(e) = run(&args) {
         eprintln!("skex: {e:#}");

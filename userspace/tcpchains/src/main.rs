@@ -659,6 +659,7 @@ fn print_rule(r: &openqos::Rule) {
 
 fn main() -> ExitCode {
     openqos::version_flag("tcpchains", env!("CARGO_PKG_VERSION"));
+    openqos::completions_flag::<Cli>("tcpchains");
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
