@@ -77,6 +77,8 @@ tcpchains -D -p 88
 # the group's rate from before the first leased change (8 here: neither the safe 9 nor
 # anything qosmgr set).
 skex -s 5 -r 8
+# With the metrics endpoint on (off by default).
+sed -i '/^status_file/a metrics_listen = "127.0.0.1:9464"' /tmp/q.toml
 # (bg: killed when the scenario ends, whatever happens before.)
 bg qosmgr run -c /tmp/q.toml --log /tmp/q2.log
 m=$!
@@ -89,6 +91,14 @@ qosmgr status -c /tmp/q.toml | grep -q "premium" || fail "status: $(qosmgr statu
 # Watch mode: one JSON object a line and interval.
 w=$(qosmgr status -c /tmp/q.toml -j -w 0.3 -n 3 | grep -c '"name":"premium"')
 expect_eq "status watch lines" "$w" 3
+# The loops' state for Prometheus, published every period.
+for i in $(seq 1 50); do
+	curl -s http://127.0.0.1:9464/metrics >/tmp/qm.prom && grep -q '^qosmgr_periods_total' /tmp/qm.prom && break
+	sleep 0.2
+done
+grep -q '^qosmgr_loop_set_point_seconds{loop="premium"} 0.6$' /tmp/qm.prom || fail "metrics: $(cat /tmp/qm.prom)"
+grep -q '^qosmgr_loop_state{loop="premium",state="' /tmp/qm.prom || fail "metrics: $(cat /tmp/qm.prom)"
+expect_eq "not found off /metrics" "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9464/)" 404
 kill -9 $m
 wait $m 2>/dev/null || true
 t0=$(now_ms)
@@ -126,4 +136,4 @@ wait $m || fail "qosmgr exit status after SIGTERM"
 expect_eq "safe rate after SIGTERM" "$(skex -L -j -g 5 | qostest json groups.0.rate)" 9
 expect_eq "no lease after SIGTERM" "$(skex -L -j -g 5 | grep -c '"lease_ms"')" 0
 qosmgr status -j -c /tmp/q.toml | grep -q '"running": false' || fail "status after SIGTERM"
-echo "refusals, share weights in 1000..9000 and restored, SIGKILL: lease ran out in $dt ms, status watch and STALE, SIGHUP all or nothing, SIGTERM: safe at once"
+echo "refusals, share weights in 1000..9000 and restored, metrics endpoint, SIGKILL: lease ran out in $dt ms, status watch and STALE, SIGHUP all or nothing, SIGTERM: safe at once"

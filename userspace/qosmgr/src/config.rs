@@ -50,6 +50,10 @@ pub struct Config {
     /// Where `run` writes the loops' state for `status`.
     #[serde(default = "default_status_file")]
     pub status_file: String,
+    /// Address (`HOST:PORT`) where `run` serves the loops' state in the Prometheus text
+    /// format on `/metrics`; none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     /// The loops.
     #[serde(rename = "loop", default)]
     pub loops: Vec<LoopConfig>,

@@ -11,6 +11,7 @@
 //! itself. See qosmgr(8).
 
 mod config;
+mod metrics;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -514,6 +515,32 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
     };
 }
 
+/// The loops' state of a period, for the metrics endpoint.
+fn render_metrics(cfg: &Config, loops: &[Loop], periods: u64) -> String {
+    let samples: Vec<metrics::LoopSample<'_>> = loops
+        .iter()
+        .map(|l| metrics::LoopSample {
+            name: &l.status.name,
+            actuator: &l.status.actuator,
+            state: match l.status.state {
+                State::Run => "run",
+                State::Hold => "hold",
+                State::Released => "released",
+            },
+            set_point_ms: l.status.set_point_ms,
+            measured_ms: l.status.measured_ms,
+            samples: l.status.samples,
+            output: l.status.output,
+        })
+        .collect();
+    metrics::render(
+        cfg.period.as_secs_f64(),
+        cfg.lease_ms() as f64 / 1e3,
+        periods,
+        &samples,
+    )
+}
+
 fn write_status(path: &str, cfg: &Config, loops: &[Loop], running: bool) {
     let st = Status {
         pid: std::process::id(),
@@ -557,6 +584,12 @@ fn run(config: &Path, log: Option<&Path>, periods: Option<u64>, check: bool) -> 
         ),
         None => Box::new(std::io::stdout()),
     });
+    // Started once: a reload may change the loops, not where they are served.
+    let endpoint = cfg
+        .metrics_listen
+        .as_deref()
+        .map(metrics::Endpoint::start)
+        .transpose()?;
     let term = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -609,6 +642,9 @@ fn run(config: &Path, log: Option<&Path>, periods: Option<u64>, check: bool) -> 
         }
         write_status(&cfg.status_file, &cfg, &loops, true);
         done += 1;
+        if let Some(e) = &endpoint {
+            e.publish(render_metrics(&cfg, &loops, done));
+        }
         next += cfg.period;
         let now = Instant::now();
         if next < now {
