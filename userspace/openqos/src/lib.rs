@@ -1336,6 +1336,45 @@ pub fn completions_flag<C: clap::CommandFactory>(name: &str) {
     std::process::exit(if ok { 0 } else { 1 });
 }
 
+/// Reads `text` (the Prometheus text format) with the reference parser, Python's
+/// prometheus_client (Debian's python3-prometheus-client, which scripts/setup installs),
+/// and runs `checks` on `fams`, a dict of its metric families by name: the tools' tests
+/// of their exporters. Returns the number of families it read, or why it failed.
+pub fn prometheus_reference_check(text: &str, checks: &str) -> std::result::Result<usize, String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let script = format!(
+        "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
+         fams = {{f.name: f for f in text_string_to_metric_families(sys.stdin.read())}}\n\
+         {checks}\nprint(len(fams))\n"
+    );
+    let py = "/usr/bin/python3";
+    let mut child = Command::new(py)
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{py}: {e} (run scripts/setup)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "prometheus_client refused the text (scripts/setup installs \
+             python3-prometheus-client): {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("parser output: {e}"))
+}
+
 /// Decodes an extended ack. `request` is the message that was sent: the kernel points at
 /// an offending attribute by its offset in it (`NLMSGERR_ATTR_OFFS`).
 fn ext_error(errno: i32, tlvs: &[u8], request: &[u8]) -> Error {
