@@ -69,7 +69,7 @@ install-tools:
 			>$(DESTDIR)$(UNITDIR)/$$u.service || exit 1; \
 	done
 	install -m 0644 etc/qosmgr.toml.example $(DESTDIR)$(SYSCONFDIR)/openqos/qosmgr.toml.example
-	[ -e $(DESTDIR)$(SYSCONFDIR)/openqos/openqos.rules ] || \
-		install -m 0644 etc/openqos.rules $(DESTDIR)$(SYSCONFDIR)/openqos/openqos.rules
+	[ -e $(DESTDIR)$(SYSCONFDIR)/openqos/openqos.conf ] || \
+		install -m 0644 etc/openqos.conf $(DESTDIR)$(SYSCONFDIR)/openqos/openqos.conf
 
 .PHONY: all module clean userspace check bench install install-module install-tools

@@ -20,7 +20,9 @@ serve 7982 svc
 tcpchains -Q 7982 --classes 2 --deadline 1:3000
 tcpchains -A a -p 7980 -o 7982 --prio 1
 tcpchains -a a -p 7980 -i 10.0.9.1/32 -r 7982 --prio 0
-tcpchains -S >/etc/openqos/openqos.rules
+skex -N 4 -t rate -r 40
+skex -a 4 -p 7982
+tcpchains --save-all >/etc/openqos/openqos.conf
 # run_unit KEY...: the unit's commands for these keys, in order, as systemd runs them.
 run_unit() {
 	for k in "$@"; do
@@ -35,14 +37,15 @@ rmmod openqos
 lsmod | grep -q openqos && fail "still loaded"
 run_unit ExecStartPre ExecStart
 lsmod | grep -q '^openqos' || fail "openqos.service's commands did not load the module"
-tcpchains -S | diff /etc/openqos/openqos.rules - || fail "the restored configuration differs from the saved one"
+tcpchains --save-all | diff /etc/openqos/openqos.conf - || fail "the restored configuration differs from the saved one"
 qostest load --to 127.0.0.1:7980 --from 10.0.9.1 --count 3 --expect svc >/dev/null || fail "class 0 after restore"
 qostest load --to 127.0.0.1:7980 --count 3 --expect svc >/dev/null || fail "class 1 after restore"
 expect_eq "class 0 released" "$(netmeter -Q -j -p 7982 | qostest json prios.0.classes.0.released)" 3
 # An edited file and `systemctl reload openqos`.
-sed -i 's/--deadline 1:3000/--deadline 1:4000/' /etc/openqos/openqos.rules
+sed -i 's/--deadline 1:3000/--deadline 1:4000/' /etc/openqos/openqos.conf
 run_unit ExecReload
 tcpchains -S | grep -q -- '--deadline 1:4000' || fail "reload: $(tcpchains -S)"
+skex -X 4
 tcpchains -X 7982
 tcpchains -F
-echo "staging install: modprobe from /lib/modules, openqos.service's commands restored $(grep -c . /etc/openqos/openqos.rules) saved lines exactly, reload applied an edit"
+echo "staging install: modprobe from /lib/modules, openqos.service's commands restored $(grep -c . /etc/openqos/openqos.conf) saved lines exactly, reload applied an edit"

@@ -9,6 +9,8 @@
 //! tcpchains -a a -p 21 -i 128.143.0.0 -m 255.255.0.0 -r 2021
 //! ```
 
+mod full;
+
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Parser};
 use openqos::{Client, Error, Matcher, PrioSettings, RuleConfig, RuleOptions, RuleType};
@@ -56,7 +58,7 @@ mod exit {
         tcpchains -X 8080",
     group(ArgGroup::new("action").required(true)
         .args(["new_rule", "add", "list", "delete_rule", "delete", "flush", "save", "restore",
-               "prio_port", "delete_prio_port"]))
+               "prio_port", "delete_prio_port", "save_all", "restore_all"]))
 )]
 struct Cli {
     /// Create a rule of TYPE: a (address), c (content), d (probabilistic).
@@ -85,9 +87,18 @@ struct Cli {
     /// standard input), atomically: all of it or, on any error, nothing.
     #[arg(long, value_name = "FILE")]
     restore: Option<String>,
-    /// With --restore: only check the rule set (the kernel validates it; nothing changes).
-    #[arg(long, requires = "restore")]
+    /// With --restore or --restore-all: only check the rule set (the kernel validates
+    /// it; nothing changes).
+    #[arg(long)]
     test: bool,
+    /// Print the whole configuration of this network namespace: the rule set (as -S),
+    /// the ports metered on request, the socket groups and their ports.
+    #[arg(long)]
+    save_all: bool,
+    /// Make the whole configuration that of FILE ("-": standard input), as --save-all
+    /// writes it: all of it, or on any error the previous configuration back.
+    #[arg(long, value_name = "FILE")]
+    restore_all: Option<String>,
     /// Give PORT (where a server listens) a prioritized accept queue, or change its
     /// settings: connections that conditions send there with --prio wait in the module
     /// and go to the server in priority order (0 first) as it accepts.
@@ -319,9 +330,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     if cli.prio.is_some() && cli.new_rule.is_none() && cli.add.is_none() {
         bail!("--prio is the class of a rule's default port (-A) or of a condition (-a)");
     }
+    if cli.test && cli.restore.is_none() && cli.restore_all.is_none() {
+        bail!("--test goes with --restore or --restore-all");
+    }
     if let Some(path) = &cli.restore {
         let set = read_rule_set(path)?;
         return restore(&set, cli.test);
+    }
+    if let Some(path) = &cli.restore_all {
+        let text = read_text(path)?;
+        let want = full::parse(&text).with_context(|| path.to_owned())?;
+        return full::restore(&want, cli.test);
     }
     let mut c = Client::connect()?;
     if let Some((port, s)) = prio_of(cli) {
@@ -357,6 +376,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         c.flush()?;
     } else if cli.save {
         print!("{}", save(&c.prios(None)?, &c.rules(None)?));
+    } else if cli.save_all {
+        print!("{}", full::text(&mut c)?);
     }
     Ok(())
 }
@@ -549,13 +570,16 @@ fn parse_rule_set(text: &str) -> anyhow::Result<RuleSet> {
     Ok(RuleSet { prios, rules: set })
 }
 
-fn read_rule_set(path: &str) -> anyhow::Result<RuleSet> {
-    let text = if path == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+fn read_text(path: &str) -> anyhow::Result<String> {
+    if path == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")
     } else {
-        std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
-    };
-    parse_rule_set(&text).with_context(|| path.to_owned())
+        std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
+    }
+}
+
+fn read_rule_set(path: &str) -> anyhow::Result<RuleSet> {
+    parse_rule_set(&read_text(path)?).with_context(|| path.to_owned())
 }
 
 /// Applies a rule set: the rules atomically (all or nothing), then the prioritized
@@ -573,6 +597,12 @@ fn restore(set: &RuleSet, test: bool) -> anyhow::Result<()> {
     if test {
         return Ok(());
     }
+    restore_prios(&mut c, set)
+}
+
+/// Makes the prioritized ports those of `set`'s `-Q` lines: the others are removed, a
+/// queue whose number of classes changes is made again.
+fn restore_prios(c: &mut Client, set: &RuleSet) -> anyhow::Result<()> {
     let have = c.prios(None)?;
     for old in &have {
         let keep = set.prios.iter().find(|(p, _)| *p == old.port);
