@@ -60,6 +60,26 @@ wait
 t1=$(awk '{ print $1 }' /proc/uptime)
 echo "   12 basic clients served in $(awk -v a=$t0 -v b=$t1 'BEGIN { printf "%.1f", b - a }') s"
 netmeter -p 8080 | sed 's/^/   /'
+echo "== one server for both classes: a prioritized accept queue (tcpchains -Q)"
+echo "   (a server that takes 100 ms per connection, one at a time)"
+qostest serve --port 8090 --tag slow --accept-delay-ms 100 >/dev/null &
+srv=$!
+sleep 0.3
+for cmd in "tcpchains -Q 8090 --classes 2 --depth 1" "tcpchains -A a -p 90 -o 8090 --prio 1" \
+	"tcpchains -a a -p 90 -i 128.143.0.0/16 -r 8090 --prio 0"; do
+	echo "   # $cmd"; $cmd
+done
+qostest load --to 127.0.0.1:90 --from 10.0.0.10 --count 20 --concurrency 20 --expect slow --timeout 30 >/tmp/basic.out &
+b=$!
+sleep 0.3
+premium=$(qostest load --to 127.0.0.1:90 --from 128.143.1.10 --count 5 --concurrency 5 --expect slow --timeout 30)
+wait $b
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+echo "   20 basic clients at once, then 5 premium ones: premium served within $(field "$premium" max_ms) ms, basic within $(field "$(cat /tmp/basic.out)" max_ms) ms"
+echo "   # netmeter -Q"
+netmeter -Q | sed 's/^/   /'
+tcpchains -X 8090
+kill $srv
 skex -X 1
 skex -X 2
 tcpchains -F
