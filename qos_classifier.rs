@@ -24,7 +24,7 @@ use crate::{
     content::{Dfa, ScanCache, Slot, Tables, TablesError},
     prob,
     qos_error::{reject, Rejection},
-    qos_prio::{Admit, PrioTable},
+    qos_prio::{Admit, PrioCore, PrioTable},
     qos_sensor::{self, Counter, RuleStats},
     qos_sock::{
         ChildOutcome, DrainCx, Drained, Family, Forwarder, ListenSock, LockedChild, ModuleListener,
@@ -509,9 +509,9 @@ enum Dest<'a> {
     /// The listener that a connection to the port reaches (`None`: nobody listens).
     Server(Option<Target<'a>>),
     /// The queue of a prioritized port, class and target park.
-    Park(&'a crate::qos_prio::PrioCore, u8, Target<'a>),
+    Park(&'a PrioCore, u8, Target<'a>),
     /// Past a prioritized port's queue, which holds nothing, straight to the server.
-    Passed(&'a crate::qos_prio::PrioCore, u8, Target<'a>),
+    Passed(&'a PrioCore, u8, Target<'a>),
     /// Refused by the prioritized port's queue (full, or too late for its deadline).
     Refused,
 }
@@ -613,9 +613,7 @@ impl Forward {
     ) -> Step {
         let moved = {
             let rcu = rcu::read_lock();
-            let prio = why
-                .prio(policy)
-                .and_then(|c| Some((self.shared.prios.find(why.port(policy))?, c)));
+            let prio = self.prio_of(why, policy);
             match self.dest(l, &rcu, prio.as_ref(), peer, why.port(policy), cx.process()) {
                 Dest::Server(Some(target)) if wants_data(&target) => {
                     l.hand_over_head(cx, head, &target)
@@ -662,6 +660,13 @@ impl Forward {
         Step::Next
     }
 
+    /// The prioritized queue of the port `why` sends to, and the connection's class: if
+    /// it has a class and the port a queue (only then is the namespace's table read).
+    fn prio_of(&self, why: Why<'_>, policy: &Policy) -> Option<(Arc<PrioCore>, u8)> {
+        let class = why.prio(policy)?;
+        Some((self.shared.prios.find(why.port(policy))?, class))
+    }
+
     /// Where a connection to `port` with the addresses `peer` goes: with `prio` (the
     /// port's prioritized queue and the connection's class), the queue decides
     /// (`count`: a refusal is final and counted); else the listener of the port.
@@ -669,7 +674,7 @@ impl Forward {
         &self,
         l: &ModuleListener<Self>,
         rcu: &'a rcu::Guard,
-        prio: Option<&'a (Arc<crate::qos_prio::PrioCore>, u8)>,
+        prio: Option<&'a (Arc<PrioCore>, u8)>,
         peer: &Peer,
         port: u16,
         count: bool,
@@ -759,9 +764,7 @@ impl Forwarder for Forward {
         };
         let moved = {
             let rcu = rcu::read_lock();
-            let prio = why
-                .prio(&policy)
-                .and_then(|c| Some((self.shared.prios.find(why.port(&policy))?, c)));
+            let prio = self.prio_of(why, &policy);
             match self.dest(
                 l,
                 &rcu,

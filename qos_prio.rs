@@ -265,7 +265,7 @@ impl PrioCore {
         let park = self.park(c, fam(peer));
         // The fast path: with nothing held, a connection the pump would release at once
         // goes to the server without passing through its park.
-        if self.held() == 0 {
+        if held == 0 {
             return Admit::Direct(s.depth, park, c as u8);
         }
         Admit::Park(park, c as u8)

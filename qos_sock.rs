@@ -341,13 +341,7 @@ impl ListenSock {
     /// (the parks of a prioritized port, `qos_prio.rs`).
     pub(crate) fn hidden(net: NetRef, family: Family) -> Result<Self> {
         let this = Self::create(net, family, 0)?;
-        // SAFETY: `sock` is a valid bound socket.
-        to_result(unsafe {
-            bindings::kernel_listen(
-                this.sock.as_ptr(),
-                crate::abi::limits::LISTEN_BACKLOG as i32,
-            )
-        })?;
+        listen(&this)?;
         // SAFETY: the socket is a valid listener of ours. A SYN that reached it in the
         // moment it was hashed makes an ordinary child here, released like the others.
         unsafe { shim::oq_park_unhash(this.sk()) };
@@ -382,17 +376,12 @@ impl ListenSock {
     /// Finds the listener a connection to `port` on the same local address would reach.
     pub(crate) fn lookup<'a>(
         &self,
-        _g: &'a rcu::Guard,
+        g: &'a rcu::Guard,
         peer: &Peer,
         port: u16,
     ) -> Option<Target<'a>> {
-        // SAFETY: `sk()` is valid; the result is a listener, freed only after an RCU grace
-        // period (SOCK_RCU_FREE), and `_g` keeps the read section open for `'a`.
-        let sk = unsafe { shim::oq_lookup_listener(self.sk(), peer, port) };
-        NonNull::new(sk).map(|sk| Target {
-            sk,
-            _rcu: PhantomData,
-        })
+        // SAFETY: `sk()` is valid (type invariant).
+        unsafe { lookup_from(self.sk(), g, peer, port) }
     }
 
     /// Moves `head` into `dst`'s accept queue and wakes `dst`'s waiters. Without our
@@ -543,16 +532,12 @@ impl ListenRef {
     /// Finds the listener a connection to `port` on the same local address would reach.
     pub(crate) fn lookup<'a>(
         &self,
-        _g: &'a rcu::Guard,
+        g: &'a rcu::Guard,
         peer: &Peer,
         port: u16,
     ) -> Option<Target<'a>> {
-        // SAFETY: as in `ListenSock::lookup`.
-        let sk = unsafe { shim::oq_lookup_listener(self.sk.as_ptr(), peer, port) };
-        NonNull::new(sk).map(|sk| Target {
-            sk,
-            _rcu: PhantomData,
-        })
+        // SAFETY: `sk` is valid (type invariant).
+        unsafe { lookup_from(self.sk.as_ptr(), g, peer, port) }
     }
 }
 
@@ -561,6 +546,38 @@ impl Drop for ListenRef {
         // SAFETY: we hold a reference (type invariant), given back exactly once.
         unsafe { shim::oq_sock_put(self.sk.as_ptr()) };
     }
+}
+
+/// Finds the listener a connection to `port` on the same local address would reach, in
+/// the namespace of `src`.
+///
+/// # Safety
+///
+/// `src` is a valid socket.
+unsafe fn lookup_from<'a>(
+    src: *mut bindings::sock,
+    _g: &'a rcu::Guard,
+    peer: &Peer,
+    port: u16,
+) -> Option<Target<'a>> {
+    // SAFETY: `src` is valid (caller); the result is a listener, freed only after an RCU
+    // grace period (SOCK_RCU_FREE), and `_g` keeps the read section open for `'a`.
+    let sk = unsafe { shim::oq_lookup_listener(src, peer, port) };
+    NonNull::new(sk).map(|sk| Target {
+        sk,
+        _rcu: PhantomData,
+    })
+}
+
+/// Makes a bound socket of the module listen, with the module's backlog.
+fn listen(sock: &ListenSock) -> Result {
+    // SAFETY: `sock.sock` is a valid bound socket (its type invariant).
+    to_result(unsafe {
+        bindings::kernel_listen(
+            sock.sock.as_ptr(),
+            crate::abi::limits::LISTEN_BACKLOG as i32,
+        )
+    })
 }
 
 /// A network namespace, borrowed for the duration of a netlink request or pernet call.
@@ -757,13 +774,7 @@ impl<T: Forwarder> ModuleListener<T> {
         // every child will inherit the hook. `ctx` is pinned and outlives the hook (type
         // invariant, upheld by `drop`).
         unsafe { shim::oq_sk_install_hook(this.sock.sk(), ctx, hook::<T>) };
-        // SAFETY: `sock` is a valid bound socket.
-        to_result(unsafe {
-            bindings::kernel_listen(
-                this.sock.sock.as_ptr(),
-                crate::abi::limits::LISTEN_BACKLOG as i32,
-            )
-        })?;
+        listen(&this.sock)?;
         Ok(this)
     }
 

@@ -1452,17 +1452,7 @@ fn decode_meter(m: &OqMsg) -> Result<Meter> {
     let flags = u32::from_ne_bytes(int(a, attr::METER_FLAGS)?);
     let s = nested(get(a, attr::METER_STATS).ok_or(Error::Decode("meter without stats".into()))?)?;
     let c = |t| int::<8>(&s, t).map(u64::from_ne_bytes);
-    let hist = get(a, attr::DELAY_HIST)
-        .ok_or(Error::Decode("meter without histogram".into()))?
-        .chunks_exact(8)
-        .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
-        .collect::<Vec<_>>();
-    if hist.len() != openqos_abi::abi::hist::BUCKETS {
-        return Err(Error::Decode(format!(
-            "histogram of {} buckets",
-            hist.len()
-        )));
-    }
+    let hist = decode_hist(get(a, attr::DELAY_HIST))?;
     Ok(Meter {
         port: u16::from_ne_bytes(int(a, attr::PORT)?),
         auto: flags & meter_flags::AUTO != 0,
