@@ -1,20 +1,27 @@
-# The paper's Figure 6 (with Figure 3's situation as a phase), time compressed: periods
-# of 2 s. Two unmodified Apache instances serve a CPU-bound CGI: premium on 8080 with 3
-# workers, basic on 8081 with 15 (the basic class is the larger community and, left
-# alone, takes most of the CPU). A content rule on port 80 sends requests for
-# Host "premium" to 8080 and the rest to 8081; httperf drives premium (10/s: more than
-# its instance gets beside an unthrottled basic class, less than it serves alone) and
-# basic (80/s) clients open-loop. (6/s and 40/s until 2026-12-04: on a faster machine
-# that load no longer overloaded the servers, basic was served 39/s of 40.) An accept-rate group on 8081 is qosmgr's actuator; the
-# loop holds the premium queue's delay (measure = "queue": waiting over accept rate),
+# The paper's Figure 6 (with Figure 3's situation as a phase), time compressed: the
+# figure's periods are 2 s, qosmgr's 1 s. Two unmodified Apache instances serve a
+# CPU-bound CGI: premium on 8080 with 3 workers, basic on 8081 with 15 (the basic class
+# is the larger community and, left alone, takes most of the CPU). A content rule on
+# port 80 sends requests for Host "premium" to 8080 and the rest to 8081; httperf
+# drives premium (11/s: more than its instance gets beside an unthrottled basic class,
+# less than it serves alone, and enough above the balance that the set point lies
+# inside the actuator's range) and basic (80/s) clients open-loop. An accept-rate group
+# on 8081 is qosmgr's actuator; the loop holds the premium queue's delay
+# (measure = "queue": waiting over the arrival rate of the last 2 periods, Little's law),
 # and the CSV records the premium connections' real mean delay, the target's measure.
 # Phases (exp.lib's closed_loop): basic held at 1/s, basic unlimited, qosmgr identify
-# and design, then qosmgr holding the premium delay at 2 s, through a premium load step
-# (+33 %) and a doubling of the basic load. One "EXP" CSV line per period.
+# and design (settling in 10 of its periods), then qosmgr holding the premium delay at
+# 2 s, through a premium load step (+33 %) and a doubling of the basic load. One "EXP"
+# CSV line per period.
 # plot-title: premium delay held by qosmgr
+# qosmgr's period (ms), the design's settling time (its periods) and the queue measure's
+# rate window (its periods): before exp.lib, which defaults them.
+CTRL_MS=${CTRL_MS:-1000}
+SETTLING=${SETTLING:-10}
+RATE_PERIODS=${RATE_PERIODS:-2}
 . /qemu-tests/experiments/web.lib
 
-PREMIUM_RATE=${PREMIUM_RATE:-10}
+PREMIUM_RATE=${PREMIUM_RATE:-11}
 BASIC_RATE=${BASIC_RATE:-80}
 SP=${SET_POINT_MS:-2000}
 # The premium queue integrates arrivals minus service near the set point: identify the

@@ -22,6 +22,8 @@
 //! slew = 40            # largest change in one period
 //! deadband = "5ms"
 //! min_samples = 5      # a period with fewer accepted connections holds the output
+//! measure = "queue"    # the delay the queue holds now (Little's law), or "mean"
+//! rate_periods = 2     # the queue measure's accept rate over the last 2 periods
 //! kp = 0.05            # gains: written by `qosmgr design`
 //! ki = 0.02
 //!
@@ -149,6 +151,11 @@ pub struct LoopConfig {
     /// Fewest accepted connections in a period for a measurement.
     #[serde(default = "default_min_samples")]
     pub min_samples: u64,
+    /// Periods over which the queue measure takes its accept rate (default 1): with
+    /// short periods and few connections a period, a longer window steadies the rate
+    /// while the count of waiting connections stays the latest.
+    #[serde(default = "default_rate_periods")]
+    pub rate_periods: usize,
     /// Proportional gain (rate per millisecond of error).
     pub kp: Option<f64>,
     /// Integral gain.
@@ -161,6 +168,10 @@ fn default_min_samples() -> u64 {
     5
 }
 
+fn default_rate_periods() -> usize {
+    1
+}
+
 /// Which delay a `delay` loop holds.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -170,10 +181,11 @@ pub enum Measure {
     /// those connections waited through the period before.
     #[default]
     Mean,
-    /// The delay a connection arriving now can expect: the connections waiting at the
-    /// end of the period over the period's accept rate (Little's law). No dead time,
-    /// and less noise when few connections are accepted a period; it predicts the
-    /// mean, so a loop on it holds the mean only as well as the prediction holds.
+    /// The delay the queue holds now, by Little's law: the connections waiting at the
+    /// end of the period over their arrival rate (accepted plus the change of the
+    /// waiting) over the last `rate_periods` periods. No dead time, and less noise when
+    /// few connections are accepted a period; it predicts the mean, so a loop on it
+    /// holds the mean only as well as the prediction holds.
     Queue,
 }
 
@@ -401,6 +413,9 @@ impl Config {
             if l.min_samples == 0 {
                 bail!("{}: min_samples must be at least 1", ctx());
             }
+            if !(1..=100).contains(&l.rate_periods) {
+                bail!("{}: rate_periods must be from 1 to 100", ctx());
+            }
             if l.kp.is_some() || l.ki.is_some() {
                 l.pi()?;
             }
@@ -505,7 +520,10 @@ ki = 0.02
         assert_eq!(c.period, Duration::from_millis(500));
         assert_eq!(c.lease_ms(), 2000);
         let l = &c.loops[0];
-        assert_eq!((l.port, l.group, l.min_samples), (8080, Some(2), 5));
+        assert_eq!(
+            (l.port, l.group, l.min_samples, l.rate_periods),
+            (8080, Some(2), 5, 1)
+        );
         assert_eq!(l.actuator().unwrap(), Actuator::Rate { group: 2 });
         assert_eq!(l.measure, Measure::Mean);
         let q =
@@ -543,6 +561,16 @@ ki = 0.02
         bad("type = \"delay\"", "type = \"cpu\"", "unknown variant");
         bad("port = 8080", "port = 8080\nport = 1", "malformed");
         bad("safe = 200", "safe = 500", "safe must be within");
+        bad(
+            "slew = 40",
+            "slew = 40\nrate_periods = 0",
+            "rate_periods must be",
+        );
+        bad(
+            "slew = 40",
+            "slew = 40\nrate_periods = 101",
+            "rate_periods must be",
+        );
         bad("kp = 0.05", "kp = nan", "finite");
         bad("slew = 40", "slew = -1", "slew must be a positive");
         bad("group = 2", "group = 2\ncolour = 1", "unknown field");
