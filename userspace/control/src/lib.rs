@@ -22,7 +22,8 @@
 //! 4. **Run**: every period, [`pi::Pi::step`] turns set point and measurement into the
 //!    actuator's next value, within output and slew limits, without integrator windup,
 //!    and reports every term for the log. [`split::SplitRange`] drives several actuators
-//!    in sequence from one output.
+//!    in sequence from one output; [`quant::Quantizer`] applies a real output to an
+//!    actuator that takes whole numbers without losing its fraction.
 //!
 //! The formulas, their derivation and the figures the tests pin are in the modules'
 //! documentation and in the crate's `README.md`. Everything is `f64` arithmetic on the
@@ -36,5 +37,6 @@ pub mod deadtime;
 pub mod design;
 pub mod ident;
 pub mod pi;
+pub mod quant;
 pub mod sim;
 pub mod split;

@@ -21,6 +21,7 @@ use openqos_control::{
     deadtime,
     ident::{self, prbs},
     pi::{Pi, Saturation},
+    quant::Quantizer,
 };
 use serde::{Deserialize, Serialize};
 use std::{
@@ -420,6 +421,8 @@ struct Loop {
     cfg: LoopConfig,
     act: Actuator,
     pi: Pi,
+    /// The whole value applied each period, the output's fraction carried on.
+    quant: Quantizer,
     sensor: Sensor,
     state: State,
     status: LoopStatus,
@@ -479,6 +482,7 @@ fn start(c: &mut Client, cfg: &Config) -> Result<Vec<Loop>> {
             cfg: l.clone(),
             act,
             pi,
+            quant: Quantizer::new(),
             sensor,
             state: State::Hold,
         });
@@ -522,7 +526,10 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
     if l.state == State::Released {
         // The sensor answers again: start from the actuator as it is (bumpless).
         match act_read(c, l.act) {
-            Ok(r) => l.pi.reset_output(r as f64),
+            Ok(r) => {
+                l.pi.reset_output(r as f64);
+                l.quant.reset();
+            }
             Err(e) => return release(c, l, format!("{e:#}"), log),
         }
         l.state = State::Hold;
@@ -538,7 +545,9 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
         _ => (State::Hold, None),
     };
     let output = step.map_or(l.pi.output(), |s| s.output);
-    let rate = output.round().max(1.0) as u64;
+    // Whole values that average to the output (an accept rate of 1.5/s is 1 and 2 in
+    // turn, not 2 for ever).
+    let rate = l.quant.apply(output, l.cfg.min.max(1), l.cfg.max);
     if let Err(e) = act_set(c, l.act, rate, Some(lease_ms)) {
         return release(c, l, format!("{e:#}"), log);
     }
