@@ -547,7 +547,7 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
     let output = step.map_or(l.pi.output(), |s| s.output);
     // Whole values that average to the output (an accept rate of 1.5/s is 1 and 2 in
     // turn, not 2 for ever).
-    let rate = l.quant.apply(output, l.cfg.min.max(1), l.cfg.max);
+    let rate = l.quant.apply(output, l.cfg.min, l.cfg.max);
     if let Err(e) = act_set(c, l.act, rate, Some(lease_ms)) {
         return release(c, l, format!("{e:#}"), log);
     }
