@@ -188,6 +188,21 @@ struct Measured {
 }
 
 impl Measured {
+    /// What happened between `prev` (a period ago) and `now`, with the queue measure's
+    /// rate over the window since `old`.
+    fn between(prev: Snap, old: Snap, now: Snap) -> Self {
+        let samples = now.accepted - prev.accepted;
+        let mean_ms =
+            (samples > 0).then(|| (now.delay_ns - prev.delay_ns) as f64 / samples as f64 / 1e6);
+        let arrived = (now.accepted - old.accepted + now.waiting).saturating_sub(old.waiting);
+        let elapsed_ms = now.at.duration_since(old.at).as_secs_f64() * 1000.0;
+        Self {
+            samples,
+            mean_ms,
+            queue_ms: queue_delay_ms(now.waiting, arrived, elapsed_ms),
+        }
+    }
+
     /// The value a loop measuring `how` acts on.
     fn value(&self, how: Measure) -> Option<f64> {
         match how {
@@ -211,10 +226,10 @@ fn only<T>(
 }
 
 /// A loop's view of its port's meter: the readings of the last periods, enough to
-/// reach back `window` periods for the accept rate of the queue measure.
+/// reach back `window` periods for the arrival rate of the queue measure.
 #[derive(Debug)]
 struct Sensor {
-    /// How many periods the accept rate of [`Measure::Queue`] spans (at least 1).
+    /// How many periods the arrival rate of [`Measure::Queue`] spans (at least 1).
     window: usize,
     /// Readings, oldest first; the last one is the latest.
     hist: VecDeque<Snap>,
@@ -275,23 +290,6 @@ fn measure(c: &mut Client, port: u16, sensor: &mut Sensor) -> Result<Measured> {
         });
     };
     Ok(Measured::between(prev, old, now))
-}
-
-impl Measured {
-    /// What happened between `prev` (a period ago) and `now`, with the queue measure's
-    /// rate over the window since `old`.
-    fn between(prev: Snap, old: Snap, now: Snap) -> Self {
-        let samples = now.accepted - prev.accepted;
-        let mean_ms =
-            (samples > 0).then(|| (now.delay_ns - prev.delay_ns) as f64 / samples as f64 / 1e6);
-        let arrived = (now.accepted - old.accepted + now.waiting).saturating_sub(old.waiting);
-        let elapsed_ms = now.at.duration_since(old.at).as_secs_f64() * 1000.0;
-        Self {
-            samples,
-            mean_ms,
-            queue_ms: queue_delay_ms(now.waiting, arrived, elapsed_ms),
-        }
-    }
 }
 
 /// Little's law, `W = L / λ`: `waiting` connections that arrive at `arrived` per
