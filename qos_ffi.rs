@@ -192,6 +192,7 @@ unsafe extern "C" {
     pub(crate) fn oq_sk_has_user_data(sk: *const bindings::sock) -> bool;
     pub(crate) fn oq_sk_family(sk: *const bindings::sock) -> u16;
     pub(crate) fn oq_sk_ack_backlog(sk: *const bindings::sock) -> u32;
+    pub(crate) fn oq_queue_oldest_ns(lsk: *mut bindings::sock) -> u64;
     pub(crate) fn oq_inet_stream_ops(v6: bool) -> *const bindings::proto_ops;
     pub(crate) fn oq_jiffies() -> core::ffi::c_ulong;
     pub(crate) fn oq_hz() -> core::ffi::c_ulong;

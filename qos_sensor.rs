@@ -1173,6 +1173,14 @@ impl Tracked {
         // SAFETY: `sk` is valid (type invariant).
         u64::from(unsafe { shim::oq_sk_ack_backlog(self.sk.as_ptr()) })
     }
+
+    /// How long the head of the accept queue has waited, ns (listeners; 0 if none waits).
+    fn oldest_ns(&self) -> u64 {
+        // SAFETY: `sk` is valid (type invariant) and a TCP socket, as every wrapped socket
+        // is (the wrapper is TCP's `proto_ops`), so it has an accept queue (empty unless
+        // it listens).
+        unsafe { shim::oq_queue_oldest_ns(self.sk.as_ptr()) }
+    }
 }
 
 impl Drop for Tracked {
@@ -1623,14 +1631,15 @@ impl Meter {
 
     /// The current readings.
     pub(crate) fn read(&self) -> Reading {
-        let (waiting, open, listeners, rx, tx) = {
+        let (waiting, oldest, open, listeners, rx, tx) = {
             let inner = self.inner.lock();
             let (mut waiting, mut rx, mut tx) = (0, inner.rx_closed, inner.tx_closed);
-            let mut open = 0;
+            let (mut open, mut oldest) = (0, 0);
             for rec in inner.tracked.iter() {
                 if rec.listener {
                     if !rec.data {
                         waiting += rec.backlog();
+                        oldest = oldest.max(rec.oldest_ns());
                     }
                 } else {
                     rx += rec.rx.get();
@@ -1638,7 +1647,7 @@ impl Meter {
                     open += u64::from(!rec.data);
                 }
             }
-            (waiting, open, inner.ports.len() as u64, rx, tx)
+            (waiting, oldest, open, inner.ports.len() as u64, rx, tx)
         };
         let mut hist = [0u64; hist::BUCKETS];
         for (h, c) in hist.iter_mut().zip(self.hist.iter()) {
@@ -1654,6 +1663,7 @@ impl Meter {
                 (meter_stat::TX_BYTES, tx),
                 (meter_stat::OPEN, open),
                 (meter_stat::LISTENERS, listeners),
+                (meter_stat::OLDEST_NS, oldest),
             ],
             hist,
         }

@@ -106,6 +106,26 @@ u32 oq_sk_ack_backlog(const struct sock *sk)
 }
 
 /*
+ * How long the connection at the head of listener @lsk's accept queue has waited, in
+ * nanoseconds (0 if none waits): from the end of its handshake, on the clock of
+ * oq_accept_delay_ns(), so it is the delay the next accept() of the queue would count.
+ * The queue's lock keeps the head's child alive while its stamp is read.
+ */
+u64 oq_queue_oldest_ns(struct sock *lsk)
+{
+	struct request_sock_queue *q = &inet_csk(lsk)->icsk_accept_queue;
+	struct request_sock *req;
+	u32 d = 0;
+
+	spin_lock_bh(&q->rskq_lock);
+	req = q->rskq_accept_head;
+	if (req && req->sk)
+		d = tcp_jiffies32 - READ_ONCE(tcp_sk(req->sk)->lsndtime);
+	spin_unlock_bh(&q->rskq_lock);
+	return jiffies_to_nsecs(d);
+}
+
+/*
  * Milliseconds since the handshake of @req: since its first SYN-ACK (tcp_make_synack
  * stamps it with tcp_clock_ns()), or for a SYN-cookie child, which has no such stamp,
  * since the child last received a segment (the handshake's ACK, for a silent client).

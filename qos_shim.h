@@ -62,6 +62,7 @@ void oq_child_data_ready(struct sock *child, void (*hook)(struct sock *));
 void oq_child_default_ready(struct sock *child);
 void oq_child_peer(const struct sock *child, struct oq_peer *peer);
 u32 oq_sk_ack_backlog(const struct sock *sk);
+u64 oq_queue_oldest_ns(struct sock *lsk);
 struct request_sock *oq_queue_head(struct sock *lsk, struct oq_peer *peer,
 				   void (*hook)(struct sock *), bool release);
 bool oq_queue_promote(struct sock *lsk, struct sock *child);

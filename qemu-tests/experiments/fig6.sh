@@ -6,19 +6,20 @@
 # drives premium (11/s: more than its instance gets beside an unthrottled basic class,
 # less than it serves alone, and enough above the balance that the set point lies
 # inside the actuator's range) and basic (80/s) clients open-loop. An accept-rate group
-# on 8081 is qosmgr's actuator; the loop holds the premium queue's delay
-# (measure = "queue": waiting over the arrival rate of the last 2 periods, Little's law),
-# and the CSV records the premium connections' real mean delay, the target's measure.
+# on 8081 is qosmgr's actuator; the loop holds the premium queue's delay (measure =
+# "oldest": how long the head of the premium accept queue has waited, read from the
+# meter), and the CSV records the premium connections' real mean delay, the target's
+# measure.
 # Phases (exp.lib's closed_loop): basic held at 1/s, basic unlimited, qosmgr identify
 # and design (settling in 10 of its periods), then qosmgr holding the premium delay at
 # 2 s, through a premium load step (+33 %) and a doubling of the basic load. One "EXP"
 # CSV line per period.
 # plot-title: premium delay held by qosmgr
-# qosmgr's period (ms), the design's settling time (its periods) and the queue measure's
-# rate window (its periods): before exp.lib, which defaults them.
+# qosmgr's period (ms), the design's settling time (its periods) and the loop's
+# measure: before exp.lib, which defaults them.
 CTRL_MS=${CTRL_MS:-1000}
 SETTLING=${SETTLING:-10}
-RATE_PERIODS=${RATE_PERIODS:-2}
+MEASURE=${MEASURE:-oldest}
 . /qemu-tests/experiments/web.lib
 
 PREMIUM_RATE=${PREMIUM_RATE:-11}

@@ -1,8 +1,8 @@
 # suite: solo (measures rates, bandwidths or delays: no other load beside it)
 # Sensors (netmeter): queueing delay against a server with a known accept delay, bytes
 # in both directions against exact transfer sizes (write and sendfile), counters exact
-# under 64 concurrent clients and across rule deletion, JSON against the table, watch
-# mode, unprivileged reading.
+# under 64 concurrent clients and across rule deletion, the oldest waiting connection's
+# wait, JSON against the table, watch mode, unprivileged reading.
 add_client_addrs 127.0.0.2/32
 
 # --- Delay: the server accepts each connection 200 ms after it is queued. ---
@@ -55,6 +55,29 @@ wait $l
 wait_meter 8208 open 0
 expect_eq "tx of the slow reader" "$(meter_of 8208 tx_bytes)" "$(load_field "$(cat /tmp/slow.out)" received)"
 
+# --- The oldest waiting connection's wait: a server that never accepts. ---
+# Two clients 0.5 s apart, read 1 s after the second: the first has waited at least 1 s
+# (unless its start took over 0.5 s) and at most as long as since before it started.
+serve 8209 idle --no-accept
+netmeter -A 8209
+expect_eq "oldest, none waiting" "$(meter_of 8209 oldest_ns)" 0
+t0=$(now_ms)
+qostest load --to 127.0.0.1:8209 --count 1 --timeout 4 >/dev/null 2>&1 &
+c1=$!
+sleep 0.5
+qostest load --to 127.0.0.1:8209 --count 1 --timeout 4 >/dev/null 2>&1 &
+c2=$!
+sleep 1
+netmeter -j -p 8209 >/tmp/oldest.json
+t1=$(now_ms)
+expect_eq "waiting, never accepted" "$(qostest json meters.0.waiting </tmp/oldest.json)" 2
+oldest=$(($(qostest json meters.0.oldest_ns </tmp/oldest.json) / 1000000))
+# Above: one jiffy (4 ms) of the stamp's rounding, 10 ms of /proc/uptime's.
+[ "$oldest" -ge 1000 ] && [ "$oldest" -le $((t1 - t0 + 14)) ] ||
+	fail "oldest ${oldest} ms, want 1,000 to $((t1 - t0 + 14)) ms"
+wait $c1 $c2 || true
+echo "oldest: $oldest ms waited by the first of 2 unaccepted clients ($((t1 - t0)) ms since before it started)"
+
 # --- 64 concurrent clients, and rule deletion. ---
 serve 8205 a --mode epoll
 serve 8206 b --mode poll
@@ -88,10 +111,10 @@ while [ $i -lt "$n" ]; do
 	row=$(awk -v p="$port" '$1 == p' /tmp/table)
 	set -- $row
 	expect_eq "table waiting $port" "$2" "$(qostest json meters.$i.waiting </tmp/json)"
-	expect_eq "table accepted $port" "$3" "$(qostest json meters.$i.accepted </tmp/json)"
-	expect_eq "table open $port" "$4" "$(qostest json meters.$i.open </tmp/json)"
-	expect_eq "table rx $port" "$9" "$(qostest json meters.$i.rx_bytes </tmp/json)"
-	expect_eq "table tx $port" "${10}" "$(qostest json meters.$i.tx_bytes </tmp/json)"
+	expect_eq "table accepted $port" "$4" "$(qostest json meters.$i.accepted </tmp/json)"
+	expect_eq "table open $port" "$5" "$(qostest json meters.$i.open </tmp/json)"
+	expect_eq "table rx $port" "${10}" "$(qostest json meters.$i.rx_bytes </tmp/json)"
+	expect_eq "table tx $port" "${11}" "$(qostest json meters.$i.tx_bytes </tmp/json)"
 	i=$((i + 1))
 done
 qostest load --to 127.0.0.1:8205 --count 200 --concurrency 4 >/dev/null &

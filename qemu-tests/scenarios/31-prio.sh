@@ -233,6 +233,6 @@ mkdir -p /tmp/node && netmeter --prometheus /tmp/node/openqos.prom || fail "text
 expect_eq "textfile families" "$(grep -c '^# TYPE' /tmp/node/openqos.prom)" "$(grep -c '^# TYPE' /tmp/metrics.prom)"
 expect_eq "nothing but the textfile left" "$(ls /tmp/node)" openqos.prom
 for t in tcpchains netmeter skex qosmgr; do
-	$t -V | grep -q "(openqos ABI 2); module: ABI 2, loaded" || fail "$t -V: $($t -V)"
+	$t -V | grep -q "(openqos ABI 3); module: ABI 3, loaded" || fail "$t -V: $($t -V)"
 done
-echo "metrics: $(grep -c '^# TYPE' /tmp/metrics.prom) families; tools and module speak ABI 2"
+echo "metrics: $(grep -c '^# TYPE' /tmp/metrics.prom) families; tools and module speak ABI 3"

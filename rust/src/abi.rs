@@ -15,8 +15,9 @@ pub const FAMILY_NAME: &[u8] = b"openqos\0";
 /// and what to do, instead of failing on the first attribute one of them does not know.
 ///
 /// History: 1, the first release; 2, prioritized accept queues (`PRIO_SET`, `PRIO_DEL`,
-/// `PRIO_GET`, attributes `PRIO` to `PRIO_STATS`, meter flag `PRIO`).
-pub const FAMILY_VERSION: u8 = 2;
+/// `PRIO_GET`, attributes `PRIO` to `PRIO_STATS`, meter flag `PRIO`); 3, meter statistic
+/// `OLDEST_NS`.
+pub const FAMILY_VERSION: u8 = 3;
 
 /// Commands of the family.
 ///
@@ -434,8 +435,13 @@ pub mod meter_stat {
     pub const OPEN: u16 = 6;
     /// Listening sockets of the port the meter sees.
     pub const LISTENERS: u16 = 7;
+    /// How long the oldest connection waiting in the accept queues of the port's
+    /// listeners has waited now (the head of each queue; the longest of them), in
+    /// nanoseconds from the end of its handshake, on the clock of `DELAY_NS`: the delay
+    /// the next `accept()` would count (resolution: one jiffy). 0 when none waits.
+    pub const OLDEST_NS: u16 = 8;
     /// Highest meter statistics attribute.
-    pub const MAX: u16 = 7;
+    pub const MAX: u16 = 8;
     /// Name of each attribute (as in `Documentation/netlink/openqos.yaml`).
     pub const NAMES: [(u16, &str); MAX as usize] = [
         (WAITING, "waiting"),
@@ -445,6 +451,7 @@ pub mod meter_stat {
         (TX_BYTES, "tx-bytes"),
         (OPEN, "open"),
         (LISTENERS, "listeners"),
+        (OLDEST_NS, "oldest-ns"),
     ];
 }
 

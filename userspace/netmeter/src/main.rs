@@ -126,15 +126,16 @@ fn flags(m: &Meter) -> String {
 fn print_table(out: &mut impl Write, meters: &[Meter]) -> Result<()> {
     writeln!(
         out,
-        " PORT  WAITING   ACCEPTED   OPEN  DELAY_MS    P50_MS    P90_MS    P99_MS       RX_BYTES       TX_BYTES  LSN WHY"
+        " PORT  WAITING OLDEST_MS   ACCEPTED   OPEN  DELAY_MS    P50_MS    P90_MS    P99_MS       RX_BYTES       TX_BYTES  LSN WHY"
     )?;
     for m in meters {
         let r = Row::of(m);
         writeln!(
             out,
-            "{:>5} {:>8} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9} {:>14} {:>14} {:>4} {}",
+            "{:>5} {:>8} {:>9} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9} {:>14} {:>14} {:>4} {}",
             m.port,
             m.waiting,
+            ms(Some(m.oldest_ns / 1000)),
             m.accepted,
             m.open,
             ms(r.mean_delay_us),
@@ -566,12 +567,17 @@ mod tests {
     #[test]
     fn table_has_a_row_per_port() {
         let mut out = Vec::new();
-        print_table(&mut out, &[meter(8081, 3, 3_000_000, 7)]).unwrap();
+        let m = Meter {
+            oldest_ns: 1_234_000_000,
+            ..meter(8081, 3, 3_000_000, 7)
+        };
+        print_table(&mut out, &[m]).unwrap();
         let text = String::from_utf8(out).unwrap();
         let row: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
         assert_eq!(row[0], "8081");
-        assert_eq!(row[2], "3");
-        assert_eq!(row[4], "1.0");
-        assert_eq!(row[8], "7");
+        assert_eq!(row[2], "1234.0");
+        assert_eq!(row[3], "3");
+        assert_eq!(row[5], "1.0");
+        assert_eq!(row[9], "7");
     }
 }

@@ -125,6 +125,15 @@ fn meters(o: &mut String, ms: &[Meter]) {
     }
     let mut f = Family::new(
         o,
+        "openqos_port_oldest_waiting_seconds",
+        "gauge",
+        "How long the oldest connection in the accept queues of a metered port has waited (0: none waits).",
+    );
+    for m in ms {
+        f.sample("", &port(m.port), m.oldest_ns as f64 / 1e9);
+    }
+    let mut f = Family::new(
+        o,
         "openqos_port_accept_delay_seconds",
         "histogram",
         "Time from the end of the handshake to accept() of the connections accepted from the port.",
@@ -343,6 +352,7 @@ mod tests {
         let meter = Meter {
             port: 8080,
             waiting: 2,
+            oldest_ns: 1_250_000_000,
             accepted: 6,
             delay_ns: 3_000_000_000,
             rx_bytes: 100,
@@ -440,6 +450,7 @@ mod tests {
         let text = render(&snapshot());
         let checks = r#"assert fams["openqos_port_accept_delay_seconds"].type == "histogram", fams
 assert fams["openqos_port_accepted_connections"].type == "counter"
+assert fams["openqos_port_oldest_waiting_seconds"].samples[0].value == 1.25
 assert fams["openqos_prio_wait_seconds"].type == "histogram"
 s = [x for x in fams["openqos_rule_refused_connections"].samples if x.labels["cause"] == "queue_full"]
 assert len(s) == 1 and s[0].value == 0, s"#;

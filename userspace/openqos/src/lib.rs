@@ -254,6 +254,9 @@ pub struct Meter {
     pub prio: bool,
     /// Connections in the accept queues of the port's listeners now.
     pub waiting: u64,
+    /// How long the oldest of them has waited now (from the end of its handshake), ns;
+    /// 0 when none waits: the delay the next `accept()` would count.
+    pub oldest_ns: u64,
     /// Connections the servers accepted from the port since it is metered.
     pub accepted: u64,
     /// Sum of the connections' queueing delays (end of handshake to `accept()`), ns.
@@ -1460,6 +1463,7 @@ fn decode_meter(m: &OqMsg) -> Result<Meter> {
         grouped: flags & meter_flags::GROUPED != 0,
         prio: flags & meter_flags::PRIO != 0,
         waiting: c(meter_stat::WAITING)?,
+        oldest_ns: c(meter_stat::OLDEST_NS)?,
         accepted: c(meter_stat::ACCEPTED)?,
         delay_ns: c(meter_stat::DELAY_NS)?,
         rx_bytes: c(meter_stat::RX_BYTES)?,

@@ -22,8 +22,9 @@
 //! slew = 40            # largest change in one period
 //! deadband = "5ms"
 //! min_samples = 5      # a period with fewer accepted connections holds the output
-//! measure = "queue"    # the delay the queue holds now (Little's law), or "mean"
-//! rate_periods = 2     # the queue measure's accept rate over the last 2 periods
+//! measure = "oldest"   # the wait of the oldest connection queued now; or "queue"
+//!                      # (Little's law), or "mean" (of the period's accepted ones)
+//! rate_periods = 2     # the queue measure's arrival rate over the last 2 periods
 //! kp = 0.05            # gains: written by `qosmgr design`
 //! ki = 0.02
 //!
@@ -187,6 +188,24 @@ pub enum Measure {
     /// few connections are accepted a period; it predicts the mean, so a loop on it
     /// holds the mean only as well as the prediction holds.
     Queue,
+    /// The delay the queue holds now, read rather than estimated: how long the oldest
+    /// connection waiting at the end of the period has waited (the meter's `oldest-ns`,
+    /// the delay the next `accept()` counts; 0 when none waits). No dead time, no
+    /// estimate's noise, and a value every period however few connections were
+    /// accepted (`min_samples` does not apply). In a FIFO queue the next connections'
+    /// delays follow it, so a loop on it holds the mean.
+    Oldest,
+}
+
+impl Measure {
+    /// Its name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::Mean => "mean",
+            Measure::Queue => "queue",
+            Measure::Oldest => "oldest",
+        }
+    }
 }
 
 /// What a loop drives.
@@ -529,6 +548,9 @@ ki = 0.02
         let q =
             Config::parse(&GOOD.replace("group = 2", "group = 2\nmeasure = \"queue\"")).unwrap();
         assert_eq!(q.loops[0].measure, Measure::Queue);
+        let o =
+            Config::parse(&GOOD.replace("group = 2", "group = 2\nmeasure = \"oldest\"")).unwrap();
+        assert_eq!(o.loops[0].measure, Measure::Oldest);
         assert!(Config::parse(&GOOD.replace("group = 2", "group = 2\nmeasure = \"p99\"")).is_err());
         assert_eq!(l.set_point_ms(), 200.0);
         assert_eq!(l.deadband_ms(), 5.0);

@@ -171,6 +171,7 @@ struct Snap {
     accepted: u64,
     delay_ns: u64,
     waiting: u64,
+    oldest_ns: u64,
     at: Instant,
 }
 
@@ -185,6 +186,8 @@ struct Measured {
     /// arrival rate (accepted plus the change of the waiting) in the sensor's window,
     /// ms (`None` if none arrived).
     queue_ms: Option<f64>,
+    /// How long the oldest connection waiting now has waited, ms (0 if none waits).
+    oldest_ms: f64,
 }
 
 impl Measured {
@@ -200,6 +203,7 @@ impl Measured {
             samples,
             mean_ms,
             queue_ms: queue_delay_ms(now.waiting, arrived, elapsed_ms),
+            oldest_ms: now.oldest_ns as f64 / 1e6,
         }
     }
 
@@ -208,7 +212,16 @@ impl Measured {
         match how {
             Measure::Mean => self.mean_ms,
             Measure::Queue => self.queue_ms,
+            Measure::Oldest => Some(self.oldest_ms),
         }
+    }
+
+    /// The value a loop measuring `how` acts on, if the period gave one to act on: the
+    /// mean and the queue's estimate rest on the connections accepted in the period and
+    /// need `min_samples` of them; the oldest connection's wait is read, not estimated.
+    fn usable(&self, how: Measure, min_samples: u64) -> Option<f64> {
+        self.value(how)
+            .filter(|_| how == Measure::Oldest || self.samples >= min_samples)
     }
 }
 
@@ -279,6 +292,7 @@ fn measure(c: &mut Client, port: u16, sensor: &mut Sensor) -> Result<Measured> {
         accepted: m.accepted,
         delay_ns: m.delay_ns,
         waiting: m.waiting,
+        oldest_ns: m.oldest_ns,
         at: Instant::now(),
     };
     let Some((prev, old)) = sensor.push(now) else {
@@ -287,6 +301,7 @@ fn measure(c: &mut Client, port: u16, sensor: &mut Sensor) -> Result<Measured> {
             samples: 0,
             mean_ms: None,
             queue_ms: None,
+            oldest_ms: now.oldest_ns as f64 / 1e6,
         });
     };
     Ok(Measured::between(prev, old, now))
@@ -538,9 +553,9 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
     }
     let sp = l.cfg.set_point_ms();
     let y = m.value(l.cfg.measure);
-    let (state, step) = match y {
-        Some(y) if m.samples >= l.cfg.min_samples => (State::Run, Some(l.pi.step(sp, y))),
-        _ => (State::Hold, None),
+    let (state, step) = match m.usable(l.cfg.measure, l.cfg.min_samples) {
+        Some(y) => (State::Run, Some(l.pi.step(sp, y))),
+        None => (State::Hold, None),
     };
     let output = step.map_or(l.pi.output(), |s| s.output);
     // Whole values that average to the output (an accept rate of 1.5/s is 1 and 2 in
@@ -559,6 +574,7 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
         "measured_ms": y,
         "mean_ms": m.mean_ms,
         "queue_ms": m.queue_ms,
+        "oldest_ms": m.oldest_ms,
         "samples": m.samples,
         "error": step.map(|s| s.error),
         "p_term": step.map(|s| s.p_term),
@@ -857,7 +873,7 @@ fn identify(
         act_set(&mut c, act, low, Some(lease))?;
         std::thread::sleep(cfg.period);
         let m = measure(&mut c, l.port, &mut sensor)?;
-        ys.push(m.value(l.measure).filter(|_| m.samples >= l.min_samples));
+        ys.push(m.usable(l.measure, l.min_samples));
         let mut high_now = false;
         for (k, h) in seq.iter().enumerate() {
             high_now = match excitation {
@@ -869,7 +885,7 @@ fn identify(
             us.push(u as f64);
             std::thread::sleep(cfg.period);
             let m = measure(&mut c, l.port, &mut sensor)?;
-            let y = m.value(l.measure).filter(|_| m.samples >= l.min_samples);
+            let y = m.usable(l.measure, l.min_samples);
             ys.push(y);
             eprintln!(
                 "period {:>3}/{periods}: rate {u:>6}  delay {}  ({} accepted)",
@@ -923,10 +939,7 @@ fn identify(
         m.a,
         m.b,
         m.c,
-        match l.measure {
-            Measure::Mean => "mean",
-            Measure::Queue => "queue",
-        }
+        l.measure.name()
     );
     println!("fit: R^2 {:.3} over {} samples", m.r2, m.samples);
     // One warning at most: an implausible model (refused without --force) says why; a
@@ -1082,11 +1095,32 @@ mod tests {
             samples: 6,
             mean_ms: Some(1.0),
             queue_ms: Some(2.0),
+            oldest_ms: 3.0,
         };
         assert_eq!(
-            (m.value(Measure::Mean), m.value(Measure::Queue)),
-            (Some(1.0), Some(2.0))
+            (
+                m.value(Measure::Mean),
+                m.value(Measure::Queue),
+                m.value(Measure::Oldest)
+            ),
+            (Some(1.0), Some(2.0), Some(3.0))
         );
+    }
+
+    #[test]
+    fn only_the_estimates_need_min_samples() {
+        let m = Measured {
+            samples: 2,
+            mean_ms: Some(1.0),
+            queue_ms: Some(2.0),
+            oldest_ms: 0.0,
+        };
+        // Two accepted connections are too few to average or to estimate a rate from;
+        // the oldest connection's wait (none waits: 0) is read and used.
+        assert_eq!(m.usable(Measure::Mean, 5), None);
+        assert_eq!(m.usable(Measure::Queue, 5), None);
+        assert_eq!(m.usable(Measure::Oldest, 5), Some(0.0));
+        assert_eq!(m.usable(Measure::Mean, 2), Some(1.0));
     }
 
     #[test]
@@ -1096,6 +1130,7 @@ mod tests {
             accepted,
             delay_ns: delay_ms * 1_000_000,
             waiting,
+            oldest_ns: waiting * 100_000_000,
             at: t0 + Duration::from_secs(k),
         };
         // Two periods of 1 s: 10 accepted, the queue grew from 10 to 14, so 14 arrived
@@ -1107,6 +1142,7 @@ mod tests {
         assert_eq!(m.samples, 6);
         assert_eq!(m.mean_ms, Some(1500.0));
         assert!((m.queue_ms.unwrap() - 2000.0).abs() < 1e-9);
+        assert_eq!(m.oldest_ms, 1400.0);
         // A queue that shrank by more than was accepted (connections reset while
         // waiting): nothing arrived, no estimate.
         let m = Measured::between(prev, at(0, 100, 30, 0), now);
@@ -1122,6 +1158,7 @@ mod tests {
             accepted,
             delay_ns: accepted * 1000,
             waiting: 0,
+            oldest_ns: 0,
             at: t0 + Duration::from_secs(k),
         };
         let mut s = Sensor::new(3);
