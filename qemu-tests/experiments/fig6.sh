@@ -15,11 +15,16 @@
 # 2 s, through a premium load step (+33 %) and a doubling of the basic load. One "EXP"
 # CSV line per period.
 # plot-title: premium delay held by qosmgr
-# qosmgr's period (ms), the design's settling time (its periods) and the loop's
-# measure: before exp.lib, which defaults them.
-CTRL_MS=${CTRL_MS:-1000}
-SETTLING=${SETTLING:-10}
+# qosmgr's period (ms), its design's settling time (its periods, or auto: the least
+# spread) and overshoot, its measure, the window (its periods) of the accept interval
+# that measure adds half of, and no slew limit (the output's range bounds it; the
+# design counts on its linear response): before exp.lib, which defaults them.
+CTRL_MS=${CTRL_MS:-500}
+SETTLING=${SETTLING:-auto}
+OVERSHOOT=${OVERSHOOT:-0}
 MEASURE=${MEASURE:-oldest}
+RATE_PERIODS=${RATE_PERIODS:-4}
+SLEW=${SLEW:-none}
 . /qemu-tests/experiments/web.lib
 
 PREMIUM_RATE=${PREMIUM_RATE:-11}

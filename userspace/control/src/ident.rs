@@ -34,6 +34,11 @@ pub struct Model {
     pub c: f64,
     /// Share of the variance of `y(k+1)` the model explains (1: all of it).
     pub r2: f64,
+    /// Standard deviation of the one-step prediction errors (the residuals, over the
+    /// degrees of freedom the fit leaves): the disturbance a period brings that no
+    /// model of the actuator explains, in the measurement's unit. It bounds how closely
+    /// any loop at this period can hold the measurement ([`crate::noise`]).
+    pub sigma: f64,
     /// Samples (one-step pairs) used.
     pub samples: usize,
 }
@@ -96,18 +101,23 @@ fn usable(pairs: &[(f64, f64, f64)]) -> Result<(), IdentError> {
 
 /// The share of the variance of `y(k+1)` that the one-step predictions of
 /// `y(k+1) = a y(k) + b u(k) + c` explain (1 if `y(k+1)` does not vary).
-fn r_squared(pairs: &[(f64, f64, f64)], a: f64, b: f64, c: f64) -> f64 {
+/// `R^2` of the one-step predictions and the residuals' standard deviation, for a fit
+/// of `params` parameters.
+fn goodness(pairs: &[(f64, f64, f64)], a: f64, b: f64, c: f64, params: usize) -> (f64, f64) {
     let my1 = pairs.iter().map(|p| p.2).sum::<f64>() / pairs.len() as f64;
     let (mut ss_res, mut ss_tot) = (0.0, 0.0);
     for &(y, u, y1) in pairs {
         ss_res += (y1 - (a * y + b * u + c)).powi(2);
         ss_tot += (y1 - my1).powi(2);
     }
-    if ss_tot > 0.0 {
+    let r2 = if ss_tot > 0.0 {
         1.0 - ss_res / ss_tot
     } else {
         1.0
-    }
+    };
+    // `usable` guarantees more pairs than parameters.
+    let dof = pairs.len().saturating_sub(params).max(1);
+    (r2, (ss_res / dof as f64).sqrt())
 }
 
 /// Fits the model to one-step samples `(y(k), u(k), y(k+1))`, for data with gaps (a
@@ -138,12 +148,13 @@ pub fn fit_pairs(pairs: &[(f64, f64, f64)]) -> Result<Model, IdentError> {
     let a = (m[0][2] * m[1][1] - m[0][1] * m[1][2]) / det;
     let b = (m[0][0] * m[1][2] - m[1][0] * m[0][2]) / det;
     let c = my1 - a * my - b * mu;
-    let r2 = r_squared(pairs, a, b, c);
+    let (r2, sigma) = goodness(pairs, a, b, c, 3);
     Ok(Model {
         a,
         b,
         c,
         r2,
+        sigma,
         samples: pairs.len(),
     })
 }
@@ -170,12 +181,13 @@ pub fn fit_integrating_pairs(pairs: &[(f64, f64, f64)]) -> Result<Model, IdentEr
     }
     let b = suz / suu;
     let c = mz - b * mu;
-    let r2 = r_squared(pairs, 1.0, b, c);
+    let (r2, sigma) = goodness(pairs, 1.0, b, c, 2);
     Ok(Model {
         a: 1.0,
         b,
         c,
         r2,
+        sigma,
         samples: pairs.len(),
     })
 }
@@ -292,6 +304,7 @@ mod tests {
         let m = fit(&y, &u).unwrap();
         assert!((m.a - 0.7).abs() < 1e-9 && (m.b + 1.5).abs() < 1e-9);
         assert!((m.c - 400.0).abs() < 1e-6 && (m.r2 - 1.0).abs() < 1e-9);
+        assert!(m.sigma < 1e-6, "{}", m.sigma);
         let pairs: Vec<(f64, f64, f64)> = (0..299)
             .filter(|k| k % 7 != 3)
             .map(|k| (y[k], u[k], y[k + 1]))
@@ -347,6 +360,14 @@ mod tests {
             let m = fit_pairs(&pairs[from..]).unwrap();
             assert!((m.a - 1.0).abs() < 0.05, "seed {seed}: a {}", m.a);
             assert!((m.b - b).abs() < 0.1 * b, "seed {seed}: b {}", m.b);
+            // The residuals' spread is the disturbance's: uniform in [-15, 15), a
+            // standard deviation of 15 / sqrt(3) = 8.66.
+            let sd = 15.0 / 3f64.sqrt();
+            assert!(
+                (m.sigma - sd).abs() < 0.25 * sd,
+                "seed {seed}: sigma {}",
+                m.sigma
+            );
             // Never at the floor once it got there: the fit saw only the linear region.
             assert!(pairs[from..].iter().all(|p| p.2 > 0.0));
         }

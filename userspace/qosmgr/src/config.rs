@@ -33,6 +33,7 @@
 //! b = 2.0
 //! c = 10.0
 //! r2 = 0.9
+//! sigma = 40.0         # the fit's residuals (ms): the disturbance a period
 //! delay = 0            # dead time, periods
 //! ```
 
@@ -100,6 +101,9 @@ pub struct ModelConfig {
     /// Fit quality.
     #[serde(default)]
     pub r2: Option<f64>,
+    /// The fit's residuals, one standard deviation: the disturbance a period.
+    #[serde(default)]
+    pub sigma: Option<f64>,
     /// Dead time: whole periods before the actuator shows in the measurement.
     #[serde(default)]
     pub delay: usize,
@@ -152,9 +156,10 @@ pub struct LoopConfig {
     /// Fewest accepted connections in a period for a measurement.
     #[serde(default = "default_min_samples")]
     pub min_samples: u64,
-    /// Periods over which the queue measure takes its accept rate (default 1): with
-    /// short periods and few connections a period, a longer window steadies the rate
-    /// while the count of waiting connections stays the latest.
+    /// Periods over which the queue measure takes its arrival rate, and the oldest
+    /// measure its interval between accepts (default 1): with short periods and few
+    /// connections a period, a longer window steadies them while the count of waiting
+    /// connections, or the oldest one's wait, stays the latest.
     #[serde(default = "default_rate_periods")]
     pub rate_periods: usize,
     /// Proportional gain (rate per millisecond of error).
@@ -189,8 +194,10 @@ pub enum Measure {
     /// holds the mean only as well as the prediction holds.
     Queue,
     /// The delay the queue holds now, read rather than estimated: how long the oldest
-    /// connection waiting at the end of the period has waited (the meter's `oldest-ns`,
-    /// the delay the next `accept()` counts; 0 when none waits). No dead time, no
+    /// connection waiting at the end of the period has waited (the meter's `oldest-ns`;
+    /// 0 when none waits), plus half the interval between accepts over the last
+    /// `rate_periods` periods (read at an instant, the head's wait falls short of the
+    /// delay it is accepted with by the time to the next accept). No dead time, no
     /// estimate's noise, and a value every period however few connections were
     /// accepted (`min_samples` does not apply). In a FIFO queue the next connections'
     /// delays follow it, so a loop on it holds the mean.

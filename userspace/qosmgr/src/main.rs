@@ -19,7 +19,9 @@ use config::{expected_sign, implausible, Actuator, Config, LoopConfig, Measure};
 use openqos::{Client, GroupSettings, GroupType, Matcher};
 use openqos_control::{
     deadtime,
+    design::Gains,
     ident::{self, prbs},
+    noise,
     pi::{Pi, Saturation},
     quant::Quantizer,
 };
@@ -146,9 +148,11 @@ enum Cmd {
     Design {
         #[command(flatten)]
         at: LoopArgs,
-        /// Settling time, in periods.
-        #[arg(long, default_value_t = 10.0)]
-        settling: f64,
+        /// Settling time, in periods; or `auto`: the settling time (2 to 50 periods)
+        /// whose worst spread of the measurement, with b halved, as modelled and doubled,
+        /// is least (see the control library's `noise` module).
+        #[arg(long, default_value = "10", value_parser = parse_settling)]
+        settling: Settling,
         /// Largest overshoot, a fraction (0.1: 10 %).
         #[arg(long, default_value_t = 0.1)]
         overshoot: f64,
@@ -188,6 +192,9 @@ struct Measured {
     queue_ms: Option<f64>,
     /// How long the oldest connection waiting now has waited, ms (0 if none waits).
     oldest_ms: f64,
+    /// The mean interval between accepts in the sensor's window, ms (`None` without
+    /// any).
+    accept_gap_ms: Option<f64>,
 }
 
 impl Measured {
@@ -199,11 +206,28 @@ impl Measured {
             (samples > 0).then(|| (now.delay_ns - prev.delay_ns) as f64 / samples as f64 / 1e6);
         let arrived = (now.accepted - old.accepted + now.waiting).saturating_sub(old.waiting);
         let elapsed_ms = now.at.duration_since(old.at).as_secs_f64() * 1000.0;
+        let accepted = now.accepted - old.accepted;
         Self {
             samples,
             mean_ms,
             queue_ms: queue_delay_ms(now.waiting, arrived, elapsed_ms),
             oldest_ms: now.oldest_ns as f64 / 1e6,
+            accept_gap_ms: (accepted > 0).then(|| elapsed_ms / accepted as f64),
+        }
+    }
+
+    /// The delay the connection at the head of the queue will be counted with when it
+    /// is accepted, ms: its wait so far plus half the interval between accepts. Read at
+    /// an instant, the head's wait falls short of that by the time to the next accept,
+    /// half the interval on average (the head's wait grows between accepts from the
+    /// next connection's to the delay it is accepted with), so a loop holding the bare
+    /// wait would hold the accepted connections' mean that much above its set point
+    /// (45 ms at 11 accepts/s, fig6). 0 when none waits.
+    fn next_accept_ms(&self) -> f64 {
+        if self.oldest_ms > 0.0 {
+            self.oldest_ms + self.accept_gap_ms.map_or(0.0, |g| g / 2.0)
+        } else {
+            0.0
         }
     }
 
@@ -212,7 +236,7 @@ impl Measured {
         match how {
             Measure::Mean => self.mean_ms,
             Measure::Queue => self.queue_ms,
-            Measure::Oldest => Some(self.oldest_ms),
+            Measure::Oldest => Some(self.next_accept_ms()),
         }
     }
 
@@ -302,6 +326,7 @@ fn measure(c: &mut Client, port: u16, sensor: &mut Sensor) -> Result<Measured> {
             mean_ms: None,
             queue_ms: None,
             oldest_ms: now.oldest_ns as f64 / 1e6,
+            accept_gap_ms: None,
         });
     };
     Ok(Measured::between(prev, old, now))
@@ -941,7 +966,10 @@ fn identify(
         m.c,
         l.measure.name()
     );
-    println!("fit: R^2 {:.3} over {} samples", m.r2, m.samples);
+    println!(
+        "fit: R^2 {:.3} over {} samples; residuals (the disturbance a period) {:.1} ms, one standard deviation",
+        m.r2, m.samples, m.sigma
+    );
     // One warning at most: an implausible model (refused without --force) says why; a
     // plausible but weak fit says so.
     match implausible(m.b, sign, m.r2) {
@@ -965,6 +993,7 @@ fn identify(
                 ("b", f(m.b)),
                 ("c", f(m.c)),
                 ("r2", f(m.r2)),
+                ("sigma", f(m.sigma)),
                 ("delay", toml_edit::Value::from(delay as i64)),
             ],
         )?;
@@ -973,13 +1002,48 @@ fn identify(
     Ok(())
 }
 
-fn design_cmd(config: &Path, name: &str, settling: f64, overshoot: f64, write: bool) -> Result<()> {
+/// `qosmgr design --settling`: a number of periods, or the least spread.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Settling {
+    Periods(f64),
+    Auto,
+}
+
+/// The longest settling time, in periods, `--settling auto` tries.
+const AUTO_LONGEST: f64 = 50.0;
+
+fn parse_settling(s: &str) -> Result<Settling, String> {
+    if s == "auto" {
+        return Ok(Settling::Auto);
+    }
+    s.parse::<f64>()
+        .map(Settling::Periods)
+        .map_err(|_| format!("{s:?} is neither a number of periods nor \"auto\""))
+}
+
+fn design_cmd(
+    config: &Path,
+    name: &str,
+    settling: Settling,
+    overshoot: f64,
+    write: bool,
+) -> Result<()> {
     let cfg = Config::load(config)?;
     let l = cfg.find(name)?;
     let m = l.model.with_context(|| {
         format!("loop {name:?} has no model: run `qosmgr identify --write` first")
     })?;
-    let dz = deadtime::design(m.a, m.b, m.delay, settling, overshoot)?;
+    let dz = match settling {
+        Settling::Periods(ks) => deadtime::design(m.a, m.b, m.delay, ks, overshoot)?,
+        Settling::Auto => {
+            let (dz, _) = noise::least_spread(m.a, m.b, m.delay, overshoot, AUTO_LONGEST)?;
+            println!(
+                "settling time with the least spread (worst of b halved, as modelled, doubled; 2 to {AUTO_LONGEST} periods): {} periods",
+                dz.settling
+            );
+            dz
+        }
+    };
     let (g, p) = (dz.gains, dz.poles);
     println!(
         "loop {name}: model a {:.4} b {:.5} dead time {}; poles {:.4} e^(±j{:.4}) for {} periods, {:.0} % overshoot",
@@ -991,11 +1055,13 @@ fn design_cmd(config: &Path, name: &str, settling: f64, overshoot: f64, write: b
         dz.settling,
         overshoot * 100.0
     );
-    if dz.settling > settling {
-        println!(
-            "(the dead time allows no robust loop settling in {settling} periods: {} is the shortest)",
-            dz.settling
-        );
+    if let Settling::Periods(ks) = settling {
+        if dz.settling > ks {
+            println!(
+                "(the dead time allows no robust loop settling in {ks} periods: {} is the shortest)",
+                dz.settling
+            );
+        }
     }
     println!("gains: kp {:.6} ki {:.6}", g.kp, g.ki);
     let rep = deadtime::check_robust(m.a, m.b, m.delay, g, 400);
@@ -1018,6 +1084,7 @@ fn design_cmd(config: &Path, name: &str, settling: f64, overshoot: f64, write: b
     if let Some((lo, hi)) = rep.b_range {
         println!("stable for b x {lo:.3} to {hi:.3}");
     }
+    print_spread(&m, g);
     if !rep.robust() {
         bail!("the design is not stable for b halved and doubled: ask for a longer settling time");
     }
@@ -1026,6 +1093,32 @@ fn design_cmd(config: &Path, name: &str, settling: f64, overshoot: f64, write: b
         println!("written to loop {name:?} of {}", config.display());
     }
     Ok(())
+}
+
+/// The spread the design leaves on the measurement, per unit of disturbance and, if
+/// identify measured the disturbance, in milliseconds.
+fn print_spread(m: &config::ModelConfig, g: Gains) {
+    let [half, nominal, double] = noise::B_FACTORS.map(|f| noise::spread(m.a, f * m.b, m.delay, g));
+    // Per unit with two decimals, in ms with none.
+    let show = |s: Option<f64>, unit: f64, digits: usize| {
+        s.map_or("unbounded".into(), |s| format!("{:.digits$}", s * unit))
+    };
+    let line = |unit: f64, digits: usize| {
+        format!(
+            "{} ({} with b halved, {} doubled)",
+            show(nominal, unit, digits),
+            show(half, unit, digits),
+            show(double, unit, digits)
+        )
+    };
+    println!("spread per unit of disturbance: {}", line(1.0, 2));
+    match m.sigma {
+        Some(sigma) => println!(
+            "disturbance {sigma:.1} ms a period (identify's residuals): the loop holds the measurement within +-{} ms, one standard deviation; no loop at this period holds it closer than +-{sigma:.1} ms",
+            line(sigma, 0)
+        ),
+        None => println!("(the model has no disturbance: identify again to measure it)"),
+    }
 }
 
 fn main() {
@@ -1096,6 +1189,7 @@ mod tests {
             mean_ms: Some(1.0),
             queue_ms: Some(2.0),
             oldest_ms: 3.0,
+            accept_gap_ms: Some(4.0),
         };
         assert_eq!(
             (
@@ -1103,7 +1197,7 @@ mod tests {
                 m.value(Measure::Queue),
                 m.value(Measure::Oldest)
             ),
-            (Some(1.0), Some(2.0), Some(3.0))
+            (Some(1.0), Some(2.0), Some(5.0))
         );
     }
 
@@ -1114,6 +1208,7 @@ mod tests {
             mean_ms: Some(1.0),
             queue_ms: Some(2.0),
             oldest_ms: 0.0,
+            accept_gap_ms: Some(100.0),
         };
         // Two accepted connections are too few to average or to estimate a rate from;
         // the oldest connection's wait (none waits: 0) is read and used.
@@ -1142,7 +1237,11 @@ mod tests {
         assert_eq!(m.samples, 6);
         assert_eq!(m.mean_ms, Some(1500.0));
         assert!((m.queue_ms.unwrap() - 2000.0).abs() < 1e-9);
+        // The head has waited 1.4 s; 10 accepted in 2 s, one every 200 ms: it will be
+        // accepted with 1.5 s on average.
         assert_eq!(m.oldest_ms, 1400.0);
+        assert_eq!(m.accept_gap_ms, Some(200.0));
+        assert!((m.value(Measure::Oldest).unwrap() - 1500.0).abs() < 1e-9);
         // A queue that shrank by more than was accepted (connections reset while
         // waiting): nothing arrived, no estimate.
         let m = Measured::between(prev, at(0, 100, 30, 0), now);
