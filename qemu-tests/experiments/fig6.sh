@@ -27,7 +27,7 @@ RATE_PERIODS=${RATE_PERIODS:-4}
 SLEW=${SLEW:-none}
 . /qemu-tests/experiments/web.lib
 
-PREMIUM_RATE=${PREMIUM_RATE:-11}
+PREMIUM_RATE=${PREMIUM_RATE:-12}
 BASIC_RATE=${BASIC_RATE:-80}
 SP=${SET_POINT_MS:-2000}
 # The premium queue integrates arrivals minus service near the set point: identify the

@@ -13,10 +13,14 @@
 # The figure's periods are 4 s: an IMAP session runs for seconds after it is accepted,
 # and a period should hold enough sessions to measure.
 PERIOD=${PERIOD:-4}
-# qosmgr's period 2 s, the queue measure's arrival rate over 2 periods; the relay
-# between 1/s and 3/s, around the plant's balance.
-CTRL_MS=${CTRL_MS:-2000}
-RATE_PERIODS=${RATE_PERIODS:-2}
+# qosmgr's period 1 s, the oldest waiting session's wait (plus half the interval
+# between accepts over 4 periods), settling auto (the least spread), no overshoot; the
+# relay between 1/s and 3/s, around the plant's balance.
+CTRL_MS=${CTRL_MS:-1000}
+MEASURE=${MEASURE:-oldest}
+RATE_PERIODS=${RATE_PERIODS:-4}
+SETTLING=${SETTLING:-auto}
+OVERSHOOT=${OVERSHOOT:-0}
 IDENT_LOW=${IDENT_LOW:-1}
 IDENT_HIGH=${IDENT_HIGH:-3}
 IDENT_OPTS=${IDENT_OPTS:---integrating}
