@@ -1,4 +1,5 @@
-# The paper's Figure 8, time compressed (periods of 4 s): xinetd starts unmodified
+# The paper's Figure 8, time compressed (periods of 4 s; run 8's settings, see
+# Documentation/experiments/README.md): xinetd starts unmodified
 # dovecot IMAP servers on 1143 (server 1) and 2143 (server 2); an address rule on 143
 # sends premium clients (10.1.0.0/16) to 1143 and everyone else to 2143. Open-loop IMAP
 # sessions as in fig7. An accept-rate group on 2143 is qosmgr's actuator; the loop holds

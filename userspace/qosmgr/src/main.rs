@@ -1202,6 +1202,13 @@ mod tests {
     }
 
     #[test]
+    fn settling_is_periods_or_auto() {
+        assert_eq!(parse_settling("auto"), Ok(Settling::Auto));
+        assert_eq!(parse_settling("7.5"), Ok(Settling::Periods(7.5)));
+        assert!(parse_settling("fast").unwrap_err().contains("auto"));
+    }
+
+    #[test]
     fn only_the_estimates_need_min_samples() {
         let m = Measured {
             samples: 2,
