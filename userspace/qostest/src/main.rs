@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 mod badreq;
 mod imap;
+mod synflood;
 
 #[derive(Parser)]
 #[command(name = "qostest", about = "openqos test helpers")]
@@ -88,6 +89,9 @@ enum Cmd {
     /// fetch N headers then their bodies, delete, undelete, log out; every answer
     /// checked. Prints `sessions= ok= bad= skipped= seconds= max_ms=`.
     Imap(imap::ImapArgs),
+    /// TCP SYNs from random addresses of a source network to one address and port (a
+    /// SYN flood; needs CAP_NET_RAW). Prints `sent= dropped= seconds= per_second=`.
+    Synflood(synflood::SynfloodArgs),
 }
 
 #[derive(clap::Args)]
@@ -1364,6 +1368,7 @@ fn main() -> Result<()> {
         Cmd::Pingpong(a) => pingpong(&a),
         Cmd::Ktls(a) => ktls(&a),
         Cmd::Imap(a) => imap::imap(a),
+        Cmd::Synflood(a) => synflood::synflood(a),
     }
 }
 
