@@ -93,11 +93,11 @@ touch /tmp/go-ratio
 # Snapshot both ports at once while both are still saturated.
 for i in $(seq 1 1200); do
 	netmeter >/tmp/snap
-	hi=$(awk '$1 == 8412 { print $3 }' /tmp/snap)
+	hi=$(awk '$1 == 8412 { print $4 }' /tmp/snap)
 	[ "$hi" -ge $((N * 3 / 4)) ] && break
 	sleep 0.05
 done
-lo=$(awk '$1 == 8411 { print $3 }' /tmp/snap)
+lo=$(awk '$1 == 8411 { print $4 }' /tmp/snap)
 [ "$lo" -gt 0 ] || fail "the low-weight port accepted nothing"
 within_pct $((hi * 100 / lo)) 95 105 300 || fail "ratio $hi:$lo, want 3:1"
 echo "ratio 1:3: accepted $lo and $hi ($(awk -v a=$hi -v b=$lo 'BEGIN { printf "%.3f", a / b }'))"

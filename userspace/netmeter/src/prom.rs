@@ -66,6 +66,23 @@ fn port(p: u16) -> Vec<(&'static str, String)> {
     vec![("port", p.to_string())]
 }
 
+/// Labels of a sample.
+type Labels = Vec<(&'static str, String)>;
+
+/// A family of plain samples (no suffix): `(labels, value)` each.
+fn family<V: std::fmt::Display>(
+    o: &mut String,
+    name: &'static str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, V)>,
+) {
+    let mut f = Family::new(o, name, kind, help);
+    for (l, v) in samples {
+        f.sample("", &l, v);
+    }
+}
+
 /// The text of `s`.
 pub fn render(s: &Snapshot) -> String {
     let mut out = String::new();
@@ -118,20 +135,21 @@ fn meters(o: &mut String, ms: &[Meter]) {
         ),
     ];
     for (name, kind, help, get) in families {
-        let mut f = Family::new(o, name, kind, help);
-        for m in ms {
-            f.sample("", &port(m.port), get(m));
-        }
+        family(
+            o,
+            name,
+            kind,
+            help,
+            ms.iter().map(|m| (port(m.port), get(m))),
+        );
     }
-    let mut f = Family::new(
+    family(
         o,
         "openqos_port_oldest_waiting_seconds",
         "gauge",
         "How long the oldest connection in the accept queues of a metered port has waited (0: none waits).",
+        ms.iter().map(|m| (port(m.port), m.oldest_ns as f64 / 1e9)),
     );
-    for m in ms {
-        f.sample("", &port(m.port), m.oldest_ns as f64 / 1e9);
-    }
     let mut f = Family::new(
         o,
         "openqos_port_accept_delay_seconds",
@@ -144,130 +162,119 @@ fn meters(o: &mut String, ms: &[Meter]) {
 }
 
 fn rules(o: &mut String, rs: &[Rule]) {
-    let mut f = Family::new(
+    let per_rule = |get: fn(&Rule) -> u64| rs.iter().map(move |r| (port(r.port), get(r)));
+    family(
         o,
         "openqos_rule_forwarded_connections_total",
         "counter",
         "Connections a rule moved into a server's (or another rule's) accept queue.",
+        per_rule(|r| r.stats.forwarded),
     );
-    for r in rs {
-        f.sample("", &port(r.port), r.stats.forwarded);
-    }
-    let mut f = Family::new(
+    family(
         o,
         "openqos_rule_default_connections_total",
         "counter",
         "Connections that took a rule's default port.",
+        per_rule(|r| r.stats.default_hits),
     );
-    for r in rs {
-        f.sample("", &port(r.port), r.stats.default_hits);
-    }
-    let mut f = Family::new(
+    family(
         o,
         "openqos_rule_refused_connections_total",
         "counter",
         "Connections a rule refused (reset), by cause.",
+        rs.iter().flat_map(|r| {
+            let s = &r.stats;
+            [
+                ("no_listener", s.no_listener),
+                ("queue_full", s.queue_full),
+                ("family_mismatch", s.family_mismatch),
+                ("other", s.other_refused),
+            ]
+            .map(|(cause, v)| {
+                let mut l = port(r.port);
+                l.push(("cause", cause.into()));
+                (l, v)
+            })
+        }),
     );
-    for r in rs {
-        let s = &r.stats;
-        for (cause, v) in [
-            ("no_listener", s.no_listener),
-            ("queue_full", s.queue_full),
-            ("family_mismatch", s.family_mismatch),
-            ("other", s.other_refused),
-        ] {
-            let mut l = port(r.port);
-            l.push(("cause", cause.into()));
-            f.sample("", &l, v);
-        }
-    }
-    let mut f = Family::new(
+    family(
         o,
         "openqos_rule_waiting_connections",
         "gauge",
         "Connections waiting in a rule's own queues (content rules: for their data).",
+        per_rule(|r| r.stats.waiting),
     );
-    for r in rs {
-        f.sample("", &port(r.port), r.stats.waiting);
-    }
-    let mut f = Family::new(
+    family(
         o,
         "openqos_rule_condition_matches_total",
         "counter",
         "Connections that matched a condition of a rule.",
+        rs.iter().flat_map(|r| {
+            r.conditions.iter().map(|c| {
+                let mut l = port(r.port);
+                l.push(("condition", c.index.to_string()));
+                l.push(("out_port", c.out_port.to_string()));
+                (l, c.hits)
+            })
+        }),
     );
-    for r in rs {
-        for c in &r.conditions {
-            let mut l = port(r.port);
-            l.push(("condition", c.index.to_string()));
-            l.push(("out_port", c.out_port.to_string()));
-            f.sample("", &l, c.hits);
-        }
-    }
 }
 
 fn groups(o: &mut String, gs: &[Group]) {
-    let labels = |g: &Group| {
+    let labels = |g: &Group| -> Labels {
         vec![
             ("group", g.id.to_string()),
             ("type", g.kind.name().to_owned()),
         ]
     };
-    let accept = |g: &&Group| g.kind != GroupType::Output;
-    let mut f = Family::new(
+    // The groups `keep` takes, each with `get` of it.
+    let of = |keep: fn(&Group) -> bool, get: fn(&Group) -> u64| {
+        gs.iter()
+            .filter(move |g| keep(g))
+            .map(move |g| (labels(g), get(g)))
+    };
+    family(
         o,
         "openqos_group_admitted_connections_total",
         "counter",
         "Connections accepted through an accept-ratio or accept-rate group.",
+        of(|g| g.kind != GroupType::Output, |g| g.admitted),
     );
-    for g in gs.iter().filter(accept) {
-        f.sample("", &labels(g), g.admitted);
-    }
-    let mut f = Family::new(
+    family(
         o,
         "openqos_group_sent_bytes_total",
         "counter",
         "Bytes sent through an output group.",
+        of(|g| g.kind == GroupType::Output, |g| g.admitted),
     );
-    for g in gs.iter().filter(|g| g.kind == GroupType::Output) {
-        f.sample("", &labels(g), g.admitted);
-    }
-    let mut f = Family::new(
+    family(
         o,
         "openqos_group_held_total",
         "counter",
         "Times a group held a caller back for lack of quota.",
+        of(|_| true, |g| g.held),
     );
-    for g in gs {
-        f.sample("", &labels(g), g.held);
-    }
-    let mut f = Family::new(
+    family(
         o,
         "openqos_group_sleeping_tasks",
         "gauge",
         "Tasks asleep on a group's quota.",
+        of(|_| true, |g| g.sleeping),
     );
-    for g in gs {
-        f.sample("", &labels(g), g.sleeping);
-    }
-    let mut f = Family::new(
+    family(
         o,
         "openqos_group_rate_limit_connections_per_second",
         "gauge",
         "The accept rate limit of an accept-rate group.",
+        of(|g| g.kind == GroupType::Rate, |g| g.rate.unwrap_or(0)),
     );
-    for g in gs.iter().filter(|g| g.kind == GroupType::Rate) {
-        f.sample("", &labels(g), g.rate.unwrap_or(0));
-    }
-    let mut f = Family::new(
+    family(
         o,
         "openqos_group_rate_limit_bytes_per_second",
         "gauge",
         "The byte rate limit of an output group.",
+        of(|g| g.kind == GroupType::Output, |g| g.rate.unwrap_or(0)),
     );
-    for g in gs.iter().filter(|g| g.kind == GroupType::Output) {
-        f.sample("", &labels(g), g.rate.unwrap_or(0));
-    }
 }
 
 fn prios(o: &mut String, ps: &[PrioPort]) {
@@ -320,12 +327,10 @@ fn prios(o: &mut String, ps: &[PrioPort]) {
         vec![("port", p.port.to_string()), ("class", c.class.to_string())]
     };
     for (name, kind, help, get) in families {
-        let mut f = Family::new(o, name, kind, help);
-        for p in ps {
-            for c in &p.classes {
-                f.sample("", &labels(p, c), get(c));
-            }
-        }
+        let samples = ps
+            .iter()
+            .flat_map(|p| p.classes.iter().map(move |c| (labels(p, c), get(c))));
+        family(o, name, kind, help, samples);
     }
     let mut f = Family::new(
         o,
