@@ -319,16 +319,9 @@ fn measure(c: &mut Client, port: u16, sensor: &mut Sensor) -> Result<Measured> {
         oldest_ns: m.oldest_ns,
         at: Instant::now(),
     };
-    let Some((prev, old)) = sensor.push(now) else {
-        // First reading, or the meter was made anew.
-        return Ok(Measured {
-            samples: 0,
-            mean_ms: None,
-            queue_ms: None,
-            oldest_ms: now.oldest_ns as f64 / 1e6,
-            accept_gap_ms: None,
-        });
-    };
+    // First reading, or the meter was made anew: nothing happened since it, so only
+    // what is read now (the oldest connection's wait) is known.
+    let (prev, old) = sensor.push(now).unwrap_or((now, now));
     Ok(Measured::between(prev, old, now))
 }
 
@@ -1255,6 +1248,18 @@ mod tests {
         assert_eq!(m.queue_ms, None);
         // Nothing accepted in the period: no mean.
         assert_eq!(Measured::between(now, old, now).mean_ms, None);
+        // A first reading (measure's stand-in for the missing past): only the wait.
+        let first = Measured::between(now, now, now);
+        assert_eq!(
+            (
+                first.samples,
+                first.mean_ms,
+                first.queue_ms,
+                first.accept_gap_ms
+            ),
+            (0, None, None, None)
+        );
+        assert_eq!(first.oldest_ms, 1400.0);
     }
 
     #[test]
