@@ -389,9 +389,12 @@ impl Group {
     }
 
     /// Stops governing: every caller held back resumes on the protocol's operations,
-    /// and the timer is cancelled. Returns the members' meters, which the caller
-    /// detaches from the group.
-    pub(crate) fn shutdown(&self) -> KVec<Arc<Meter>> {
+    /// the timer is cancelled and every member port leaves the group (its meter forgets
+    /// it). Allocates nothing, so it cannot half succeed: until December 2026 it returned
+    /// the meters in a new vector for the caller to detach, and a failed allocation (the
+    /// fail-nth sweep, `39-failnth`) left a port marked grouped by a deleted group,
+    /// its meter impossible to delete.
+    pub(crate) fn shutdown(&self) {
         let members = {
             let mut s = self.state.lock();
             s.in_force = None;
@@ -402,14 +405,10 @@ impl Group {
         // `dead` is set, so nothing queues it again; process context (a netlink request,
         // namespace exit or module unload). Never called from the timer's run.
         self.work.cancel_sync();
-        let mut meters = KVec::new();
-        for m in members {
+        for m in members.iter() {
             self.wake_meter(&m.meter);
-            // Without memory the meter is only not detached by the caller; it stays
-            // harmless, as the group is dead.
-            let _ = meters.push(m.meter, GFP_KERNEL);
+            m.meter.leave(self);
         }
-        meters
     }
 
     /// A new reference to the group.

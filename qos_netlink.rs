@@ -339,6 +339,18 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
     }
     let st = qos_store::state(net).ok_or_else(|| Failure::from(no_state()))?;
     let mut nets = st.lock();
+    // The meter of the port a rule is to send to comes first: a request that cannot
+    // have it (no memory) fails whole instead of leaving the port unmetered.
+    let target = match c {
+        cmd::RULE_NEW => t.u16(attr::DEFAULT_PORT),
+        cmd::COND_NEW | cmd::COND_SET => t.u16(attr::OUT_PORT),
+        _ => None,
+    }
+    .filter(|&p| p != port && !qos_store::rules(&nets, net).iter().any(|r| r.port == p));
+    let auto = match target {
+        Some(p) => qos_store::meter_auto(&mut nets, net, p)?,
+        None => qos_store::AutoMeter::Kept,
+    };
     let r = match c {
         cmd::RULE_NEW => qos_store::rule_new(
             &mut nets,
@@ -424,8 +436,8 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
         cmd::PRIO_DEL => qos_store::prio_del(&mut nets, net, port),
         _ => Err(reject(EOPNOTSUPP, c_str!("unknown command"), None)),
     };
-    if r.is_ok() && matches!(c, cmd::RULE_NEW | cmd::COND_NEW | cmd::COND_SET) {
-        qos_store::sync_meters(&mut nets, net);
+    if r.is_err() {
+        qos_store::meter_auto_undo(&mut nets, net, auto);
     }
     Ok(r?)
 }

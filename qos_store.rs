@@ -312,6 +312,7 @@ pub(crate) fn rule_new(
     if existing.len() >= limits::MAX_RULES {
         return Err(too_many_rules());
     }
+    server_port_free(nets, net, port)?;
     let policy = Policy::new(kind, default_port, default_prio, KVec::new(), content)?;
     check_chains(
         &graph_with(existing, port, &policy)?,
@@ -331,6 +332,28 @@ pub(crate) fn rule_new(
     )?;
     rules_mut(nets, net)?.push(rule, GFP_KERNEL)?;
     Ok(())
+}
+
+/// Refuses a rule's incoming port that is a server's port by configuration: metered on
+/// request, in a socket group or with a prioritized queue. Those refuse a rule's port in
+/// turn (`METER_NEW`, `GROUP_PORT_ADD`, `PRIO_SET`), so the two can never meet, whatever
+/// the order of the commands, and a saved configuration always restores.
+fn server_port_free(nets: &Nets, net: NetRef, port: u16) -> Result<(), Rejection> {
+    let meters = meters(nets, net);
+    let Ok(i) = meter_slot(meters, port) else {
+        return Ok(());
+    };
+    let m = &meters[i];
+    let why = if m.flags() & abi::meter_flags::PRIO != 0 {
+        c_str!("this port has a prioritized queue, for the server on it: delete the queue first")
+    } else if m.grouped() {
+        c_str!("this port is in a socket group, for the server on it: detach it first")
+    } else if m.flags() & abi::meter_flags::REQUESTED != 0 {
+        c_str!("this port is metered on request, for the server on it: delete the meter first")
+    } else {
+        return Ok(());
+    };
+    Err(reject(EBUSY, why, Some(abi::attr::PORT)))
 }
 
 fn too_many_rules() -> Rejection {
@@ -451,7 +474,7 @@ fn flush(n: &mut NetRules) {
 /// records go to `record`.
 fn shut_down_sensors(n: &mut NetRules, mut record: impl FnMut(Arc<Tracked>)) {
     for g in core::mem::take(&mut n.groups) {
-        group_shutdown(&g);
+        g.shutdown();
     }
     for m in core::mem::take(&mut n.meters) {
         for rec in m.shutdown() {
@@ -473,13 +496,6 @@ fn prio_close(table: &PrioTable, p: PrioPort, m: &Meter) {
     m.set_feeder(None);
     m.clear_flags(abi::meter_flags::PRIO);
     p.shutdown(table);
-}
-
-/// Shuts `g` down and takes its ports out of it.
-fn group_shutdown(g: &Group) {
-    for m in g.shutdown() {
-        m.leave(g);
-    }
 }
 
 /// Deletes every rule of `net` (`FLUSH`); its meters stay.
@@ -536,45 +552,92 @@ fn meter_add(nets: &mut Nets, net: NetRef, port: u16, flags: u32) -> Result<bool
     Ok(false)
 }
 
-/// Meters every outgoing port of `net`'s rules that is not a rule's incoming port. A
-/// port the namespace cannot meter (limit, memory) stays unmetered: forwarding does not
-/// depend on it.
-///
-/// O(E log E) for E condition edges: the rules' incoming ports are sorted and searched by
-/// bisection, and the candidate ports are sorted and deduplicated once.
-pub(crate) fn sync_meters(nets: &mut Nets, net: NetRef) {
-    let Some(n) = find(nets, net) else {
+/// What [`meter_auto`] did to a port's meter, for [`meter_auto_undo`].
+#[derive(Clone, Copy)]
+pub(crate) enum AutoMeter {
+    /// Nothing: the port is metered for rules already, or the namespace has as many
+    /// meters as it may.
+    Kept,
+    /// The port's meter (metered for another reason) was marked as a rule's target.
+    Marked(u16),
+    /// The port got a meter.
+    Created(u16),
+}
+
+/// Meters `port`, which a rule is about to send connections to (not a rule's incoming
+/// port: the caller knows), before the request that makes it a target changes anything,
+/// so that a request that cannot have the meter (no memory) fails whole instead of
+/// succeeding with the port unmetered. At the namespace's meter limit the port stays
+/// unmetered, as documented: forwarding does not depend on it.
+pub(crate) fn meter_auto(nets: &mut Nets, net: NetRef, port: u16) -> Result<AutoMeter, Rejection> {
+    let have = meters(nets, net);
+    match meter_slot(have, port) {
+        Ok(i) if have[i].flags() & qos_sensor::AUTO != 0 => Ok(AutoMeter::Kept),
+        Ok(i) => {
+            have[i].add_flags(qos_sensor::AUTO);
+            Ok(AutoMeter::Marked(port))
+        }
+        Err(_) if have.len() >= limits::MAX_METERS => Ok(AutoMeter::Kept),
+        Err(_) => {
+            meter_add(nets, net, port, qos_sensor::AUTO)?;
+            Ok(AutoMeter::Created(port))
+        }
+    }
+}
+
+/// Takes back what [`meter_auto`] did, for a request that failed after it. Allocates
+/// nothing.
+pub(crate) fn meter_auto_undo(nets: &mut Nets, net: NetRef, what: AutoMeter) {
+    let Some(n) = find_mut(nets, net) else {
         return;
     };
-    let Ok(mut incoming) = KVec::with_capacity(n.rules.len(), GFP_KERNEL) else {
-        return;
-    };
-    for r in n.rules.iter() {
+    match what {
+        AutoMeter::Kept => {}
+        AutoMeter::Marked(port) => {
+            if let Ok(i) = meter_slot(&n.meters, port) {
+                n.meters[i].clear_flags(qos_sensor::AUTO);
+            }
+        }
+        AutoMeter::Created(port) => {
+            if let Ok(Ok(m)) = meter_slot(&n.meters, port).map(|i| n.meters.remove(i)) {
+                drop(m.shutdown());
+            }
+        }
+    }
+}
+
+/// Meters the targets of a rule set's rules that are not its incoming ports
+/// ([`meter_auto`]); on a failure, takes back what it did.
+fn meter_auto_set(nets: &mut Nets, net: NetRef, staged: &[Staged]) -> Result<(), Rejection> {
+    let mut incoming = KVec::with_capacity(staged.len(), GFP_KERNEL)?;
+    let mut targets = KVec::<u16>::new();
+    for s in staged {
         // Cannot fail: the capacity is the number of rules.
-        let _ = incoming.push_within_capacity(r.port);
+        let _ = incoming.push_within_capacity(s.port);
+        for port in s.policy.targets() {
+            targets.push(port, GFP_KERNEL)?;
+        }
     }
     incoming.sort_unstable();
-    let mut want = KVec::<u16>::new();
-    'rules: for r in n.rules.iter() {
-        for port in r.policy.targets() {
-            let known = meter_slot(&n.meters, port)
-                .is_ok_and(|i| n.meters[i].flags() & qos_sensor::AUTO != 0);
-            if known || incoming.binary_search(&port).is_ok() {
-                continue;
-            }
-            if want.push(port, GFP_KERNEL).is_err() {
-                break 'rules;
-            }
-        }
-    }
-    want.sort_unstable();
-    for (i, &port) in want.iter().enumerate() {
+    targets.sort_unstable();
+    let mut done = KVec::with_capacity(targets.len(), GFP_KERNEL)?;
+    for (i, &port) in targets.iter().enumerate() {
         // Sorted: a port already handled is the one just before.
-        if i > 0 && want[i - 1] == port {
+        if (i > 0 && targets[i - 1] == port) || incoming.binary_search(&port).is_ok() {
             continue;
         }
-        let _ = meter_add(nets, net, port, qos_sensor::AUTO);
+        match meter_auto(nets, net, port) {
+            // Cannot fail: the capacity is the number of targets.
+            Ok(a) => drop(done.push_within_capacity(a)),
+            Err(e) => {
+                for a in done.into_iter() {
+                    meter_auto_undo(nets, net, a);
+                }
+                return Err(e);
+            }
+        }
     }
+    Ok(())
 }
 
 /// Meters `port` on request (`METER_NEW`).
@@ -734,7 +797,7 @@ pub(crate) fn group_del(nets: &mut Nets, net: NetRef, id: u32) -> Result<(), Rej
         .position(|g| g.id == id)
         .ok_or_else(no_group)?;
     let g = n.groups.remove(i).map_err(|_| no_group())?;
-    group_shutdown(&g);
+    g.shutdown();
     Ok(())
 }
 
@@ -953,6 +1016,11 @@ pub(crate) fn replace(
             ));
         }
         let content = ContentOpts::of(spec.kind, spec.flags, spec.timeout_ms)?;
+        // The set is checked by itself: `tcpchains --restore-all --test` frees the
+        // server's ports the set's rules take before it applies it.
+        if !check_only {
+            server_port_free(nets, net, spec.port)?;
+        }
         let prev = existing.iter().find(|r| r.port == spec.port);
         if prev.is_some_and(|r| (r.flags ^ spec.flags) & rule_flags::DUAL_STACK != 0) {
             // Its listeners would have to be closed before the new ones can bind.
@@ -1033,6 +1101,10 @@ pub(crate) fn replace(
     }
     *at = usize::MAX;
     let mut new_rules = KVec::with_capacity(staged.len(), GFP_KERNEL)?;
+    // The last step that can fail: the meters of the set's targets. After it,
+    // `rules_mut` cannot fail (`meter_add` found the namespace alive, or nothing was
+    // added).
+    meter_auto_set(nets, net, &staged)?;
     let rules = rules_mut(nets, net)?;
 
     // Commit: nothing below fails. Every rule of today gets its policy in the new set
@@ -1073,7 +1145,6 @@ pub(crate) fn replace(
     // go: the listeners of the latter close, resetting connections still queued there
     // (since the switch they held them).
     drop(core::mem::replace(rules, new_rules));
-    sync_meters(nets, net);
     if find(nets, net).is_none_or(|n| n.rules.is_empty()) {
         flush_rules(nets, net);
     }

@@ -45,4 +45,30 @@ for p in $(seq 7801 7817); do echo "member 9 $p weight 1"; done >>/tmp/bad.conf
 msg=$(tcpchains --restore-all /tmp/bad.conf 2>&1) && fail "17 ports in a group accepted"
 case "$msg" in *"previous configuration is back"*) ;; *) fail "rollback: $msg" ;; esac
 tcpchains --save-all | diff /tmp/all.conf - || fail "a refused restore left changes"
-echo "save-all: $(grep -vc '^#' /tmp/all.conf) lines round trip exactly; --test changes nothing; a refused restore rolled back"
+# Ports that change roles: 7700 goes from a rule's incoming port to a group's member
+# and a metered port, 7704 (metered) and 7706 (a member) become rules' incoming ports,
+# the prioritized queue and its meter go. The kernel never lets a rule own a server's
+# port (a member, a queue, a meter on request), so the restore must free each port
+# before it takes its new role; the way back too.
+cat >/tmp/swap.conf <<EOF
+-A a -p 7704 -o 7702
+-A a -p 7706 -o 7702
+meter 7700
+group 1 rate rate 50 burst 5
+member 1 7700
+EOF
+tcpchains --restore-all /tmp/swap.conf || fail "restoring ports with swapped roles"
+tcpchains --save-all >/tmp/swap.saved
+for w in "-A a -p 7704 -o 7702" "-A a -p 7706 -o 7702" "meter 7700" "member 1 7700"; do
+	grep -q -- "$w" /tmp/swap.saved || fail "swapped roles without '$w': $(cat /tmp/swap.saved)"
+done
+! grep -Eq -- "-p 7700|7703|group [23]" /tmp/swap.saved || fail "swapped roles kept the old: $(cat /tmp/swap.saved)"
+qostest load --to 127.0.0.1:7704 --count 2 --expect a >/dev/null || fail "7704 as a rule's port"
+tcpchains --restore-all /tmp/all.conf || fail "back from the swapped roles"
+tcpchains --save-all | diff /tmp/all.conf - || fail "back from swapped roles: not exact"
+# And the kernel's side of it: a rule cannot take a server's port.
+for p in 7702 7703 7704; do
+	msg=$(tcpchains -A a -p $p -o 7702 2>&1) && fail "a rule took server port $p"
+	case "$msg" in *"Device or resource busy"*) ;; *) fail "rule on server port $p: $msg" ;; esac
+done
+echo "save-all: $(grep -vc '^#' /tmp/all.conf) lines round trip exactly; --test changes nothing; a refused restore rolled back; ports swapped roles and back; rules refused on a member, a queue and a metered port"

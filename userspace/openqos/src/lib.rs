@@ -799,6 +799,12 @@ impl Client {
         Ok(c)
     }
 
+    /// The number the generic netlink controller gave the family (the `nlmsg_type` of
+    /// its messages), for tools that frame messages themselves (the fuzzer).
+    pub fn family_id(&self) -> u16 {
+        self.family_id
+    }
+
     /// The ABI version of the loaded module (`None`: not loaded), whatever it is: what
     /// `-V` reports beside the tools' own.
     pub fn module_abi() -> Result<Option<u8>> {

@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod badreq;
+mod failnth;
+mod fuzz;
 mod imap;
 mod synflood;
 
@@ -92,6 +94,15 @@ enum Cmd {
     /// TCP SYNs from random addresses of a source network to one address and port (a
     /// SYN flood; needs CAP_NET_RAW). Prints `sent= dropped= seconds= per_second=`.
     Synflood(synflood::SynfloodArgs),
+    /// Structure-aware fuzzing of the openqos generic netlink family: valid, near-valid
+    /// and malformed messages built from the ABI, from a seed that replays the run;
+    /// every answer checked (one final answer each, well-formed replies, a message with
+    /// every refusal). Prints `fuzz: seed= sent= ... violations=`.
+    Fuzz(fuzz::FuzzArgs),
+    /// Fail every allocation of every mutating command once in turn (the kernel's
+    /// fail-nth): each attempt must fail cleanly, leaving the configuration exactly as
+    /// it was, or succeed. Prints a line per case, then `failnth: cases= points=`.
+    Failnth(failnth::FailnthArgs),
 }
 
 #[derive(clap::Args)]
@@ -1369,6 +1380,8 @@ fn main() -> Result<()> {
         Cmd::Ktls(a) => ktls(&a),
         Cmd::Imap(a) => imap::imap(a),
         Cmd::Synflood(a) => synflood::synflood(a),
+        Cmd::Fuzz(a) => fuzz::fuzz(&a),
+        Cmd::Failnth(a) => failnth::failnth(&a),
     }
 }
 

@@ -12,7 +12,7 @@
 //! kernel (one `RULESET_REPLACE`); groups and meters change one request at a time,
 //! while traffic flows.
 
-use crate::{parse_rule_set, restore_prios, save, RuleSet};
+use crate::{drop_prios, parse_rule_set, restore_prios, save, RuleSet};
 use anyhow::{bail, Context, Result};
 use openqos::{Client, GroupSettings, GroupType};
 
@@ -207,18 +207,68 @@ pub fn parse(text: &str) -> Result<Full> {
         }
     }
     full.set = parse_rule_set(&rule_lines)?;
+    // A rule's incoming port is never a server's port (the kernel refuses either order);
+    // the kernel's check of the rule set alone cannot see this file's other lines.
+    for r in &full.set.rules {
+        let p = r.port;
+        let role = if full.meters.contains(&p) {
+            Some("metered on request")
+        } else if full
+            .groups
+            .iter()
+            .any(|g| g.members.iter().any(|m| m.0 == p))
+        {
+            Some("a group's member")
+        } else if full.set.prios.iter().any(|q| q.0 == p) {
+            Some("a prioritized port")
+        } else {
+            None
+        };
+        if let Some(role) = role {
+            bail!("port {p} is a rule's incoming port and {role}: those are for a server's port");
+        }
+    }
     Ok(full)
 }
 
 /// Makes the namespace's groups, meters, rules and prioritized queues those of `want`.
 fn apply(c: &mut Client, want: &Full, have: &Full) -> Result<()> {
-    // Groups: gone, or of another type, first (their ports are free then).
+    // First what `want` does not have, so that the ports it frees can take other roles:
+    // prioritized queues (their meters stay while they exist), groups gone or of another
+    // type, members leaving, meters on request (a member's meter stays while it is one).
+    drop_prios(c, &want.set)?;
     for g in &have.groups {
         if !want.groups.iter().any(|w| w.id == g.id && w.kind == g.kind) {
             c.delete_group(g.id)
                 .with_context(|| format!("deleting group {}", g.id))?;
         }
     }
+    for g in &want.groups {
+        let Some(old) = have
+            .groups
+            .iter()
+            .find(|h| h.id == g.id && h.kind == g.kind)
+        else {
+            continue;
+        };
+        for (port, _, ftp) in &old.members {
+            if !g.members.iter().any(|(p, _, f)| p == port && f == ftp) {
+                c.delete_group_port(g.id, *port)
+                    .with_context(|| format!("group {}, port {port}", g.id))?;
+            }
+        }
+    }
+    for p in &have.meters {
+        if !want.meters.contains(p) {
+            c.delete_meter(*p)
+                .with_context(|| format!("meter of port {p}"))?;
+        }
+    }
+    // The rules, atomically: an incoming port that is a server's port in `have` is free
+    // now, and a server's port of `want` that a rule of `have` owns is freed.
+    c.replace_rules(&want.set.rules, false)
+        .context("the rule set")?;
+    // Then what `want` adds.
     for g in &want.groups {
         let settings = GroupSettings {
             rate: g.rate,
@@ -243,13 +293,6 @@ fn apply(c: &mut Client, want: &Full, have: &Full) -> Result<()> {
         }
         .with_context(|| format!("group {}", g.id))?;
         let old_members = old.map_or(&[][..], |o| &o.members[..]);
-        for (port, _, ftp) in old_members {
-            let same = g.members.iter().any(|(p, _, f)| p == port && f == ftp);
-            if !same {
-                c.delete_group_port(g.id, *port)
-                    .with_context(|| format!("group {}, port {port}", g.id))?;
-            }
-        }
         for (port, weight, ftp) in &g.members {
             let kept = old_members.iter().any(|(p, _, f)| p == port && f == ftp);
             if kept {
@@ -263,22 +306,12 @@ fn apply(c: &mut Client, want: &Full, have: &Full) -> Result<()> {
             }
         }
     }
-    // Meters on request.
-    for p in &have.meters {
-        if !want.meters.contains(p) {
-            c.delete_meter(*p)
-                .with_context(|| format!("meter of port {p}"))?;
-        }
-    }
     for p in &want.meters {
         if !have.meters.contains(p) {
             c.create_meter(*p)
                 .with_context(|| format!("meter of port {p}"))?;
         }
     }
-    // The rules, atomically, then the prioritized queues.
-    c.replace_rules(&want.set.rules, false)
-        .context("the rule set")?;
     restore_prios(c, &want.set)
 }
 
@@ -322,6 +355,24 @@ mod tests {
         );
         assert_eq!(f.set.rules.len(), 1);
         assert_eq!(f.set.rules[0].conditions.len(), 1);
+    }
+
+    #[test]
+    fn a_rule_port_is_no_server_port() {
+        for (text, want) in [
+            ("-A a -p 80 -o 81\nmeter 80\n", "metered on request"),
+            (
+                "-A a -p 80 -o 81\ngroup 1 ratio\nmember 1 80\n",
+                "a group's member",
+            ),
+        ] {
+            let Err(e) = parse(text) else {
+                panic!("accepted: {text}");
+            };
+            let e = e.to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        assert!(parse("-A a -p 80 -o 81\nmeter 81\ngroup 1 ratio\nmember 1 81\n").is_ok());
     }
 
     #[test]

@@ -603,6 +603,17 @@ fn restore(set: &RuleSet, test: bool) -> anyhow::Result<()> {
 /// Makes the prioritized ports those of `set`'s `-Q` lines: the others are removed, a
 /// queue whose number of classes changes is made again.
 fn restore_prios(c: &mut Client, set: &RuleSet) -> anyhow::Result<()> {
+    drop_prios(c, set)?;
+    for (port, s) in &set.prios {
+        c.set_prio(*port, s)
+            .with_context(|| format!("prioritized port {port}"))?;
+    }
+    Ok(())
+}
+
+/// Deletes the prioritized queues `set` does not have, or has with another number of
+/// classes.
+fn drop_prios(c: &mut Client, set: &RuleSet) -> anyhow::Result<()> {
     let have = c.prios(None)?;
     for old in &have {
         let keep = set.prios.iter().find(|(p, _)| *p == old.port);
@@ -615,10 +626,6 @@ fn restore_prios(c: &mut Client, set: &RuleSet) -> anyhow::Result<()> {
             c.delete_prio(old.port)
                 .with_context(|| format!("prioritized port {}", old.port))?;
         }
-    }
-    for (port, s) in &set.prios {
-        c.set_prio(*port, s)
-            .with_context(|| format!("prioritized port {port}"))?;
     }
     Ok(())
 }
