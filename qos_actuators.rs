@@ -281,16 +281,11 @@ impl Group {
         Some(m)
     }
 
-    /// The member ports.
-    pub(crate) fn ports(&self) -> KVec<u16> {
+    /// Whether `port` is a member, and how many members there are. Allocates nothing.
+    pub(crate) fn membership(&self, port: u16) -> (bool, usize) {
         let s = self.state.lock();
-        let mut v = KVec::new();
-        for m in s.members.iter() {
-            if v.push(m.meter.port, GFP_KERNEL).is_err() {
-                break;
-            }
-        }
-        v
+        let member = s.members.iter().any(|m| m.meter.port == port);
+        (member, s.members.len())
     }
 
     /// Changes rate, burst and flags live. Tokens earned so far are kept (up to the new

@@ -876,15 +876,16 @@ pub(crate) fn group_port_add(
             Some(abi::attr::PORT),
         ));
     }
-    let ports = g.ports();
-    if ports.contains(&port) {
+    // Exact: the namespace's lock serializes every change of its groups' members.
+    let (member, members) = g.membership(port);
+    if member {
         return Err(reject(
             EEXIST,
             c_str!("this port is in the group already"),
             Some(abi::attr::PORT),
         ));
     }
-    if ports.len() >= limits::MAX_GROUP_PORTS {
+    if members >= limits::MAX_GROUP_PORTS {
         return Err(reject(
             ENOSPC,
             c_str!("too many ports in this group (16)"),

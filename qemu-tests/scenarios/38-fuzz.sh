@@ -6,10 +6,11 @@
 # accept() callers and its timer runs, and a meter watches a third. The fuzzer checks
 # every answer (one final answer per request that asks, well-formed replies, an extack
 # message with every refusal); the suite checks the kernel log (KASAN, lockdep, WARN)
-# and, after the final unload, kmemleak. The seed is printed (OQ_FUZZ_SEED replays it):
+# and, after the final unload, kmemleak. The seed is printed, and with a failure the
+# command that replays it (`qostest fuzz --seed S --count N --ports P`, any kernel):
 # CI sends a short run, `scripts/test --full` 200,000 messages.
 N=$(heavy 20000 8000 200000)
-SEED=${OQ_FUZZ_SEED:-$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')}
+SEED=$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')
 PORTS=7700,7701,7702,7703,7704
 serve 7701 a --threads 4
 serve 7703 c
@@ -53,7 +54,7 @@ bg clients
 sleep 1
 out=$(qostest fuzz --seed "$SEED" --count "$N" --ports "$PORTS" 2>&1) || {
 	echo "$out" | tail -n 30
-	fail "fuzz seed $SEED found violations (replay: OQ_FUZZ_SEED=$SEED)"
+	fail "fuzz seed $SEED found violations (replay: qostest fuzz --seed $SEED --count $N --ports $PORTS)"
 }
 summary=$(echo "$out" | tail -n 1)
 echo "$summary" | grep -q "sent=$N " || fail "the fuzzer stopped early: $summary"

@@ -16,43 +16,20 @@ ok_lines() {
 	n=$(head -n "$2" "$1" | grep -c '^ok$' || true)
 	[ "$n" = "$2" ] || fail "$3: $n of $2 accepted: $(grep -v '^ok$' "$1" | head -n 3)"
 }
-hex() { printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n'; }
-
-# Socket groups: 64, then one more.
-for i in $(seq 1 65); do echo "--cmd 12 --attr 24:u32:$i --attr 25:u8:1"; done | qostest nl --batch >/tmp/groups.out
-ok_lines /tmp/groups.out 64 "64 groups"
-want "$(sed -n 65p /tmp/groups.out)" "too many socket groups in this namespace (64)" "the 65th group"
-# Ports in a group: 16, then one more.
-for p in $(seq 9201 9217); do echo "--cmd 16 --attr 24:u32:1 --attr 1:u16:$p"; done | qostest nl --batch >/tmp/members.out
-ok_lines /tmp/members.out 16 "16 ports in a group"
-want "$(sed -n 17p /tmp/members.out)" "too many ports in this group (16)" "the 17th port of a group"
-# Meters: the group's 16 ports are metered; 1,008 more, then one more.
-for p in $(seq 10001 11009); do echo "--cmd 9 --attr 1:u16:$p"; done | qostest nl --batch >/tmp/meters.out
-ok_lines /tmp/meters.out 1008 "1,024 meters"
-want "$(sed -n 1009p /tmp/meters.out)" "too many metered ports in this namespace (1024)" "the 1,025th meter"
-[ "$(netmeter -j | tr -d ' ' | grep -o '"port":[0-9]*' | sort -u | wc -l)" = 1024 ] || fail "not 1,024 meters"
-# Prioritized ports: 16, then one more (their ports have meters already, so the meter
-# cap does not come first).
-for p in $(seq 10001 10017); do echo "--cmd 18 --attr 1:u16:$p"; done | qostest nl --batch >/tmp/prio.out
-ok_lines /tmp/prio.out 16 "16 prioritized ports"
-want "$(sed -n 17p /tmp/prio.out)" "too many prioritized ports in this namespace (16)" "the 17th prioritized port"
-[ "$(netmeter -Q -j | tr -d ' ' | grep -o '"port":[0-9]*' | sort -u | wc -l)" = 16 ] || fail "not 16 prioritized ports"
-# Rule-set files hold the prioritized queues too (-Q lines): the one below has none.
-# Rules: 256 in one rule set, then one more; none of them may take a server's port.
+# Rules and their conditions first: rule-set files hold the prioritized queues too.
+# Rules: 256 in one rule set, then one more.
 for p in $(seq 12001 12256); do echo "-A a -p $p -o 9999"; done >/tmp/256.rules
 tcpchains --restore /tmp/256.rules || fail "256 rules"
 before=$(tcpchains --save-all)
 msg=$(tcpchains -A a -p 12257 -o 9999 2>&1) && fail "a 257th rule was accepted"
 case "$msg" in *"too many rules in this namespace (256)"*) ;; *) fail "the 257th rule: $msg" ;; esac
-# Each refusal left everything as it was.
+# The refusal left everything as it was.
 [ "$(tcpchains --save-all)" = "$before" ] || fail "a refusal changed the configuration"
-[ "$(skex -L -j | grep -o '"id"' | wc -l)" = 64 ] || fail "not 64 groups"
-[ "$(skex -L -j -g 1 | grep -o '"port"' | wc -l)" = 16 ] || fail "not 16 ports in group 1"
 # Conditions: a content rule and a probabilistic one take 1,024 each (replacing two of
 # the 256 rules), then one more.
 tcpchains -D -p 12255 && tcpchains -D -p 12256
 tcpchains -A c -p 12255 -o 9999 && tcpchains -A d -p 12256 -o 9999
-for i in $(seq 1 1025); do echo "--cmd 4 --attr 1:u16:12255 --attr 10:u16:9998 --attr 16:hex:$(hex "s$i")"; done | qostest nl --batch >/tmp/content.out
+for i in $(seq 1 1025); do echo "--cmd 4 --attr 1:u16:12255 --attr 10:u16:9998 --attr 16:bytes:s$i"; done | qostest nl --batch >/tmp/content.out
 ok_lines /tmp/content.out 1024 "1,024 strings"
 want "$(sed -n 1025p /tmp/content.out)" "too many conditions in this rule" "the 1,025th string"
 for i in $(seq 1 1025); do echo "--cmd 4 --attr 1:u16:12256 --attr 10:u16:9998 --attr 15:u16:1"; done | qostest nl --batch >/tmp/weights.out
@@ -62,11 +39,35 @@ want "$(sed -n 1025p /tmp/weights.out)" "too many conditions in this rule" "the 
 # (each its own branch of the automaton: ~16,200 states).
 tcpchains -D -p 12255 && tcpchains -A c -p 12255 -o 9999
 long=$(printf 'x%.0s' $(seq 1 250))
-for i in $(seq 10 74); do echo "--cmd 4 --attr 1:u16:12255 --attr 10:u16:9998 --attr 16:hex:$(hex "$i$long###")"; done | qostest nl --batch >/tmp/bytes.out
+for i in $(seq 10 74); do echo "--cmd 4 --attr 1:u16:12255 --attr 10:u16:9998 --attr 16:bytes:$i$long###"; done | qostest nl --batch >/tmp/bytes.out
 ok_lines /tmp/bytes.out 64 "64 strings of 255 bytes"
 want "$(sed -n 65p /tmp/bytes.out)" "the strings of a content rule exceed 16384 bytes in total" "the 65th long string"
 states=$(tcpchains -L -j -p 12255 | tr -d ' \n' | sed -n 's/.*"automaton_states":\([0-9]*\).*/\1/p')
 [ "${states:-0}" -gt 16000 ] && [ "$states" -le 16391 ] || fail "automaton of $states states"
+# Socket groups: 64, then one more.
+for i in $(seq 1 65); do echo "--cmd 12 --attr 24:u32:$i --attr 25:u8:1"; done | qostest nl --batch >/tmp/groups.out
+ok_lines /tmp/groups.out 64 "64 groups"
+want "$(sed -n 65p /tmp/groups.out)" "too many socket groups in this namespace (64)" "the 65th group"
+# Ports in a group: 16, then one more.
+for p in $(seq 9201 9217); do echo "--cmd 16 --attr 24:u32:1 --attr 1:u16:$p"; done | qostest nl --batch >/tmp/members.out
+ok_lines /tmp/members.out 16 "16 ports in a group"
+want "$(sed -n 17p /tmp/members.out)" "too many ports in this group (16)" "the 17th port of a group"
+# Meters: the group's 16 ports and the rules' two targets are metered; as many more as
+# fit in 1,024, then one more.
+have=$(netmeter -j | tr -d ' ' | grep -o '"port":[0-9]*' | sort -u | wc -l)
+room=$((1024 - have))
+for p in $(seq 10001 $((10001 + room))); do echo "--cmd 9 --attr 1:u16:$p"; done | qostest nl --batch >/tmp/meters.out
+ok_lines /tmp/meters.out $room "1,024 meters"
+want "$(sed -n $((room + 1))p /tmp/meters.out)" "too many metered ports in this namespace (1024)" "the 1,025th meter"
+[ "$(netmeter -j | tr -d ' ' | grep -o '"port":[0-9]*' | sort -u | wc -l)" = 1024 ] || fail "not 1,024 meters"
+[ "$(skex -L -j | grep -o '"id"' | wc -l)" = 64 ] || fail "not 64 groups"
+[ "$(skex -L -j -g 1 | grep -o '"port"' | wc -l)" = 16 ] || fail "not 16 ports in group 1"
+# Prioritized ports: 16, then one more (their ports have meters already, so the meter
+# cap does not come first).
+for p in $(seq 10001 10017); do echo "--cmd 18 --attr 1:u16:$p"; done | qostest nl --batch >/tmp/prio.out
+ok_lines /tmp/prio.out 16 "16 prioritized ports"
+want "$(sed -n 17p /tmp/prio.out)" "too many prioritized ports in this namespace (16)" "the 17th prioritized port"
+[ "$(netmeter -Q -j | tr -d ' ' | grep -o '"port":[0-9]*' | sort -u | wc -l)" = 16 ] || fail "not 16 prioritized ports"
 # Another namespace configures and forwards meanwhile, and this one still answers.
 unshare -n sh -c '
 	ip link set lo up
@@ -75,6 +76,9 @@ unshare -n sh -c '
 	tcpchains -A a -p 9300 -o 9302 && netmeter -A 9303 && skex -N 1 -t rate -r 10 &&
 		qostest load --to 127.0.0.1:9300 --count 5 --expect other >/dev/null
 	rc=$?; kill %1; exit $rc' || fail "another namespace while this one is at every cap"
+# Everything goes at once (1,024 meters make every rescan of the sensors long).
+: >/tmp/empty.conf
+tcpchains --restore-all /tmp/empty.conf || fail "taking everything away"
 echo "SKIP memory-charge: the test kernels have no memory cgroups (CONFIG_MEMCG): what the module allocates is charged to the sender's cgroup by its GFP_KERNEL_ACCOUNT and SLAB_ACCOUNT paths (design.md), not shown here"
 echo "SKIP unprivileged-namespaces: the test kernels have no user namespaces (CONFIG_USER_NS): an unprivileged owner's reach is bounded by these caps per namespace, times user.max_net_namespaces"
 echo "at every cap with ENOSPC and its message: 64 groups, 16 ports in a group, 1,024 meters, 16 prioritized ports, 256 rules, 1,024 strings, 1,024 weights, 16,384 string bytes ($states states); another namespace unaffected"

@@ -350,7 +350,8 @@ struct NlArgs {
     /// Command number (see rust/src/abi.rs).
     #[arg(long, required_unless_present = "batch")]
     cmd: Option<u8>,
-    /// Attribute as TYPE:KIND:VALUE, KIND one of u8, u16, u32, u64, hex, str (with NUL).
+    /// Attribute as TYPE:KIND:VALUE, KIND one of u8, u16, u32, u64, hex, str (with NUL),
+    /// bytes (the text without NUL).
     #[arg(long = "attr")]
     attrs: Vec<String>,
     /// Read requests from stdin instead, one per line (`--cmd N --attr ...`, blank
@@ -1165,6 +1166,7 @@ fn raw_attr(spec: &str) -> Result<(u16, Vec<u8>)> {
         "u32" => v.parse::<u32>()?.to_ne_bytes().to_vec(),
         "u64" => v.parse::<u64>()?.to_ne_bytes().to_vec(),
         "str" => [v.as_bytes(), &[0]].concat(),
+        "bytes" => v.as_bytes().to_vec(),
         "hex" => (0..v.len() / 2)
             .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16))
             .collect::<std::result::Result<_, _>>()?,
