@@ -345,10 +345,9 @@ fn handle<'a>(c: u8, req: &Request<'a>) -> Result<(), Failure<'a>> {
         cmd::RULE_NEW => t.u16(attr::DEFAULT_PORT),
         cmd::COND_NEW | cmd::COND_SET => t.u16(attr::OUT_PORT),
         _ => None,
-    }
-    .filter(|&p| p != port && !qos_store::rules(&nets, net).iter().any(|r| r.port == p));
+    };
     let auto = match target {
-        Some(p) => qos_store::meter_auto(&mut nets, net, p)?,
+        Some(p) => qos_store::meter_target(&mut nets, net, p, port)?,
         None => qos_store::AutoMeter::Kept,
     };
     let r = match c {

@@ -564,12 +564,27 @@ pub(crate) enum AutoMeter {
     Created(u16),
 }
 
+/// Meters `port`, which the rule on `rule_port` (new or not) is about to send
+/// connections to ([`meter_auto`]), unless it is a rule's incoming port: those are never
+/// metered.
+pub(crate) fn meter_target(
+    nets: &mut Nets,
+    net: NetRef,
+    port: u16,
+    rule_port: u16,
+) -> Result<AutoMeter, Rejection> {
+    if port == rule_port || rules(nets, net).iter().any(|r| r.port == port) {
+        return Ok(AutoMeter::Kept);
+    }
+    meter_auto(nets, net, port)
+}
+
 /// Meters `port`, which a rule is about to send connections to (not a rule's incoming
 /// port: the caller knows), before the request that makes it a target changes anything,
 /// so that a request that cannot have the meter (no memory) fails whole instead of
 /// succeeding with the port unmetered. At the namespace's meter limit the port stays
 /// unmetered, as documented: forwarding does not depend on it.
-pub(crate) fn meter_auto(nets: &mut Nets, net: NetRef, port: u16) -> Result<AutoMeter, Rejection> {
+fn meter_auto(nets: &mut Nets, net: NetRef, port: u16) -> Result<AutoMeter, Rejection> {
     let have = meters(nets, net);
     match meter_slot(have, port) {
         Ok(i) if have[i].flags() & qos_sensor::AUTO != 0 => Ok(AutoMeter::Kept),

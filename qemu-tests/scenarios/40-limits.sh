@@ -11,10 +11,13 @@
 want() {
 	case "$1" in "errno=28 "*"msg=$2"*) ;; *) fail "$3: got '$1', want ENOSPC and '$2'" ;; esac
 }
-# ok_lines FILE N: the first N outcomes in FILE are ok.
-ok_lines() {
-	n=$(head -n "$2" "$1" | grep -c '^ok$' || true)
-	[ "$n" = "$2" ] || fail "$3: $n of $2 accepted: $(grep -v '^ok$' "$1" | head -n 3)"
+# at_cap N MESSAGE WHAT: of the requests on stdin (qostest nl --batch lines), the first N
+# are accepted and the next is refused with ENOSPC and MESSAGE.
+at_cap() {
+	qostest nl --batch >/tmp/cap.out
+	n=$(head -n "$1" /tmp/cap.out | grep -c '^ok$' || true)
+	[ "$n" = "$1" ] || fail "$3: $n of $1 accepted: $(grep -v '^ok$' /tmp/cap.out | head -n 3)"
+	want "$(sed -n "$(($1 + 1))p" /tmp/cap.out)" "$2" "$3: one more"
 }
 # Rules and their conditions first: rule-set files hold the prioritized queues too.
 # Rules: 256 in one rule set, then one more.
@@ -29,44 +32,30 @@ case "$msg" in *"too many rules in this namespace (256)"*) ;; *) fail "the 257th
 # the 256 rules), then one more.
 tcpchains -D -p 12255 && tcpchains -D -p 12256
 tcpchains -A c -p 12255 -o 9999 && tcpchains -A d -p 12256 -o 9999
-for i in $(seq 1 1025); do echo "--cmd 4 --attr 1:u16:12255 --attr 10:u16:9998 --attr 16:bytes:s$i"; done | qostest nl --batch >/tmp/content.out
-ok_lines /tmp/content.out 1024 "1,024 strings"
-want "$(sed -n 1025p /tmp/content.out)" "too many conditions in this rule" "the 1,025th string"
-for i in $(seq 1 1025); do echo "--cmd 4 --attr 1:u16:12256 --attr 10:u16:9998 --attr 15:u16:1"; done | qostest nl --batch >/tmp/weights.out
-ok_lines /tmp/weights.out 1024 "1,024 weights"
-want "$(sed -n 1025p /tmp/weights.out)" "too many conditions in this rule" "the 1,025th weight"
+for i in $(seq 1 1025); do echo "--cmd 4 --attr 1:u16:12255 --attr 10:u16:9998 --attr 16:bytes:s$i"; done | at_cap 1024 "too many conditions in this rule" "1,024 strings"
+for i in $(seq 1 1025); do echo "--cmd 4 --attr 1:u16:12256 --attr 10:u16:9998 --attr 15:u16:1"; done | at_cap 1024 "too many conditions in this rule" "1,024 weights"
 # String bytes: 64 strings of 255 bytes (16,320) fit a content rule, the 65th does not
 # (each its own branch of the automaton: ~16,200 states).
 tcpchains -D -p 12255 && tcpchains -A c -p 12255 -o 9999
 long=$(printf 'x%.0s' $(seq 1 250))
-for i in $(seq 10 74); do echo "--cmd 4 --attr 1:u16:12255 --attr 10:u16:9998 --attr 16:bytes:$i$long###"; done | qostest nl --batch >/tmp/bytes.out
-ok_lines /tmp/bytes.out 64 "64 strings of 255 bytes"
-want "$(sed -n 65p /tmp/bytes.out)" "the strings of a content rule exceed 16384 bytes in total" "the 65th long string"
+for i in $(seq 10 74); do echo "--cmd 4 --attr 1:u16:12255 --attr 10:u16:9998 --attr 16:bytes:$i$long###"; done | at_cap 64 "the strings of a content rule exceed 16384 bytes in total" "64 strings of 255 bytes"
 states=$(tcpchains -L -j -p 12255 | tr -d ' \n' | sed -n 's/.*"automaton_states":\([0-9]*\).*/\1/p')
 [ "${states:-0}" -gt 16000 ] && [ "$states" -le 16391 ] || fail "automaton of $states states"
 # Socket groups: 64, then one more.
-for i in $(seq 1 65); do echo "--cmd 12 --attr 24:u32:$i --attr 25:u8:1"; done | qostest nl --batch >/tmp/groups.out
-ok_lines /tmp/groups.out 64 "64 groups"
-want "$(sed -n 65p /tmp/groups.out)" "too many socket groups in this namespace (64)" "the 65th group"
+for i in $(seq 1 65); do echo "--cmd 12 --attr 24:u32:$i --attr 25:u8:1"; done | at_cap 64 "too many socket groups in this namespace (64)" "64 groups"
 # Ports in a group: 16, then one more.
-for p in $(seq 9201 9217); do echo "--cmd 16 --attr 24:u32:1 --attr 1:u16:$p"; done | qostest nl --batch >/tmp/members.out
-ok_lines /tmp/members.out 16 "16 ports in a group"
-want "$(sed -n 17p /tmp/members.out)" "too many ports in this group (16)" "the 17th port of a group"
+for p in $(seq 9201 9217); do echo "--cmd 16 --attr 24:u32:1 --attr 1:u16:$p"; done | at_cap 16 "too many ports in this group (16)" "16 ports in a group"
 # Meters: the group's 16 ports and the rules' two targets are metered; as many more as
 # fit in 1,024, then one more.
 have=$(netmeter -j | tr -d ' ' | grep -o '"port":[0-9]*' | sort -u | wc -l)
 room=$((1024 - have))
-for p in $(seq 10001 $((10001 + room))); do echo "--cmd 9 --attr 1:u16:$p"; done | qostest nl --batch >/tmp/meters.out
-ok_lines /tmp/meters.out $room "1,024 meters"
-want "$(sed -n $((room + 1))p /tmp/meters.out)" "too many metered ports in this namespace (1024)" "the 1,025th meter"
+for p in $(seq 10001 $((10001 + room))); do echo "--cmd 9 --attr 1:u16:$p"; done | at_cap $room "too many metered ports in this namespace (1024)" "1,024 meters"
 [ "$(netmeter -j | tr -d ' ' | grep -o '"port":[0-9]*' | sort -u | wc -l)" = 1024 ] || fail "not 1,024 meters"
 [ "$(skex -L -j | grep -o '"id"' | wc -l)" = 64 ] || fail "not 64 groups"
 [ "$(skex -L -j -g 1 | grep -o '"port"' | wc -l)" = 16 ] || fail "not 16 ports in group 1"
 # Prioritized ports: 16, then one more (their ports have meters already, so the meter
 # cap does not come first).
-for p in $(seq 10001 10017); do echo "--cmd 18 --attr 1:u16:$p"; done | qostest nl --batch >/tmp/prio.out
-ok_lines /tmp/prio.out 16 "16 prioritized ports"
-want "$(sed -n 17p /tmp/prio.out)" "too many prioritized ports in this namespace (16)" "the 17th prioritized port"
+for p in $(seq 10001 10017); do echo "--cmd 18 --attr 1:u16:$p"; done | at_cap 16 "too many prioritized ports in this namespace (16)" "16 prioritized ports"
 [ "$(netmeter -Q -j | tr -d ' ' | grep -o '"port":[0-9]*' | sort -u | wc -l)" = 16 ] || fail "not 16 prioritized ports"
 # Another namespace configures and forwards meanwhile, and this one still answers.
 unshare -n sh -c '

@@ -30,6 +30,7 @@
 //! - and the suite's: no kernel report, nothing leaked after flush and unload.
 
 use anyhow::{bail, Context, Result};
+use netlink_packet_utils::nla::NlasIterator;
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
 use openqos::abi::abi::{
     attr, cmd, command_attrs, is_mutation, limits, nest_attrs, policy, AttrPolicy, Kind,
@@ -713,50 +714,25 @@ fn hex(b: &[u8]) -> String {
 
 /// Checks that `buf` holds attributes that stay within it, recursing into nests.
 fn well_formed_attrs(buf: &[u8], depth: usize) -> std::result::Result<(), String> {
-    let mut off = 0;
-    while off + 4 <= buf.len() {
-        let len = usize::from(u16::from_ne_bytes([buf[off], buf[off + 1]]));
-        let ty = u16::from_ne_bytes([buf[off + 2], buf[off + 3]]);
-        if len < 4 || off + len > buf.len() {
-            return Err(format!(
-                "attribute {ty:#x} at {off} claims {len} of {} bytes",
-                buf.len() - off
-            ));
-        }
-        if ty & NLA_F_NESTED != 0 {
+    for nla in NlasIterator::new(buf) {
+        let nla = nla.map_err(|e| format!("attributes: {e}"))?;
+        if nla.nested_flag() {
             if depth > 8 {
                 return Err("nests deeper than 8".into());
             }
-            well_formed_attrs(&buf[off + 4..off + len], depth + 1)?;
+            well_formed_attrs(nla.value(), depth + 1)?;
         }
-        off += (len + 3) & !3;
-    }
-    if off < buf.len() && buf.len() - off >= 4 {
-        return Err(format!(
-            "{} bytes after the last attribute",
-            buf.len() - off
-        ));
     }
     Ok(())
 }
 
 /// The extack message of an error's TLVs.
 fn ext_message(tlvs: &[u8]) -> Option<String> {
-    let mut off = 0;
-    while off + 4 <= tlvs.len() {
-        let len = usize::from(u16::from_ne_bytes([tlvs[off], tlvs[off + 1]]));
-        let ty = u16::from_ne_bytes([tlvs[off + 2], tlvs[off + 3]]);
-        if len < 4 || off + len > tlvs.len() {
-            return None;
-        }
-        if ty & NLA_TYPE_MASK == NLMSGERR_ATTR_MSG {
-            let s = &tlvs[off + 4..off + len];
-            let s = s.split(|&b| b == 0).next().unwrap_or(&[]);
-            return Some(String::from_utf8_lossy(s).into_owned());
-        }
-        off += (len + 3) & !3;
-    }
-    None
+    let nla = NlasIterator::new(tlvs)
+        .map_while(std::result::Result::ok)
+        .find(|a| a.kind() == NLMSGERR_ATTR_MSG)?;
+    let s = nla.value().split(|&b| b == 0).next().unwrap_or(&[]);
+    Some(String::from_utf8_lossy(s).into_owned())
 }
 
 fn nlmsg(ty: u16, flags: u16, seq: u32, body: &[u8], len_lie: i32) -> Vec<u8> {
