@@ -18,7 +18,8 @@
 # report in it (lockdep, KASAN, might_sleep, RCU, WARN, hung task, kmemleak...) is
 # attributed to every scenario that was running when it was printed, which then fails.
 # A scenario's own output may contain "SKIP case: why" lines for cases that cannot run
-# on this kernel; they are echoed and counted as skipped, never as passed.
+# on this kernel; they are echoed and counted as skipped, never as passed. A scenario
+# that cannot run at all prints its SKIP line and exits 77: skipped, not passed.
 pass=0
 fail=0
 skip=0
@@ -59,6 +60,9 @@ verdict() {
 		echo "FAIL $name (${secs}s): kernel report in the log while it ran"
 		echo "$rep" | head -n 80
 		[ "$rc" -eq 0 ] || sed 's/^/    /' /tmp/$name.out | tail -n 20
+	elif [ "$rc" -eq 77 ] && [ "$skips" -gt 0 ]; then
+		# Exit 77 with SKIP lines: the whole scenario cannot run on this kernel.
+		:
 	elif [ "$rc" -eq 0 ]; then
 		pass=$((pass + 1))
 		echo "PASS $name (${secs}s) $(grep -v '^SKIP ' /tmp/$name.out | tail -n1)"

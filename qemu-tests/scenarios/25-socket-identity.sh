@@ -6,7 +6,8 @@
 # content rule (a connection handed over after its data was looked at). A server
 # connected to directly shows the same. What cannot be carried over (the kernel-socket
 # flag, LSM label, cgroup data: Documentation/design.md) cannot be seen on these kernels
-# either: both are built without cgroups and without LSMs.
+# either: both are built without LSMs and without socket cgroup data (cgroup-BPF,
+# net_cls, net_prio).
 serve 8251 direct --fsuid 4242 --mark 119 --identity
 serve 8252 moved --fsuid 4242 --mark 119 --identity
 serve 8254 moved6 --fsuid 4242 --mark 119 --identity --addr ::
@@ -43,5 +44,5 @@ bad=$(cat /tmp/serve-8252.log /tmp/serve-8254.log | grep '^identity' | grep -v '
 expect_eq "moved connections (address, content)" "$(grep -c '^identity' /tmp/serve-8252.log)" 6
 expect_eq "moved connections (dual stack: IPv6, v4-mapped)" "$(grep -c '^identity' /tmp/serve-8254.log)" 4
 expect_eq "plain server" "$(grep -c '^identity .* mark=0 uid=0$' /tmp/serve-8253.log)" 1
-echo "SKIP 25-cgroup-lsm: the test kernels have no cgroups and no LSM (CONFIG_CGROUPS, CONFIG_SECURITY off); what a moved connection keeps there is documented"
+echo "SKIP 25-cgroup-lsm: the test kernels have no LSM and no socket cgroup data (CONFIG_SECURITY, CONFIG_SOCK_CGROUP_DATA off); what a moved connection keeps there is documented"
 echo "10 moved connections (address, IPv6, v4-mapped, content hand-over) with the server listener's mark 119, as direct ones; queued ones owned by its uid 4242"

@@ -6,7 +6,8 @@
 # meters (1,024), socket groups (64), ports in a group (16), prioritized ports (16).
 # (The address-rule cap, 10,000 conditions, is 16-ruleset's; a content listener's
 # waiting connections, 1,024, are 14-content's; a queue's cap, 31-prio's.) The requests
-# go through `qostest nl --batch`, one process for many requests.
+# go through `qostest nl --batch`, one process for many requests. What an unprivileged
+# owner of namespaces can do, and the charge to its memory cgroup, are 41-userns's.
 # want OUTCOME MESSAGE WHAT: OUTCOME is ENOSPC (28) with a message starting MESSAGE.
 want() {
 	case "$1" in "errno=28 "*"msg=$2"*) ;; *) fail "$3: got '$1', want ENOSPC and '$2'" ;; esac
@@ -68,6 +69,4 @@ unshare -n sh -c '
 # Everything goes at once (1,024 meters make every rescan of the sensors long).
 : >/tmp/empty.conf
 tcpchains --restore-all /tmp/empty.conf || fail "taking everything away"
-echo "SKIP memory-charge: the test kernels have no memory cgroups (CONFIG_MEMCG): what the module allocates is charged to the sender's cgroup by its GFP_KERNEL_ACCOUNT and SLAB_ACCOUNT paths (design.md), not shown here"
-echo "SKIP unprivileged-namespaces: the test kernels have no user namespaces (CONFIG_USER_NS): an unprivileged owner's reach is bounded by these caps per namespace, times user.max_net_namespaces"
 echo "at every cap with ENOSPC and its message: 64 groups, 16 ports in a group, 1,024 meters, 16 prioritized ports, 256 rules, 1,024 strings, 1,024 weights, 16,384 string bytes ($states states); another namespace unaffected"
