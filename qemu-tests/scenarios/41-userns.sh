@@ -10,7 +10,7 @@
 #      and fuzz the family from there (qostest fuzz: one answer per request,
 #      well-formed replies, a message with every refusal), then take everything away;
 #  (c) make the module allocate: the kernel memory of its cgroup grows by what 256
-#      rules (two with 10,000 address conditions) take, and falls back on a flush;
+#      rules (two with 5,000 address conditions) take, and falls back on a flush;
 #  (d) exhaust kernel memory: with its cgroup's memory.max set, fill namespace after
 #      namespace (each in a user namespace of its own) to that configuration: its own
 #      limit stops it (ENOMEM, or the kill of one of its own processes);
@@ -132,12 +132,12 @@ echo "$fuzzed" | grep -q "sent=$N " || fail "the fuzzer stopped early: $fuzzed"
 
 echo "(b) $(now_ms) ms"
 # --- (c) -------------------------------------------------------------------------
-# 256 rules: 254 plain, two with 10,000 address conditions each.
+# 256 rules: 254 plain, two with 5,000 address conditions each.
 awk 'BEGIN {
 	for (p = 13001; p <= 13254; p++) print "-A a -p " p " -o 9999"
 	for (p = 13255; p <= 13256; p++) {
 		print "-A a -p " p " -o 9999"
-		for (i = 0; i < 10000; i++) printf "-a a -p %d -i 10.%d.%d.%d/32 -r 9998\n", p, p - 13250, int(i / 256), i % 256
+		for (i = 0; i < 5000; i++) printf "-a a -p %d -i 10.%d.%d.%d/32 -r 9998\n", p, p - 13250, int(i / 256), i % 256
 	}
 }' >/tmp/41-fill.rules
 cat >/tmp/41-fill.sh <<'EOF'
@@ -169,8 +169,8 @@ delta=$((filled - base))
 # slab object, its pointer in the list, 24 bytes of index), a rule's listener a
 # struct sock of TCP (over 2 KiB) with its struct socket. At least 64 bytes per
 # condition and 2 KiB per listener must have been charged to the tenant.
-floor=$((20000 * 64 + 256 * 2048))
-[ "$delta" -ge "$floor" ] || fail "charged to the tenant: $delta bytes for 256 rules and 20,000 conditions, want at least $floor"
+floor=$((10000 * 64 + 256 * 2048))
+[ "$delta" -ge "$floor" ] || fail "charged to the tenant: $delta bytes for 256 rules and 10,000 conditions, want at least $floor"
 # Freed on the flush (listeners after a grace period): back to within a tenth of it.
 for i in $(seq 1 300); do [ $(($(kmem) - base)) -le $((delta / 10)) ] && break; sleep 0.1; done
 after=$(kmem)
@@ -237,4 +237,4 @@ cycles=$(grep -c '^cycle' /tmp/v41.log || true)
 if grep -q '^failed' /tmp/v41.log; then fail "this namespace while the tenant worked: $(grep '^failed' /tmp/v41.log | head -n 3)"; fi
 [ "$cycles" -ge 3 ] || fail "only $cycles cycles here while the tenant worked"
 [ "$(tcpchains --save-all)" = "$before" ] || fail "this namespace's configuration changed"
-echo "unprivileged tenant: EPERM here (9 ways); own namespaces served and fuzzed ($N messages, seed $SEED); $delta bytes charged for 256 rules with 20,000 conditions (floor $floor), given back; stopped by its memory.max after $full full namespaces ($stop); here $cycles cycles of configuration and traffic, none stalled"
+echo "unprivileged tenant: EPERM here (9 ways); own namespaces served and fuzzed ($N messages, seed $SEED); $delta bytes charged for 256 rules with 10,000 conditions (floor $floor), given back; stopped by its memory.max after $full full namespaces ($stop); here $cycles cycles of configuration and traffic, none stalled"
