@@ -7,6 +7,7 @@
 //! with it; the bad values are derived from the limits they break (one past the highest
 //! type, the first unknown flag bit, one past a cap).
 
+use crate::fuzz::{emit, Node};
 use anyhow::{bail, Result};
 use nix::errno::Errno;
 use openqos::abi::abi::{
@@ -15,17 +16,6 @@ use openqos::abi::abi::{
 
 /// `NLA_F_NESTED`: the type of a nested attribute carries it.
 const NESTED: u16 = 1 << 15;
-
-/// One attribute's bytes: header (length, type), payload, padding to 4 bytes.
-fn nla(ty: u16, payload: &[u8]) -> Vec<u8> {
-    let len = u16::try_from(4 + payload.len()).expect("attribute fits in 64 KiB");
-    let mut v = Vec::with_capacity((usize::from(len) + 3) & !3);
-    v.extend_from_slice(&len.to_ne_bytes());
-    v.extend_from_slice(&ty.to_ne_bytes());
-    v.extend_from_slice(payload);
-    v.resize((v.len() + 3) & !3, 0);
-    v
-}
 
 /// The attributes of one request, as `(type, payload)`; a type with [`NESTED`] is sent
 /// as a nested attribute.
@@ -55,7 +45,9 @@ impl Req {
     }
     /// `ty` holding `inner`'s attributes, flagged nested (`nested`) or not.
     fn nest(mut self, ty: u16, nested: bool, inner: Req) -> Self {
-        let payload = inner.0.iter().flat_map(|(t, v)| nla(*t, v)).collect();
+        let nodes: Vec<Node> = inner.0.into_iter().map(|(t, v)| Node::Leaf(t, v)).collect();
+        let mut payload = Vec::new();
+        emit(&nodes, &mut payload, &mut Vec::new());
         self.0
             .push((if nested { ty | NESTED } else { ty }, payload));
         self
@@ -588,7 +580,6 @@ mod tests {
 
     #[test]
     fn attributes_are_padded_and_nested() {
-        assert_eq!(nla(attr::PORT, &80u16.to_ne_bytes()).len(), 8);
         let r = Req::default().nest(attr::RULE, true, rule(80));
         let (ty, payload) = &r.0[0];
         assert_eq!(*ty, attr::RULE | NESTED);

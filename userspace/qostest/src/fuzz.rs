@@ -88,7 +88,7 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 /// An attribute of a generated message: a leaf with its payload, or a nest of others.
 /// The type carries its flags as they will be sent.
 #[derive(Clone, Debug)]
-enum Node {
+pub(crate) enum Node {
     Leaf(u16, Vec<u8>),
     Nest(u16, Vec<Node>),
 }
@@ -101,8 +101,9 @@ impl Node {
     }
 }
 
-/// Serializes `nodes`, recording where each attribute header starts.
-fn emit(nodes: &[Node], out: &mut Vec<u8>, headers: &mut Vec<usize>) {
+/// Serializes `nodes`, recording where each attribute header starts (badreq's nests
+/// are framed by it too).
+pub(crate) fn emit(nodes: &[Node], out: &mut Vec<u8>, headers: &mut Vec<usize>) {
     for n in nodes {
         let start = out.len();
         headers.push(start);
