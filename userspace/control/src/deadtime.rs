@@ -394,4 +394,47 @@ mod tests {
             assert!((s[299].y - 1.0).abs() < 1e-6, "d {d}: {:?}", s[299]);
         }
     }
+
+    #[test]
+    fn a_negative_gain_is_designed_like_a_positive_one() {
+        // A utilization loop's plant: more of the split range's output, less CPU (b <
+        // 0). The characteristic polynomial has b only in b Kp and b Ki, so the design
+        // for -b is the one for b with the gains' signs turned: same poles, same
+        // robustness, same spread, and the loop reaches its set point.
+        for (a, b) in [(0.3, -40.0), (0.0, -25.0), (0.8, -2.0), (1.0, -0.5)] {
+            for d in 0..=2 {
+                let neg = design(a, b, d, 10.0, 0.1).unwrap();
+                let pos = design(a, -b, d, 10.0, 0.1).unwrap();
+                assert_eq!((neg.settling, neg.poles), (pos.settling, pos.poles));
+                assert!(neg.gains.ki < 0.0, "{a} {b} {d}: {neg:?}");
+                assert!((neg.gains.kp + pos.gains.kp).abs() < 1e-12);
+                assert!((neg.gains.ki + pos.gains.ki).abs() < 1e-12);
+                let rep = check_robust(a, b, d, neg.gains, 400);
+                assert!(rep.robust(), "{a} {b} {d}: {rep:?}");
+                assert_eq!(rep.b_range, check_robust(a, -b, d, pos.gains, 400).b_range);
+                let pi = Pi::new(
+                    PiConfig {
+                        kp: neg.gains.kp,
+                        ki: neg.gains.ki,
+                        min: f64::MIN,
+                        max: f64::MAX,
+                        slew: f64::INFINITY,
+                        deadband: 0.0,
+                    },
+                    0.0,
+                )
+                .unwrap();
+                let s = run_pi(a, b, d, pi, |_| 1.0, 300);
+                assert!((s[299].y - 1.0).abs() < 1e-6, "{a} {b} {d}: {:?}", s[299]);
+                // In steady state y = (a y + b u): u = (1 - a) y / b, below 0 for a
+                // plant that is not an integrator (less output, more CPU).
+                assert!((s[299].u - (1.0 - a) / b).abs() < 1e-6, "{:?}", s[299]);
+            }
+        }
+        // `design --settling auto` picks the same settling time for -b.
+        let (ln, wn) = crate::noise::least_spread(0.3, -40.0, 1, 0.1, 20.0).unwrap();
+        let (lp, wp) = crate::noise::least_spread(0.3, 40.0, 1, 0.1, 20.0).unwrap();
+        assert_eq!(ln.settling, lp.settling);
+        assert!((wn - wp).abs() < 1e-12);
+    }
 }

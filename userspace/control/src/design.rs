@@ -62,9 +62,9 @@
 //! ```
 //!
 //! Two consequences for the manager. A nearly static plant (`a ≈ 0`, utilization
-//! sampled slowly) gets `Kp < 0`, and designed for a settling time of `8 / ln 2 ≈ 11.5`
-//! periods or more it goes unstable when `b` doubles (ask for a shorter settling time,
-//! or use an I controller). A short settling time with a large overshoot (`θ` near
+//! sampled slowly) gets a `Kp` of the sign opposite to `Ki` (`Kp < 0` for `b > 0`),
+//! and designed for a settling time of `8 / ln 2 ≈ 11.5` periods or more it goes
+//! unstable when `b` doubles (ask for a shorter settling time, or use an I controller). A short settling time with a large overshoot (`θ` near
 //! `π/2`) leaves no margin for slow plants (`Ks = 4`, `Mp = 0.3`: `θ` is capped at
 //! `π/2` and `2 b` is unstable for `a > r^2 = 0.135`).
 

@@ -8,7 +8,9 @@
 //! all the way before the second starts, and they come back in reverse order when `v`
 //! falls. (The paper's CPU control: first send more clients to degraded content, share
 //! 0 to 100 %, and only then lower the degraded instance's accept rate.) A stage may run
-//! downwards (`from > to`).
+//! downwards (`from > to`). [`SplitRange::invert`] goes the other way, from the
+//! actuators' values to the output that gives them (or comes nearest), so that a loop
+//! starts from the actuators as it finds them.
 
 /// One actuator of a [`SplitRange`]: the values it takes at the start and at the end of
 /// its range.
@@ -85,26 +87,53 @@ impl SplitRange {
         }
     }
 
-    /// The output that gives `values`, one per stage (for a bumpless start from the
-    /// actuators' current settings): the first stage not at its end says where the
-    /// output is, the later ones are not read. Values out of a stage's range count as
-    /// its nearer end. `None` if the number of values is not the number of stages or
-    /// a value that is read is not finite.
+    /// The output whose actuator values come nearest to `values`, one per stage: the
+    /// inverse of [`SplitRange::apply`], for a bumpless start from the actuators' current
+    /// settings. `None` if the number of values is not the number of stages or a value
+    /// is not finite.
+    ///
+    /// Each value is read as its stage's progress `t` (0 at `from`, 1 at `to`; a value
+    /// beyond an end counts as that end). Values that [`SplitRange::apply`] can give
+    /// (every stage before one at its end, every stage after it at its start) give
+    /// their output back exactly. Others (the actuators were set by hand, or a stage's
+    /// value was restored while another's was not) give the output that is nearest in
+    /// progress, in the least-squares sense: for the output inside stage `i`, the
+    /// earlier stages would have to move to their ends and the later ones to their
+    /// starts, at a cost of
+    ///
+    /// ```text
+    /// sum over j < i of (1 - t_j)^2  +  sum over j > i of t_j^2
+    /// ```
+    ///
+    /// while stage `i` itself stays where it is. The stage of least cost is taken; a
+    /// tie goes to the lower output (the stages' starts, where the safe values usually
+    /// are).
     pub fn invert(&self, values: &[f64]) -> Option<f64> {
-        if values.len() != self.stages.len() {
+        if values.len() != self.stages.len() || values.iter().any(|v| !v.is_finite()) {
             return None;
         }
-        let n = self.stages.len() as f64;
-        for (i, (s, v)) in self.stages.iter().zip(values).enumerate() {
-            if !v.is_finite() {
-                return None;
-            }
-            let t = ((v - s.from) / (s.to - s.from)).clamp(0.0, 1.0);
-            if t < 1.0 {
-                return Some((i as f64 + t) / n);
-            }
+        let t: Vec<f64> = self
+            .stages
+            .iter()
+            .zip(values)
+            .map(|(s, v)| ((v - s.from) / (s.to - s.from)).clamp(0.0, 1.0))
+            .collect();
+        // after[i]: the cost of the stages from i on being at their starts.
+        let mut after = vec![0.0; t.len() + 1];
+        for i in (0..t.len()).rev() {
+            after[i] = after[i + 1] + t[i] * t[i];
         }
-        Some(1.0)
+        let n = t.len() as f64;
+        let (mut before, mut best) = (0.0, (f64::INFINITY, 0.0));
+        for (i, ti) in t.iter().enumerate() {
+            let cost = before + after[i + 1];
+            // Strictly less: a tie keeps the lower output.
+            if cost < best.0 {
+                best = (cost, (i as f64 + ti) / n);
+            }
+            before += (1.0 - ti) * (1.0 - ti);
+        }
+        Some(best.1)
     }
 }
 
@@ -194,6 +223,111 @@ mod tests {
             let back = s.invert(&s.apply(v)).unwrap();
             prop_assert!((back - v).abs() < 1e-9, "{} -> {}", v, back);
         }
+
+        #[test]
+        fn invert_is_the_nearest_output(
+            stages in stages(),
+            at in prop::collection::vec(-0.2f64..1.2, 5),
+        ) {
+            // Any values, in or a little out of their ranges, consistent or not.
+            let s = SplitRange::new(stages).unwrap();
+            let values: Vec<f64> = s
+                .stages()
+                .iter()
+                .zip(&at)
+                .map(|(st, t)| st.from + (st.to - st.from) * t)
+                .collect();
+            let v = s.invert(&values).unwrap();
+            prop_assert!((0.0..=1.0).contains(&v), "{}", v);
+            let target: Vec<f64> = s
+                .stages()
+                .iter()
+                .zip(&values)
+                .map(|(st, x)| progress(st, *x).clamp(0.0, 1.0))
+                .collect();
+            let distance = |w: f64| -> f64 {
+                s.stages()
+                    .iter()
+                    .zip(s.apply(w))
+                    .zip(&target)
+                    .map(|((st, x), t)| (progress(st, x) - t).powi(2))
+                    .sum()
+            };
+            let best = distance(v);
+            for k in 0..=2000 {
+                let w = k as f64 / 2000.0;
+                prop_assert!(best <= distance(w) + 1e-9, "{} ({}) beaten by {} ({})", v, best, w, distance(w));
+            }
+        }
+    }
+
+    /// The stage that moved from `a` to `b` (the values of two outputs), if one did.
+    fn moved(s: &SplitRange, a: &[f64], b: &[f64]) -> Option<usize> {
+        let changed: Vec<usize> = (0..s.stages().len()).filter(|&i| a[i] != b[i]).collect();
+        assert!(
+            changed.len() <= 1,
+            "two stages moved at once: {a:?} -> {b:?}"
+        );
+        changed.first().copied()
+    }
+
+    #[test]
+    fn first_stage_first_and_back_in_reverse_order() {
+        let s = cpu();
+        let up: Vec<Vec<f64>> = (0..=100).map(|k| s.apply(k as f64 / 100.0)).collect();
+        let down: Vec<Vec<f64>> = (0..=100).rev().map(|k| s.apply(k as f64 / 100.0)).collect();
+        for (path, rising) in [(&up, true), (&down, false)] {
+            let order: Vec<usize> = path
+                .windows(2)
+                .filter_map(|w| moved(&s, &w[0], &w[1]))
+                .collect();
+            // Rising: the share all the way, then the rate; falling: the rate back to
+            // its start, then the share.
+            let mut want = order.clone();
+            want.sort_unstable();
+            if !rising {
+                want.reverse();
+            }
+            assert_eq!(order, want, "rising {rising}");
+            assert!(order.contains(&0) && order.contains(&1));
+            for x in path {
+                // The rate below its start only with everything sent to degraded content.
+                assert!(x[1] == 500.0 || x[0] == 100.0, "{x:?}");
+            }
+        }
+        // Falling, the share starts back only once the rate is back at its start.
+        let first_share = down.iter().position(|x| x[0] < 100.0).unwrap();
+        assert_eq!(down[first_share - 1][1], 500.0);
+        assert!(down[..first_share].iter().any(|x| x[1] < 500.0));
+    }
+
+    #[test]
+    fn invert_finds_the_nearest_output() {
+        let s = cpu();
+        // Values apply gives: exactly their output.
+        for v in [0.0, 0.1, 0.5, 0.6, 1.0] {
+            assert!((s.invert(&s.apply(v)).unwrap() - v).abs() < 1e-12, "{v}");
+        }
+        // Inconsistent values: 20 % sent to degraded content but the rate 90 % of the
+        // way down. Moving the share to its end (cost 0.8^2) is nearer than moving the
+        // rate back to its start (0.9^2): the rate stays, the share goes to 100 %.
+        let v = s.invert(&[20.0, 500.0 - 0.9 * 490.0]).unwrap();
+        assert!((v - 0.95).abs() < 1e-12, "{v}");
+        // 60 % and a rate 30 % of the way down: the rate goes back instead.
+        let v = s.invert(&[60.0, 500.0 - 0.3 * 490.0]).unwrap();
+        assert!((v - 0.3).abs() < 1e-12, "{v}");
+        // Nothing sent to degraded content but the rate at its end: either way moves
+        // one stage all the way; the tie goes to the lower output.
+        assert_eq!(s.invert(&[0.0, 10.0]), Some(0.0));
+        // Three stages: the middle one says where the output is.
+        let three = SplitRange::new(vec![
+            Stage { from: 0.0, to: 1.0 },
+            Stage { from: 0.0, to: 1.0 },
+            Stage { from: 0.0, to: 1.0 },
+        ])
+        .unwrap();
+        let v = three.invert(&[1.0, 0.5, 0.0]).unwrap();
+        assert!((v - 0.5).abs() < 1e-12, "{v}");
     }
 
     #[test]

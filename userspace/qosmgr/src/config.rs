@@ -35,11 +35,37 @@
 //! r2 = 0.9
 //! sigma = 40.0         # the fit's residuals (ms): the disturbance a period
 //! delay = 0            # dead time, periods
+//!
+//! [[loop]]             # the paper's Figure 10
+//! name = "web-cpu"
+//! type = "utilization"
+//! # The CPU time of these cgroup v2 directories (their cpu.stat usage_usec, children
+//! # included) over the period, per CPU, in percent, is held ...
+//! cgroups = ["/sys/fs/cgroup/web-full", "/sys/fs/cgroup/web-degraded"]
+//! set_point = 30.0     # ... here (percent, above 0 and at most 100);
+//! cpus = 1             # CPUs the usage is divided by (default: the online CPUs)
+//! # by a split range: the controller's output v (0 to 1) moves the first stage from
+//! # `from` to `to`, then the second, and so on (back in reverse order as v falls).
+//! # Raising v must lower the utilization. Each stage names its actuator as a delay
+//! # loop does, and is set back to `safe` on exit or when a sensor or actuator fails.
+//! stages = [
+//!   # the share sent to degraded content (a probabilistic condition, 1/10000) ...
+//!   { rule = 80, condition = 1, from = 0, to = 10000, safe = 0 },
+//!   # ... then the degraded instance's accept rate (admission control)
+//!   { group = 3, from = 200, to = 5, safe = 200 },
+//! ]
+//! slew = 0.1           # largest change of v in one period (default: no limit)
+//! deadband = 1.0       # errors below 1 point count as none (default: 0)
+//! kp = 0.004           # gains (v per point of error; ki < 0, as the plant's b is):
+//! ki = -0.012          # written by `qosmgr design`
 //! ```
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 /// The whole file.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -79,12 +105,39 @@ fn default_status_file() -> String {
 }
 
 /// What a loop holds at its set point.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoopType {
     /// The mean connection delay (end of handshake to `accept()`) of one port, by the
     /// accept rate of a group of other ports.
     Delay,
+    /// The CPU utilization of a set of cgroups, by a split range of actuators.
+    Utilization,
+}
+
+impl LoopType {
+    /// Its name in the configuration (`type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LoopType::Delay => "delay",
+            LoopType::Utilization => "utilization",
+        }
+    }
+
+    /// The unit of its set point and measurement.
+    pub fn unit(self) -> &'static str {
+        match self {
+            LoopType::Delay => "ms",
+            LoopType::Utilization => "%",
+        }
+    }
+
+    /// What it measures, in words.
+    pub fn quantity(self) -> &'static str {
+        match self {
+            LoopType::Delay => "delay",
+            LoopType::Utilization => "utilization",
+        }
+    }
 }
 
 /// A first-order model of the plant, from `qosmgr identify`.
@@ -93,7 +146,9 @@ pub enum LoopType {
 pub struct ModelConfig {
     /// Pole.
     pub a: f64,
-    /// Gain (milliseconds of delay per connection per second).
+    /// Gain: the measurement's change per unit of the controller's output (for a delay
+    /// loop, milliseconds of delay per connection per second; for a utilization loop,
+    /// percentage points per unit of the split range's output, negative).
     pub b: f64,
     /// Offset.
     #[serde(default)]
@@ -109,15 +164,22 @@ pub struct ModelConfig {
     pub delay: usize,
 }
 
-/// One loop.
+/// One loop, of the type its `type` key names.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum LoopConfig {
+    /// `type = "delay"`.
+    Delay(DelayLoop),
+    /// `type = "utilization"`.
+    Utilization(UtilizationLoop),
+}
+
+/// A loop that holds a port's connection delay.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct LoopConfig {
+pub struct DelayLoop {
     /// Unique name.
     pub name: String,
-    /// What it holds.
-    #[serde(rename = "type")]
-    pub kind: LoopType,
     /// The measured port.
     pub port: u16,
     /// The delay to hold.
@@ -168,6 +230,64 @@ pub struct LoopConfig {
     pub ki: Option<f64>,
     /// The identified model.
     pub model: Option<ModelConfig>,
+}
+
+/// A loop that holds the CPU utilization of a set of cgroups with a split range of
+/// actuators (the paper's Figure 10: more clients to degraded content first, then fewer
+/// of them admitted).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UtilizationLoop {
+    /// Unique name.
+    pub name: String,
+    /// The cgroup v2 directories whose CPU time (`cpu.stat`'s `usage_usec`, children
+    /// included) is summed.
+    pub cgroups: Vec<PathBuf>,
+    /// The utilization to hold, percent (of `cpus` CPUs).
+    pub set_point: f64,
+    /// CPUs the usage is divided by (default: the online CPUs, read at start).
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// The actuators, in the order the output moves them.
+    pub stages: Vec<StageConfig>,
+    /// Largest change of the output (0 to 1) in one period (default: no limit).
+    #[serde(default)]
+    pub slew: Option<f64>,
+    /// Errors smaller than this, percentage points, count as none.
+    #[serde(default)]
+    pub deadband: Option<f64>,
+    /// Proportional gain (output per percentage point of error).
+    pub kp: Option<f64>,
+    /// Integral gain.
+    pub ki: Option<f64>,
+    /// The identified model.
+    pub model: Option<ModelConfig>,
+}
+
+/// One stage of a utilization loop's split range: an actuator (named by the keys of a
+/// delay loop's) and the values it takes at the start and at the end of its range.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// An accept-rate group (its rate), or with `member` an accept-ratio group.
+    #[serde(default)]
+    pub group: Option<u32>,
+    /// The member port of a ratio group whose weight the stage drives.
+    #[serde(default)]
+    pub member: Option<u16>,
+    /// The probabilistic rule (its incoming port) whose condition's weight the stage
+    /// drives (with `condition`).
+    #[serde(default)]
+    pub rule: Option<u16>,
+    /// The condition of `rule` (1-based).
+    #[serde(default)]
+    pub condition: Option<u32>,
+    /// The actuator's value while the output is below and at the start of the stage.
+    pub from: u64,
+    /// Its value at the end of the stage and above.
+    pub to: u64,
+    /// Its value on exit or when a sensor or an actuator fails.
+    pub safe: u64,
 }
 
 fn default_min_samples() -> u64 {
@@ -255,6 +375,43 @@ impl Actuator {
             Actuator::Share { rule, .. } => (true, u32::from(rule)),
         }
     }
+
+    /// The most the actuator can be set to.
+    pub fn top(self) -> u64 {
+        match self {
+            Actuator::Rate { .. } => u64::MAX,
+            Actuator::Weight { .. } => u64::from(u16::MAX),
+            Actuator::Share { .. } => 10_000,
+        }
+    }
+
+    /// Picks the actuator from a loop's or a stage's keys (see [`Actuator`]); `who`
+    /// names the loop or the stage in the messages.
+    fn from_keys(
+        who: &str,
+        group: Option<u32>,
+        member: Option<u16>,
+        rule: Option<u16>,
+        condition: Option<u32>,
+    ) -> Result<Self> {
+        match (group, member, rule, condition) {
+            (Some(group), None, None, None) => Ok(Actuator::Rate { group }),
+            (Some(group), Some(port), None, None) => Ok(Actuator::Weight { group, port }),
+            (None, None, Some(rule), Some(condition)) if condition > 0 => {
+                Ok(Actuator::Share { rule, condition })
+            }
+            (None, None, Some(_), _) => bail!(
+                "{who}: rule needs condition (1-based, as tcpchains -L lists them)"
+            ),
+            (None, Some(_), _, _) => bail!("{who}: member needs group"),
+            (None, None, None, _) => bail!(
+                "{who}: no actuator: set group (a rate group, or with member a ratio group) or rule and condition"
+            ),
+            _ => bail!(
+                "{who}: one actuator only: group (with or without member), or rule and condition"
+            ),
+        }
+    }
 }
 
 /// The sign a delay loop's model must have for its actuator: +1 if raising the value
@@ -274,18 +431,24 @@ pub fn expected_sign(act: Actuator, own: bool) -> f64 {
     }
 }
 
+/// The sign a utilization loop's model must have: raising the split range's output
+/// sends more clients to degraded content, then admits fewer, so it lowers the
+/// utilization (the stages are configured in that sense).
+pub const UTILIZATION_SIGN: f64 = -1.0;
+
 /// Why an identified model is not written: b of the wrong sign for the actuator, or a
-/// fit that explains too little. `None` if the model may be used.
-pub fn implausible(b: f64, sign: f64, r2: f64) -> Option<String> {
+/// fit that explains too little; `quantity` names the measurement ("delay"). `None` if
+/// the model may be used.
+pub fn implausible(b: f64, sign: f64, r2: f64, quantity: &str) -> Option<String> {
     if b * sign <= 0.0 {
         return Some(format!(
-            "b is {b:.5}, but raising this actuator must {} the delay: the delay did not follow the actuator",
+            "b is {b:.5}, but raising this actuator must {} the {quantity}: the {quantity} did not follow the actuator",
             if sign > 0.0 { "raise" } else { "lower" }
         ));
     }
     if r2 < MIN_R2 {
         return Some(format!(
-            "R^2 is {r2:.3} (below {MIN_R2}): the model explains almost none of the delay"
+            "R^2 is {r2:.3} (below {MIN_R2}): the model explains almost none of the {quantity}"
         ));
     }
     None
@@ -307,28 +470,108 @@ impl core::fmt::Display for Actuator {
 }
 
 impl LoopConfig {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        match self {
+            LoopConfig::Delay(l) => &l.name,
+            LoopConfig::Utilization(l) => &l.name,
+        }
+    }
+
+    /// Its type.
+    pub fn kind(&self) -> LoopType {
+        match self {
+            LoopConfig::Delay(_) => LoopType::Delay,
+            LoopConfig::Utilization(_) => LoopType::Utilization,
+        }
+    }
+
+    /// The set point, in the unit of its type ([`LoopType::unit`]).
+    pub fn set_point(&self) -> f64 {
+        match self {
+            LoopConfig::Delay(l) => l.set_point_ms(),
+            LoopConfig::Utilization(l) => l.set_point,
+        }
+    }
+
+    /// The identified model, if any.
+    pub fn model(&self) -> Option<ModelConfig> {
+        match self {
+            LoopConfig::Delay(l) => l.model,
+            LoopConfig::Utilization(l) => l.model,
+        }
+    }
+
+    /// Every actuator it drives, in order (a delay loop has one; a utilization loop
+    /// one per stage).
+    pub fn actuators(&self) -> Result<Vec<Actuator>> {
+        match self {
+            LoopConfig::Delay(l) => Ok(vec![l.actuator()?]),
+            LoopConfig::Utilization(l) => l.actuators(),
+        }
+    }
+
+    /// The controller settings, if the gains are set. A delay loop's output is its
+    /// actuator's value, within `min..=max`; a utilization loop's is the split range's
+    /// output, within 0 to 1.
+    pub fn pi(&self) -> Result<openqos_control::pi::PiConfig> {
+        let (kp, ki, min, max, slew, deadband) = match self {
+            LoopConfig::Delay(l) => (
+                l.kp,
+                l.ki,
+                l.min as f64,
+                l.max as f64,
+                l.slew,
+                l.deadband_ms(),
+            ),
+            LoopConfig::Utilization(l) => (l.kp, l.ki, 0.0, 1.0, l.slew, l.deadband.unwrap_or(0.0)),
+        };
+        let (Some(kp), Some(ki)) = (kp, ki) else {
+            bail!(
+                "loop {:?} has no gains (kp, ki): run `qosmgr identify` and `qosmgr design` first",
+                self.name()
+            );
+        };
+        let cfg = openqos_control::pi::PiConfig {
+            kp,
+            ki,
+            min,
+            max,
+            slew: slew.unwrap_or(f64::INFINITY),
+            deadband,
+        };
+        cfg.validate()
+            .with_context(|| format!("loop {:?}", self.name()))?;
+        Ok(cfg)
+    }
+
+    /// The checks of one loop that need no kernel.
+    fn check(&self) -> Result<()> {
+        match self {
+            LoopConfig::Delay(l) => l.check()?,
+            LoopConfig::Utilization(l) => l.check()?,
+        }
+        let (kp, ki) = match self {
+            LoopConfig::Delay(l) => (l.kp, l.ki),
+            LoopConfig::Utilization(l) => (l.kp, l.ki),
+        };
+        if kp.is_some() || ki.is_some() {
+            self.pi()?;
+        }
+        Ok(())
+    }
+}
+
+impl DelayLoop {
     /// What the loop drives (the configuration was checked: one of them is set).
     pub fn actuator(&self) -> Result<Actuator> {
-        match (self.group, self.member, self.rule, self.condition) {
-            (Some(group), None, None, None) => Ok(Actuator::Rate { group }),
-            (Some(group), Some(port), None, None) => Ok(Actuator::Weight { group, port }),
-            (None, None, Some(rule), Some(condition)) if condition > 0 => {
-                Ok(Actuator::Share { rule, condition })
-            }
-            (None, None, Some(_), _) => bail!(
-                "loop {:?}: rule needs condition (1-based, as tcpchains -L lists them)",
-                self.name
-            ),
-            (None, Some(_), _, _) => bail!("loop {:?}: member needs group", self.name),
-            (None, None, None, _) => bail!(
-                "loop {:?}: no actuator: set group (a rate group, or with member a ratio group) or rule and condition",
-                self.name
-            ),
-            _ => bail!(
-                "loop {:?}: one actuator only: group (with or without member), or rule and condition",
-                self.name
-            ),
-        }
+        Actuator::from_keys(
+            &format!("loop {:?}", self.name),
+            self.group,
+            self.member,
+            self.rule,
+            self.condition,
+        )
     }
 
     /// The set point in milliseconds.
@@ -341,25 +584,149 @@ impl LoopConfig {
         self.deadband.map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     }
 
-    /// The controller settings, if the gains are set.
-    pub fn pi(&self) -> Result<openqos_control::pi::PiConfig> {
-        let (Some(kp), Some(ki)) = (self.kp, self.ki) else {
+    fn check(&self) -> Result<()> {
+        let act = self.actuator()?;
+        let top = act.top();
+        if self.max > top {
             bail!(
-                "loop {:?} has no gains (kp, ki): run `qosmgr identify` and `qosmgr design` first",
+                "loop {:?}: max is above {top}, the most the {act} can be",
                 self.name
             );
-        };
-        let cfg = openqos_control::pi::PiConfig {
-            kp,
-            ki,
-            min: self.min as f64,
-            max: self.max as f64,
-            slew: self.slew.unwrap_or(f64::INFINITY),
-            deadband: self.deadband_ms(),
-        };
-        cfg.validate()
-            .with_context(|| format!("loop {:?}", self.name))?;
-        Ok(cfg)
+        }
+        let ctx = || format!("loop {:?}", self.name);
+        if self.port == 0 {
+            bail!("{}: port 0", ctx());
+        }
+        if self.set_point.is_zero() {
+            bail!("{}: the set point must be above 0", ctx());
+        }
+        if self.min == 0 || self.min > self.max {
+            bail!("{}: min must be at least 1 and at most max", ctx());
+        }
+        if self.safe < self.min || self.safe > self.max {
+            bail!("{}: safe must be within min..=max", ctx());
+        }
+        if self.slew.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
+            bail!("{}: slew must be a positive number", ctx());
+        }
+        if self.min_samples == 0 {
+            bail!("{}: min_samples must be at least 1", ctx());
+        }
+        if !(1..=100).contains(&self.rate_periods) {
+            bail!("{}: rate_periods must be from 1 to 100", ctx());
+        }
+        Ok(())
+    }
+}
+
+/// The most CPUs a utilization loop's `cpus` may name.
+const MAX_CPUS: f64 = 65_536.0;
+
+impl UtilizationLoop {
+    /// The stages' actuators, in order.
+    pub fn actuators(&self) -> Result<Vec<Actuator>> {
+        self.stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.actuator(&self.name, i))
+            .collect()
+    }
+
+    fn check(&self) -> Result<()> {
+        let ctx = || format!("loop {:?}", self.name);
+        if !(self.set_point > 0.0 && self.set_point <= 100.0) {
+            bail!(
+                "{}: the set point must be above 0 and at most 100 (percent), not {}",
+                ctx(),
+                self.set_point
+            );
+        }
+        if self
+            .cpus
+            .is_some_and(|c| !(c > 0.0 && c <= MAX_CPUS && c.is_finite()))
+        {
+            bail!("{}: cpus must be a positive number of CPUs", ctx());
+        }
+        if self.cgroups.is_empty() {
+            bail!(
+                "{}: no cgroups: name the cgroup v2 directories whose CPU time is held",
+                ctx()
+            );
+        }
+        for (i, g) in self.cgroups.iter().enumerate() {
+            if !g.is_absolute() {
+                bail!(
+                    "{}: cgroup {} is not an absolute path (a directory under /sys/fs/cgroup)",
+                    ctx(),
+                    g.display()
+                );
+            }
+            if let Some(o) = self.cgroups[..i]
+                .iter()
+                .find(|o| o.starts_with(g) || g.starts_with(o))
+            {
+                bail!(
+                    "{}: cgroups {} and {} overlap: cgroup v2 counts a cgroup's children in its usage, so it would count twice",
+                    ctx(),
+                    o.display(),
+                    g.display()
+                );
+            }
+        }
+        if self.stages.is_empty() {
+            bail!(
+                "{}: no stages: a utilization loop needs at least one actuator in stages",
+                ctx()
+            );
+        }
+        let acts = self.actuators()?;
+        for (i, s) in self.stages.iter().enumerate() {
+            let who = format!("loop {:?} stage {}", self.name, i + 1);
+            let act = acts[i];
+            if let Some(j) = acts[..i].iter().position(|a| *a == act) {
+                bail!("{who}: the {act} is stage {} already", j + 1);
+            }
+            if s.from == s.to {
+                bail!(
+                    "{who}: from and to are both {}: the stage would move nothing",
+                    s.from
+                );
+            }
+            let (lo, hi) = (s.from.min(s.to), s.from.max(s.to));
+            let top = act.top();
+            if hi > top {
+                bail!("{who}: {hi} is above {top}, the most the {act} can be");
+            }
+            if lo == 0 && !matches!(act, Actuator::Share { .. }) {
+                bail!("{who}: the {act} must stay at least 1 (from and to)");
+            }
+            if s.safe < lo || s.safe > hi {
+                bail!("{who}: safe must be within from and to ({lo}..={hi})");
+            }
+        }
+        if self.slew.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
+            bail!(
+                "{}: slew must be a positive number (of the output, 0 to 1, a period)",
+                ctx()
+            );
+        }
+        if self.deadband.is_some_and(|d| !(d >= 0.0 && d.is_finite())) {
+            bail!("{}: deadband must be 0 or more (percentage points)", ctx());
+        }
+        Ok(())
+    }
+}
+
+impl StageConfig {
+    /// What stage `i` (0-based) of loop `name` drives.
+    pub fn actuator(&self, name: &str, i: usize) -> Result<Actuator> {
+        Actuator::from_keys(
+            &format!("loop {name:?} stage {}", i + 1),
+            self.group,
+            self.member,
+            self.rule,
+            self.condition,
+        )
     }
 }
 
@@ -394,57 +761,23 @@ impl Config {
             bail!("no loop configured ([[loop]])");
         }
         for (i, l) in self.loops.iter().enumerate() {
-            if self.loops[..i].iter().any(|o| o.name == l.name) {
-                bail!("two loops are named {:?}", l.name);
+            if self.loops[..i].iter().any(|o| o.name() == l.name()) {
+                bail!("two loops are named {:?}", l.name());
             }
-            let act = l.actuator()?;
-            if self.loops[..i]
-                .iter()
-                .any(|o| o.actuator().is_ok_and(|a| a.owner() == act.owner()))
-            {
-                let (rule, id) = act.owner();
-                bail!(
-                    "loops {:?} and another drive the same {} {id}",
-                    l.name,
-                    if rule { "rule" } else { "group" }
-                );
+            for act in l.actuators()? {
+                if self.loops[..i].iter().any(|o| {
+                    o.actuators()
+                        .is_ok_and(|acts| acts.iter().any(|a| a.owner() == act.owner()))
+                }) {
+                    let (rule, id) = act.owner();
+                    bail!(
+                        "loops {:?} and another drive the same {} {id}",
+                        l.name(),
+                        if rule { "rule" } else { "group" }
+                    );
+                }
             }
-            let top = match act {
-                Actuator::Rate { .. } => u64::MAX,
-                Actuator::Weight { .. } => u64::from(u16::MAX),
-                Actuator::Share { .. } => 10_000,
-            };
-            if l.max > top {
-                bail!(
-                    "loop {:?}: max is above {top}, the most the {act} can be",
-                    l.name
-                );
-            }
-            let ctx = || format!("loop {:?}", l.name);
-            if l.port == 0 {
-                bail!("{}: port 0", ctx());
-            }
-            if l.set_point.is_zero() {
-                bail!("{}: the set point must be above 0", ctx());
-            }
-            if l.min == 0 || l.min > l.max {
-                bail!("{}: min must be at least 1 and at most max", ctx());
-            }
-            if l.safe < l.min || l.safe > l.max {
-                bail!("{}: safe must be within min..=max", ctx());
-            }
-            if l.slew.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
-                bail!("{}: slew must be a positive number", ctx());
-            }
-            if l.min_samples == 0 {
-                bail!("{}: min_samples must be at least 1", ctx());
-            }
-            if !(1..=100).contains(&l.rate_periods) {
-                bail!("{}: rate_periods must be from 1 to 100", ctx());
-            }
-            if l.kp.is_some() || l.ki.is_some() {
-                l.pi()?;
-            }
+            l.check()?;
         }
         Ok(())
     }
@@ -458,7 +791,7 @@ impl Config {
     pub fn find(&self, name: &str) -> Result<&LoopConfig> {
         self.loops
             .iter()
-            .find(|l| l.name == name)
+            .find(|l| l.name() == name)
             .with_context(|| format!("no loop named {name:?}"))
     }
 }
@@ -517,6 +850,26 @@ pub fn write_items(
     Ok(())
 }
 
+/// A utilization loop (the paper's Figure 10) for the tests.
+#[cfg(test)]
+pub const TEST_UTILIZATION: &str = r#"
+period = "2s"
+
+[[loop]]
+name = "web-cpu"
+type = "utilization"
+cgroups = ["/sys/fs/cgroup/web-full", "/sys/fs/cgroup/web-degraded"]
+set_point = 30.0
+stages = [
+  { rule = 80, condition = 1, from = 0, to = 10000, safe = 0 },
+  { group = 3, from = 200, to = 5, safe = 200 },
+]
+slew = 0.2
+deadband = 1.5
+kp = -0.01
+ki = -0.02
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,12 +893,22 @@ kp = 0.05
 ki = 0.02
 "#;
 
+    /// The first loop of `c`, a delay loop.
+    fn delay(c: &Config) -> &DelayLoop {
+        match &c.loops[0] {
+            LoopConfig::Delay(l) => l,
+            other => panic!("not a delay loop: {other:?}"),
+        }
+    }
+
     #[test]
     fn parses_a_loop() {
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.period, Duration::from_millis(500));
         assert_eq!(c.lease_ms(), 2000);
-        let l = &c.loops[0];
+        let l = delay(&c);
+        assert_eq!(c.loops[0].kind(), LoopType::Delay);
+        assert_eq!(c.loops[0].set_point(), 200.0);
         assert_eq!(
             (l.port, l.group, l.min_samples, l.rate_periods),
             (8080, Some(2), 5, 1)
@@ -554,14 +917,14 @@ ki = 0.02
         assert_eq!(l.measure, Measure::Mean);
         let q =
             Config::parse(&GOOD.replace("group = 2", "group = 2\nmeasure = \"queue\"")).unwrap();
-        assert_eq!(q.loops[0].measure, Measure::Queue);
+        assert_eq!(delay(&q).measure, Measure::Queue);
         let o =
             Config::parse(&GOOD.replace("group = 2", "group = 2\nmeasure = \"oldest\"")).unwrap();
-        assert_eq!(o.loops[0].measure, Measure::Oldest);
+        assert_eq!(delay(&o).measure, Measure::Oldest);
         assert!(Config::parse(&GOOD.replace("group = 2", "group = 2\nmeasure = \"p99\"")).is_err());
         assert_eq!(l.set_point_ms(), 200.0);
         assert_eq!(l.deadband_ms(), 5.0);
-        let pi = l.pi().unwrap();
+        let pi = c.loops[0].pi().unwrap();
         assert_eq!(
             (pi.kp, pi.ki, pi.min, pi.max, pi.slew),
             (0.05, 0.02, 2.0, 200.0, 40.0)
@@ -613,7 +976,7 @@ ki = 0.02
     #[test]
     fn actuators() {
         let act = |from: &str, to: &str| {
-            Config::parse(&GOOD.replace(from, to)).map(|c| c.loops[0].actuator().unwrap())
+            Config::parse(&GOOD.replace(from, to)).map(|c| c.loops[0].actuators().unwrap()[0])
         };
         assert_eq!(
             act("group = 2", "group = 6\nmember = 8081").unwrap(),
@@ -687,9 +1050,9 @@ ki = 0.02
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.starts_with("# kept\n"), "{text}");
         let c = Config::parse(&text).unwrap();
-        let l = &c.loops[0];
+        let l = delay(&c);
         assert_eq!((l.kp, l.ki), (Some(0.125), Some(0.0625)));
-        assert_eq!(l.model.unwrap().b, 2.0);
+        assert_eq!(c.loops[0].model().unwrap().b, 2.0);
         assert!(write_values(&p, "nobody", false, &[("kp", 1.0)]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -714,13 +1077,242 @@ ki = 0.02
 
     #[test]
     fn implausible_models_are_refused() {
-        assert!(implausible(52.0, 1.0, 0.85).is_none());
-        assert!(implausible(-3.0, -1.0, 0.6).is_none());
+        assert!(implausible(52.0, 1.0, 0.85, "delay").is_none());
+        assert!(implausible(-3.0, -1.0, 0.6, "delay").is_none());
         // fig8's first run: b < 0 for a rate group on the basic port.
-        let why = implausible(-95.7, 1.0, 0.282).unwrap();
+        let why = implausible(-95.7, 1.0, 0.282, "delay").unwrap();
         assert!(why.contains("must raise"), "{why}");
-        assert!(implausible(0.0, 1.0, 0.9).is_some());
-        let why = implausible(10.0, 1.0, 0.1).unwrap();
+        assert!(implausible(0.0, 1.0, 0.9, "delay").is_some());
+        let why = implausible(10.0, 1.0, 0.1, "delay").unwrap();
         assert!(why.contains("R^2 is 0.100"), "{why}");
+    }
+
+    /// The first loop of `c`, a utilization loop.
+    fn utilization(c: &Config) -> &UtilizationLoop {
+        match &c.loops[0] {
+            LoopConfig::Utilization(l) => l,
+            other => panic!("not a utilization loop: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_utilization_loop() {
+        let c = Config::parse(TEST_UTILIZATION).unwrap();
+        let l = &c.loops[0];
+        assert_eq!(l.kind(), LoopType::Utilization);
+        assert_eq!((l.kind().name(), l.kind().unit()), ("utilization", "%"));
+        assert_eq!(l.name(), "web-cpu");
+        assert_eq!(l.set_point(), 30.0);
+        assert_eq!(
+            l.actuators().unwrap(),
+            vec![
+                Actuator::Share {
+                    rule: 80,
+                    condition: 1
+                },
+                Actuator::Rate { group: 3 }
+            ]
+        );
+        let u = utilization(&c);
+        assert_eq!(u.cgroups.len(), 2);
+        assert_eq!(u.cpus, None);
+        assert_eq!(
+            (u.stages[1].from, u.stages[1].to, u.stages[1].safe),
+            (200, 5, 200)
+        );
+        // The controller's output is the split range's, 0 to 1; slew and deadband in
+        // its units and in percentage points.
+        let pi = l.pi().unwrap();
+        assert_eq!(
+            (pi.kp, pi.ki, pi.min, pi.max, pi.slew, pi.deadband),
+            (-0.01, -0.02, 0.0, 1.0, 0.2, 1.5)
+        );
+        // An integer set point, fractional CPUs, a ratio group member as a stage.
+        let c = Config::parse(
+            &TEST_UTILIZATION
+                .replace("set_point = 30.0", "set_point = 30\ncpus = 1.5")
+                .replace("{ group = 3,", "{ group = 3, member = 8081,"),
+        )
+        .unwrap();
+        assert_eq!(utilization(&c).cpus, Some(1.5));
+        assert_eq!(
+            c.loops[0].actuators().unwrap()[1],
+            Actuator::Weight {
+                group: 3,
+                port: 8081
+            }
+        );
+        // Beside a delay loop on other actuators.
+        let both = format!(
+            "{TEST_UTILIZATION}\n{}",
+            &GOOD[GOOD.find("[[loop]]").unwrap()..]
+        );
+        let c = Config::parse(&both).unwrap();
+        assert_eq!(c.find("premium").unwrap().kind(), LoopType::Delay);
+        assert_eq!(c.find("web-cpu").unwrap().kind(), LoopType::Utilization);
+    }
+
+    #[test]
+    fn refuses_bad_utilization_loops_with_a_reason() {
+        let bad = |from: &str, to: &str, want: &str| {
+            let text = TEST_UTILIZATION.replace(from, to);
+            assert_ne!(text, TEST_UTILIZATION, "{from}");
+            let e = format!("{:#}", Config::parse(&text).unwrap_err());
+            assert!(e.contains(want), "{from} -> {to}: {e}");
+        };
+        let stages_at = TEST_UTILIZATION.find("stages = [").unwrap();
+        let stages_end = stages_at + TEST_UTILIZATION[stages_at..].find("]\n").unwrap() + 2;
+        let stages = &TEST_UTILIZATION[stages_at..stages_end];
+        bad(stages, "stages = []\n", "no stages");
+        bad(stages, "", "missing field `stages`");
+        bad("to = 10000", "to = 0", "from and to are both 0");
+        bad("to = 10000", "to = 10001", "10001 is above 10000");
+        bad(
+            "from = 200, to = 5",
+            "from = 200, to = 0",
+            "must stay at least 1",
+        );
+        bad(
+            "to = 5, safe = 200",
+            "to = 5, safe = 201",
+            "safe must be within",
+        );
+        bad(
+            "to = 5, safe = 200",
+            "to = 5, safe = 4",
+            "stage 2: safe must be within",
+        );
+        bad(
+            "{ group = 3,",
+            "{ rule = 80, condition = 1,",
+            "stage 2: the weight of condition 1 of rule 80 is stage 1 already",
+        );
+        bad(
+            "{ group = 3,",
+            "{ group = 3, rule = 9,",
+            "one actuator only",
+        );
+        bad("{ group = 3,", "{", "stage 2: no actuator");
+        bad("condition = 1,", "", "stage 1: rule needs condition");
+        bad(
+            "{ group = 3,",
+            "{ group = 3, colour = 1,",
+            "unknown field `colour`",
+        );
+        bad(
+            "set_point = 30.0",
+            "set_point = 0.0",
+            "set point must be above 0",
+        );
+        bad("set_point = 30.0", "set_point = 100.5", "at most 100");
+        bad("set_point = 30.0", "set_point = nan", "at most 100");
+        bad("set_point = 30.0", "set_point = \"30%\"", "malformed");
+        bad(
+            "set_point = 30.0",
+            "set_point = 30.0\ncpus = 0",
+            "cpus must be",
+        );
+        bad(
+            "cgroups = [\"/sys/fs/cgroup/web-full\", \"/sys/fs/cgroup/web-degraded\"]",
+            "cgroups = []",
+            "no cgroups",
+        );
+        bad(
+            "\"/sys/fs/cgroup/web-degraded\"",
+            "\"web-degraded\"",
+            "not an absolute path",
+        );
+        bad(
+            "\"/sys/fs/cgroup/web-degraded\"",
+            "\"/sys/fs/cgroup/web-full\"",
+            "overlap",
+        );
+        bad(
+            "\"/sys/fs/cgroup/web-degraded\"",
+            "\"/sys/fs/cgroup/web-full/worker\"",
+            "would count twice",
+        );
+        bad("slew = 0.2", "slew = 0", "slew must be a positive");
+        bad("deadband = 1.5", "deadband = -1", "deadband must be");
+        bad("ki = -0.02", "ki = inf", "finite");
+        // Keys of the other type are unknown here.
+        bad(
+            "set_point = 30.0",
+            "set_point = 30.0\nport = 8080",
+            "unknown field `port`",
+        );
+        bad(
+            "set_point = 30.0",
+            "set_point = 30.0\nmin = 1",
+            "unknown field `min`",
+        );
+        bad(
+            "type = \"utilization\"",
+            "type = \"cpu\"",
+            "unknown variant",
+        );
+        // A delay loop on an actuator a utilization loop drives.
+        let both = format!(
+            "{TEST_UTILIZATION}\n{}",
+            &GOOD[GOOD.find("[[loop]]").unwrap()..].replace("group = 2", "group = 3")
+        );
+        let e = format!("{:#}", Config::parse(&both).unwrap_err());
+        assert!(e.contains("the same group 3"), "{e}");
+        let both = format!(
+            "{TEST_UTILIZATION}\n{}",
+            &GOOD[GOOD.find("[[loop]]").unwrap()..]
+                .replace("group = 2", "rule = 80\ncondition = 2")
+        );
+        let e = format!("{:#}", Config::parse(&both).unwrap_err());
+        assert!(e.contains("the same rule 80"), "{e}");
+    }
+
+    #[test]
+    fn writes_a_utilization_loops_model_and_gains() {
+        let dir = std::env::temp_dir().join(format!("qosmgr-test-cpu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("q.toml");
+        std::fs::write(&p, TEST_UTILIZATION.replace("kp = -0.01\nki = -0.02\n", "")).unwrap();
+        let c = Config::load(&p).unwrap();
+        assert!(format!("{:#}", c.loops[0].pi().unwrap_err()).contains("qosmgr design"));
+        write_values(&p, "web-cpu", true, &[("a", 0.3), ("b", -40.0)]).unwrap();
+        write_values(&p, "web-cpu", false, &[("kp", -0.004), ("ki", -0.012)]).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains("{ group = 3, from = 200, to = 5, safe = 200 }"),
+            "{text}"
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.loops[0].model().unwrap().b, -40.0);
+        let u = utilization(&c);
+        assert_eq!((u.kp, u.ki), (Some(-0.004), Some(-0.012)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        // The TOML of this module's documentation, both loops.
+        let doc: String = include_str!("config.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//!"))
+            .map_while(|l| l.strip_prefix("//!"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .skip_while(|l| *l != "```toml")
+            .skip(1)
+            .take_while(|l| *l != "```")
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::parse(&doc).unwrap_or_else(|e| panic!("{e:#}\n{doc}"));
+        assert_eq!(c.loops.len(), 2);
+        let cpu = c.find("web-cpu").unwrap();
+        assert_eq!(cpu.pi().unwrap().ki, -0.012);
+        assert!(matches!(cpu, LoopConfig::Utilization(u) if u.cpus == Some(1.0)));
+    }
+
+    #[test]
+    fn a_utilization_model_must_have_a_negative_gain() {
+        assert!(implausible(-40.0, UTILIZATION_SIGN, 0.8, "utilization").is_none());
+        let why = implausible(40.0, UTILIZATION_SIGN, 0.8, "utilization").unwrap();
+        assert!(why.contains("must lower the utilization"), "{why}");
     }
 }

@@ -4,18 +4,26 @@
 //!
 //! Feedback loops that hold a class's mean connection delay at a set point by driving
 //! the accept rate of a socket group of the other classes (the paper's Figure 5
-//! configuration), designed by the ControlWare method: `identify` fits a first-order
-//! model at the current load, `design` places the closed loop's poles and checks
-//! robustness, `run` runs the loops. Every limit is set with a lease that `run` renews
-//! each period, so if the manager dies the kernel puts the configured limits back by
-//! itself. See qosmgr(8).
+//! configuration), or the CPU utilization of a set of server instances by a split range
+//! of actuators (Figure 10: more clients to degraded content first, then fewer of them
+//! admitted), designed by the ControlWare method: `identify` fits a first-order model
+//! at the current load, `design` places the closed loop's poles and checks robustness,
+//! `run` runs the loops. Every limit is set with a lease that `run` renews each period,
+//! so if the manager dies the kernel puts the configured limits back by itself. See
+//! qosmgr(8).
 
 mod config;
+mod cpu;
+mod drive;
 mod metrics;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use config::{expected_sign, implausible, Actuator, Config, LoopConfig, Measure};
+use config::{
+    expected_sign, implausible, Actuator, Config, LoopConfig, LoopType, Measure, UTILIZATION_SIGN,
+};
+use cpu::CpuSensor;
+use drive::Drive;
 use openqos::{Client, GroupSettings, GroupType, Matcher};
 use openqos_control::{
     deadtime,
@@ -23,7 +31,6 @@ use openqos_control::{
     ident::{self, prbs},
     noise,
     pi::{Pi, Saturation},
-    quant::Quantizer,
 };
 use serde::{Deserialize, Serialize};
 use std::{
@@ -41,7 +48,7 @@ use std::{
 #[command(
     name = "qosmgr",
     version,
-    about = "The openqos QoS manager: hold a class's connection delay at a set point",
+    about = "The openqos QoS manager: hold a class's connection delay, or a server's CPU utilization, at a set point",
     after_help = "Workflow:\n  \
         qosmgr identify -c /etc/openqos/qosmgr.toml -l premium --write   # fit a model\n  \
         qosmgr design -c /etc/openqos/qosmgr.toml -l premium --write     # place the poles\n  \
@@ -111,7 +118,7 @@ enum Cmd {
         #[arg(short = 'n', long = "count", value_name = "COUNT", requires = "watch")]
         count: Option<u64>,
     },
-    /// Step the loop's actuator between two rates (a pseudo-random binary sequence,
+    /// Step the loop's output between two values (a pseudo-random binary sequence,
     /// one period each, or with --relay a relay around the set point) at the current
     /// load and fit y(k+1) = a y(k) + b u(k) + c.
     Identify {
@@ -120,12 +127,15 @@ enum Cmd {
         /// Periods to run.
         #[arg(long, default_value_t = 60)]
         periods: usize,
-        /// Low rate (default: a quarter of the way from min to max).
+        /// Low output: a delay loop's rate or weight, a whole number (default: a
+        /// quarter of the way from min to max); a utilization loop's split-range output,
+        /// 0 to 1 (default: 0.1 below the current output, within 0 to 0.8).
         #[arg(long)]
-        low: Option<u64>,
-        /// High rate (default: three quarters of the way).
+        low: Option<f64>,
+        /// High output (default: three quarters of the way; for a utilization loop,
+        /// 0.2 above the low output).
         #[arg(long)]
-        high: Option<u64>,
+        high: Option<f64>,
         /// A relay experiment instead of the PRBS: the high rate while the delay is
         /// below the set point, the low one while it is above, for a queue that has no
         /// steady state between the two rates (an open-loop class near its balance).
@@ -434,27 +444,151 @@ fn act_set(c: &mut Client, a: Actuator, value: u64, lease_ms: Option<u64>) -> Re
     .with_context(|| format!("cannot set the {a}"))
 }
 
+/// Reads every actuator of `drive`, checking that each is what the configuration says.
+fn drive_read(c: &mut Client, drive: &Drive) -> Result<Vec<u64>> {
+    drive.outputs().iter().map(|o| act_read(c, o.act)).collect()
+}
+
+/// Sets the actuators of `drive` to `values`, one each, in order; a rate with a lease of
+/// `lease_ms` (`None`: for good). Stops at the first that fails.
+fn drive_set(c: &mut Client, drive: &Drive, values: &[u64], lease_ms: Option<u64>) -> Result<()> {
+    for (o, v) in drive.outputs().iter().zip(values) {
+        act_set(c, o.act, *v, lease_ms)?;
+    }
+    Ok(())
+}
+
+/// What a loop measures.
+#[derive(Debug)]
+enum Probe {
+    /// A port's meter: a delay loop's.
+    Port {
+        port: u16,
+        measure: Measure,
+        min_samples: u64,
+        sensor: Sensor,
+    },
+    /// The CPU time of cgroups: a utilization loop's.
+    Cpu(CpuSensor),
+}
+
+/// One period's reading of a [`Probe`].
+struct Reading {
+    /// The measurement the loop acts on, if the period gave one to act on.
+    usable: Option<f64>,
+    /// The measurement shown (a delay loop's even when too few connections were
+    /// accepted to act on it).
+    shown: Option<f64>,
+    /// The probe's own fields for the step log.
+    log: serde_json::Map<String, serde_json::Value>,
+    /// Connections accepted in the period (delay loops).
+    samples: Option<u64>,
+}
+
+impl Probe {
+    /// The probe of loop `l`; a utilization loop without `cpus` divides by the online
+    /// CPUs.
+    fn new(l: &LoopConfig) -> Result<Self> {
+        Ok(match l {
+            LoopConfig::Delay(d) => Probe::Port {
+                port: d.port,
+                measure: d.measure,
+                min_samples: d.min_samples,
+                sensor: Sensor::new(d.rate_periods),
+            },
+            LoopConfig::Utilization(u) => {
+                let cpus = match u.cpus {
+                    Some(n) => n,
+                    None => cpu::online_cpus()?,
+                };
+                Probe::Cpu(CpuSensor::new(u.cgroups.clone(), cpus))
+            }
+        })
+    }
+
+    /// Reads the sensor: what happened since the last reading.
+    fn read(&mut self, c: &mut Client) -> Result<Reading> {
+        match self {
+            Probe::Port {
+                port,
+                measure: how,
+                min_samples,
+                sensor,
+            } => {
+                let m = measure(c, *port, sensor)?;
+                let shown = m.value(*how);
+                let log = [
+                    ("measured_ms", serde_json::json!(shown)),
+                    ("mean_ms", serde_json::json!(m.mean_ms)),
+                    ("queue_ms", serde_json::json!(m.queue_ms)),
+                    ("oldest_ms", serde_json::json!(m.oldest_ms)),
+                    ("samples", serde_json::json!(m.samples)),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+                Ok(Reading {
+                    usable: m.usable(*how, *min_samples),
+                    shown,
+                    log,
+                    samples: Some(m.samples),
+                })
+            }
+            Probe::Cpu(s) => {
+                let u = s.read()?;
+                let mut log = serde_json::Map::new();
+                log.insert("cpus".into(), serde_json::json!(s.cpus()));
+                Ok(Reading {
+                    usable: u,
+                    shown: u,
+                    log,
+                    samples: None,
+                })
+            }
+        }
+    }
+
+    /// Forgets every reading: the next one starts afresh.
+    fn clear(&mut self) {
+        match self {
+            Probe::Port { sensor, .. } => sensor.clear(),
+            Probe::Cpu(s) => s.clear(),
+        }
+    }
+}
+
 /// How a loop is doing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum State {
     /// Measuring and acting.
     Run,
-    /// Too few connections this period to measure: the output is held.
+    /// Nothing to act on this period (too few connections, or a utilization loop's
+    /// first reading): the output is held.
     Hold,
-    /// The sensor or the actuator failed: the actuator is back at its safe value
-    /// until both answer again.
+    /// The sensor or an actuator failed: every actuator is back at its safe value
+    /// until they all answer again.
     Released,
+}
+
+impl State {
+    /// Its name, as in the status file.
+    fn name(&self) -> &'static str {
+        match self {
+            State::Run => "run",
+            State::Hold => "hold",
+            State::Released => "released",
+        }
+    }
 }
 
 /// A running loop.
 struct Loop {
     cfg: LoopConfig,
-    act: Actuator,
+    probe: Probe,
+    /// Its actuators, each applied in whole values with the output's fraction carried on.
+    drive: Drive,
     pi: Pi,
-    /// The whole value applied each period, the output's fraction carried on.
-    quant: Quantizer,
-    sensor: Sensor,
     state: State,
     status: LoopStatus,
 }
@@ -463,15 +597,85 @@ struct Loop {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct LoopStatus {
     name: String,
-    port: u16,
+    /// Its type (`delay`, `utilization`).
+    #[serde(rename = "type")]
+    kind: String,
+    /// The unit of `set_point` and `measured` (`ms`, `%`).
+    unit: String,
+    /// What it drives, in words.
     actuator: String,
     state: State,
-    set_point_ms: f64,
-    measured_ms: Option<f64>,
-    samples: u64,
+    set_point: f64,
+    measured: Option<f64>,
+    /// The controller's output: a delay loop's actuator value before rounding, a
+    /// utilization loop's split-range output (0 to 1).
     output: f64,
     saturation: String,
+    /// Every actuator and the value it was set to last, in order.
+    actuators: Vec<ActuatorStatus>,
     reason: Option<String>,
+    /// A delay loop's port and samples, and its set point and measurement again under
+    /// their names from before `unit` (scripts read them).
+    #[serde(flatten)]
+    delay: Option<DelayStatus>,
+}
+
+/// What only a delay loop has in the status file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DelayStatus {
+    port: u16,
+    samples: u64,
+    set_point_ms: f64,
+    measured_ms: Option<f64>,
+}
+
+/// One actuator of a loop in the status file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ActuatorStatus {
+    actuator: String,
+    value: u64,
+}
+
+impl LoopStatus {
+    /// The status of loop `l` before its first period: its actuators at `values`, the
+    /// controller's output at `output`.
+    fn new(l: &LoopConfig, drive: &Drive, output: f64, values: &[u64]) -> Self {
+        let kind = l.kind();
+        Self {
+            name: l.name().into(),
+            kind: kind.name().into(),
+            unit: kind.unit().into(),
+            actuator: drive.describe(),
+            state: State::Hold,
+            set_point: l.set_point(),
+            measured: None,
+            output,
+            saturation: Saturation::None.name().into(),
+            actuators: Self::actuators(drive, values),
+            reason: None,
+            delay: match l {
+                LoopConfig::Delay(d) => Some(DelayStatus {
+                    port: d.port,
+                    samples: 0,
+                    set_point_ms: d.set_point_ms(),
+                    measured_ms: None,
+                }),
+                LoopConfig::Utilization(_) => None,
+            },
+        }
+    }
+
+    fn actuators(drive: &Drive, values: &[u64]) -> Vec<ActuatorStatus> {
+        drive
+            .outputs()
+            .iter()
+            .zip(values)
+            .map(|(o, v)| ActuatorStatus {
+                actuator: o.act.to_string(),
+                value: *v,
+            })
+            .collect()
+    }
 }
 
 /// The status file.
@@ -485,36 +689,26 @@ struct Status {
     loops: Vec<LoopStatus>,
 }
 
-/// Checks `cfg` against the kernel (every port metered, every group an accept-rate
-/// group, gains set) and builds its loops, each starting from its group's rate now
-/// (bumpless). Nothing is changed in the kernel.
+/// Checks `cfg` against the kernel (every port metered and every cgroup readable,
+/// every actuator of the kind configured, gains set) and builds its loops, each
+/// starting from its actuators' values now (bumpless). Nothing is changed in the
+/// kernel.
 fn start(c: &mut Client, cfg: &Config) -> Result<Vec<Loop>> {
     let mut loops = Vec::new();
     for l in &cfg.loops {
+        let ctx = || format!("loop {:?}", l.name());
         let pi_cfg = l.pi()?;
-        let mut sensor = Sensor::new(l.rate_periods);
-        measure(c, l.port, &mut sensor).with_context(|| format!("loop {:?}", l.name))?;
-        let act = l.actuator()?;
-        let value = act_read(c, act).with_context(|| format!("loop {:?}", l.name))?;
-        let pi = Pi::new(pi_cfg, value as f64)?;
+        let mut probe = Probe::new(l).with_context(ctx)?;
+        probe.read(c).with_context(ctx)?;
+        let drive = Drive::new(l)?;
+        let current = drive_read(c, &drive).with_context(ctx)?;
+        let pi = Pi::new(pi_cfg, drive.output_for(&current))?;
         loops.push(Loop {
-            status: LoopStatus {
-                name: l.name.clone(),
-                port: l.port,
-                actuator: act.to_string(),
-                state: State::Hold,
-                set_point_ms: l.set_point_ms(),
-                measured_ms: None,
-                samples: 0,
-                output: pi.output(),
-                saturation: Saturation::None.name().into(),
-                reason: None,
-            },
+            status: LoopStatus::new(l, &drive, pi.output(), &current),
             cfg: l.clone(),
-            act,
+            probe,
+            drive,
             pi,
-            quant: Quantizer::new(),
-            sensor,
             state: State::Hold,
         });
     }
@@ -532,87 +726,130 @@ impl Log {
     }
 }
 
-/// Puts loop `l`'s actuator back to its safe value, for good (no lease).
+/// Puts every actuator of loop `l` back to its safe value, for good (no lease).
 fn release(c: &mut Client, l: &mut Loop, reason: String, log: &mut Log) {
-    let applied = act_set(c, l.act, l.cfg.safe, None).is_ok();
+    let safe = l.drive.safe_values();
+    // Every actuator, even after one failed.
+    let applied: Vec<bool> = l
+        .drive
+        .outputs()
+        .iter()
+        .zip(&safe)
+        .map(|(o, v)| act_set(c, o.act, *v, None).is_ok())
+        .collect();
     if l.state != State::Released {
-        log.line(serde_json::json!({
-            "time": now_s(), "loop": l.cfg.name, "state": "released",
-            "reason": reason, "safe": l.cfg.safe, "applied": applied,
-        }));
+        let mut line = serde_json::json!({
+            "time": now_s(), "loop": l.cfg.name(), "state": "released",
+            "reason": reason, "applied": applied.iter().all(|a| *a),
+        });
+        if l.drive.is_split() {
+            line["stages"] = l
+                .drive
+                .outputs()
+                .iter()
+                .zip(&applied)
+                .map(|(o, a)| {
+                    serde_json::json!({"actuator": o.act.to_string(), "safe": o.safe, "applied": a})
+                })
+                .collect();
+        } else {
+            line["safe"] = serde_json::json!(safe[0]);
+        }
+        log.line(line);
     }
     l.state = State::Released;
-    l.sensor.clear();
+    l.probe.clear();
     l.status.state = State::Released;
     l.status.reason = Some(reason);
-    l.status.output = l.cfg.safe as f64;
+    l.status.output = l.drive.output_for(&safe);
+    l.status.actuators = LoopStatus::actuators(&l.drive, &safe);
 }
 
 /// One period of loop `l`.
 fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
-    let m = match measure(c, l.cfg.port, &mut l.sensor) {
+    let m = match l.probe.read(c) {
         Ok(m) => m,
         Err(e) => return release(c, l, format!("{e:#}"), log),
     };
     if l.state == State::Released {
-        // The sensor answers again: start from the actuator as it is (bumpless).
-        match act_read(c, l.act) {
-            Ok(r) => {
-                l.pi.reset_output(r as f64);
-                l.quant.reset();
+        // The sensor answers again: start from the actuators as they are (bumpless).
+        match drive_read(c, &l.drive) {
+            Ok(current) => {
+                l.pi.reset_output(l.drive.output_for(&current));
+                l.drive.reset();
             }
             Err(e) => return release(c, l, format!("{e:#}"), log),
         }
         l.state = State::Hold;
         l.status.reason = None;
-        log.line(serde_json::json!({"time": now_s(), "loop": l.cfg.name, "state": "resumed"}));
+        log.line(serde_json::json!({"time": now_s(), "loop": l.cfg.name(), "state": "resumed"}));
         // This period's counters started with this reading.
         return;
     }
-    let sp = l.cfg.set_point_ms();
-    let y = m.value(l.cfg.measure);
-    let (state, step) = match m.usable(l.cfg.measure, l.cfg.min_samples) {
+    let sp = l.cfg.set_point();
+    let (state, step) = match m.usable {
         Some(y) => (State::Run, Some(l.pi.step(sp, y))),
         None => (State::Hold, None),
     };
     let output = step.map_or(l.pi.output(), |s| s.output);
-    // Whole values that average to the output (an accept rate of 1.5/s is 1 and 2 in
-    // turn, not 2 for ever).
-    let rate = l.quant.apply(output, l.cfg.min, l.cfg.max);
-    if let Err(e) = act_set(c, l.act, rate, Some(lease_ms)) {
+    // Whole values that average to what the output asks of each actuator (an accept
+    // rate of 1.5/s is 1 and 2 in turn, not 2 for ever).
+    let values = l.drive.quantize(output);
+    if let Err(e) = drive_set(c, &l.drive, &values, Some(lease_ms)) {
         return release(c, l, format!("{e:#}"), log);
     }
     l.state = state.clone();
     let sat = step.map_or(Saturation::None, |s| s.saturation);
-    log.line(serde_json::json!({
+    let kind = l.cfg.kind();
+    let lease = |a: Actuator| a.leased().then_some(lease_ms);
+    let mut line = serde_json::json!({
         "time": now_s(),
-        "loop": l.cfg.name,
+        "loop": l.cfg.name(),
+        "type": kind.name(),
         "state": state,
-        "set_point_ms": sp,
-        "measured_ms": y,
-        "mean_ms": m.mean_ms,
-        "queue_ms": m.queue_ms,
-        "oldest_ms": m.oldest_ms,
-        "samples": m.samples,
+        "set_point": sp,
+        "measured": m.shown,
+        "unit": kind.unit(),
         "error": step.map(|s| s.error),
         "p_term": step.map(|s| s.p_term),
         "i_term": step.map(|s| s.i_term),
         "unclamped": step.map(|s| s.unclamped),
         "output": output,
-        "value": rate,
-        "actuator": l.status.actuator,
         "saturation": sat.name(),
-        "lease_ms": l.act.leased().then_some(lease_ms),
-    }));
-    l.status = LoopStatus {
-        state,
-        measured_ms: y,
-        samples: m.samples,
-        output,
-        saturation: sat.name().into(),
-        reason: None,
-        ..l.status.clone()
-    };
+    });
+    for (k, v) in m.log {
+        line[k] = v;
+    }
+    let outputs = l.drive.outputs();
+    if l.drive.is_split() {
+        line["stages"] = outputs
+            .iter()
+            .zip(&values)
+            .map(|(o, v)| {
+                serde_json::json!({
+                    "actuator": o.act.to_string(), "value": v, "lease_ms": lease(o.act),
+                })
+            })
+            .collect();
+    } else {
+        line["value"] = serde_json::json!(values[0]);
+        line["actuator"] = serde_json::json!(l.status.actuator);
+        line["lease_ms"] = serde_json::json!(lease(outputs[0].act));
+    }
+    if kind == LoopType::Delay {
+        line["set_point_ms"] = serde_json::json!(sp);
+    }
+    log.line(line);
+    l.status.state = state;
+    l.status.measured = m.shown;
+    l.status.output = output;
+    l.status.saturation = sat.name().into();
+    l.status.actuators = LoopStatus::actuators(&l.drive, &values);
+    l.status.reason = None;
+    if let Some(d) = &mut l.status.delay {
+        d.measured_ms = m.shown;
+        d.samples = m.samples.unwrap_or(0);
+    }
 }
 
 /// The loops' state of a period, for the metrics endpoint.
@@ -621,16 +858,24 @@ fn render_metrics(cfg: &Config, loops: &[Loop], periods: u64) -> String {
         .iter()
         .map(|l| metrics::LoopSample {
             name: &l.status.name,
-            actuator: &l.status.actuator,
-            state: match l.status.state {
-                State::Run => "run",
-                State::Hold => "hold",
-                State::Released => "released",
-            },
-            set_point_ms: l.status.set_point_ms,
-            measured_ms: l.status.measured_ms,
-            samples: l.status.samples,
+            kind: l.cfg.kind(),
+            state: l.status.state.name(),
+            set_point: l.status.set_point,
+            measured: l.status.measured,
+            samples: l.status.delay.as_ref().map(|d| d.samples),
             output: l.status.output,
+            actuators: if l.drive.is_split() {
+                // Each stage's value as the output asks it (before rounding), as a
+                // delay loop's output is its actuator's.
+                l.drive
+                    .outputs()
+                    .iter()
+                    .zip(l.drive.values(l.status.output))
+                    .map(|(o, v)| (o.act.to_string(), v))
+                    .collect()
+            } else {
+                vec![(l.status.actuator.clone(), l.status.output)]
+            },
         })
         .collect();
     metrics::render(
@@ -715,15 +960,36 @@ fn run(config: &Path, log: Option<&Path>, periods: Option<u64>, check: bool) -> 
             // and checks against the kernel.
             match Config::load(config).and_then(|new| Ok((start(&mut c, &new)?, new))) {
                 Ok((new_loops, new)) => {
-                    // Groups no loop drives any more go back to their safe value.
+                    // Actuators no loop drives any more go back to their safe values.
+                    let driven: Vec<Actuator> = new
+                        .loops
+                        .iter()
+                        .filter_map(|l| l.actuators().ok())
+                        .flatten()
+                        .collect();
                     for old in loops.iter_mut() {
-                        if !new.loops.iter().any(|l| l.actuator().ok() == Some(old.act)) {
+                        let gone: Vec<(Actuator, u64)> = old
+                            .drive
+                            .outputs()
+                            .iter()
+                            .filter(|o| !driven.contains(&o.act))
+                            .map(|o| (o.act, o.safe))
+                            .collect();
+                        if gone.len() == old.drive.outputs().len() {
                             release(
                                 &mut c,
                                 old,
                                 "removed from the configuration".into(),
                                 &mut log,
                             );
+                            continue;
+                        }
+                        for (act, safe) in gone {
+                            let applied = act_set(&mut c, act, safe, None).is_ok();
+                            log.line(serde_json::json!({
+                                "time": now_s(), "loop": old.cfg.name(), "event": "actuator removed",
+                                "actuator": act.to_string(), "safe": safe, "applied": applied,
+                            }));
                         }
                     }
                     loops = new_loops;
@@ -821,25 +1087,41 @@ fn status_once(path: &Path, json: bool, compact: bool) -> Result<()> {
         if stale { " (STALE: not running?)" } else { "" }
     );
     println!(
-        "{:<16} {:>5} {:<8} {:>10} {:>10} {:>7} {:>9} {:<5} actuator",
-        "loop", "port", "state", "set(ms)", "meas(ms)", "samples", "value", "sat"
+        "{:<16} {:>5} {:<8} {:>10} {:>10} {:<4} {:>7} {:>9} {:<5} actuator",
+        "loop", "port", "state", "set", "measured", "unit", "samples", "output", "sat"
     );
     for l in &st.loops {
+        let (port, samples) = match &l.delay {
+            Some(d) => (d.port.to_string(), d.samples.to_string()),
+            None => ("-".into(), "-".into()),
+        };
+        // A split range's output is a fraction; an actuator's value is not.
+        let output = if l.delay.is_some() {
+            format!("{:.1}", l.output)
+        } else {
+            format!("{:.3}", l.output)
+        };
         println!(
-            "{:<16} {:>5} {:<8} {:>10.1} {:>10} {:>7} {:>9.1} {:<5} {}{}",
+            "{:<16} {:>5} {:<8} {:>10.1} {:>10} {:<4} {:>7} {:>9} {:<5} {}{}",
             l.name,
-            l.port,
-            serde_json::to_value(&l.state)?.as_str().unwrap_or("?"),
-            l.set_point_ms,
-            l.measured_ms.map_or("-".into(), |m| format!("{m:.1}")),
-            l.samples,
-            l.output,
+            port,
+            l.state.name(),
+            l.set_point,
+            l.measured.map_or("-".into(), |m| format!("{m:.1}")),
+            l.unit,
+            samples,
+            output,
             l.saturation,
             l.actuator,
             l.reason
                 .as_ref()
                 .map_or(String::new(), |r| format!("  ({r})"))
         );
+        if l.delay.is_none() {
+            for (i, a) in l.actuators.iter().enumerate() {
+                println!("{:<16} stage {}: {} = {}", "", i + 1, a.actuator, a.value);
+            }
+        }
     }
     std::io::stdout().flush()?;
     Ok(())
@@ -852,70 +1134,125 @@ enum Excitation {
     Relay,
 }
 
+/// The width of the step a utilization loop's identification makes by default, in
+/// units of the split range's output.
+const IDENT_STEP: f64 = 0.2;
+
+/// The two outputs `identify` steps loop `l` between: `low` and `high` if given, else
+/// a delay loop's quarter and three quarters of `min..=max`, a utilization loop's
+/// [`IDENT_STEP`] around `current` (the output the actuators' values give now).
+fn identify_levels(
+    l: &LoopConfig,
+    (low, high): (Option<f64>, Option<f64>),
+    current: f64,
+) -> Result<(f64, f64)> {
+    match l {
+        LoopConfig::Delay(d) => {
+            let span = d.max - d.min;
+            let low = low.unwrap_or((d.min + span / 4) as f64);
+            let high = high.unwrap_or((d.max - span / 4) as f64);
+            if low.fract() != 0.0 || high.fract() != 0.0 {
+                bail!("a delay loop's --low and --high are whole numbers (a rate or a weight)");
+            }
+            if !(low < high && low >= d.min as f64 && high <= d.max as f64) {
+                bail!(
+                    "the rates must satisfy min <= low < high <= max ({} <= {low} < {high} <= {})",
+                    d.min,
+                    d.max
+                );
+            }
+            Ok((low, high))
+        }
+        LoopConfig::Utilization(_) => {
+            let low =
+                low.unwrap_or_else(|| (current - IDENT_STEP / 2.0).clamp(0.0, 1.0 - IDENT_STEP));
+            let high = high.unwrap_or((low + IDENT_STEP).min(1.0));
+            if !(0.0 <= low && low < high && high <= 1.0) {
+                bail!(
+                    "the outputs of a utilization loop must satisfy 0 <= low < high <= 1 ({low}, {high})"
+                );
+            }
+            Ok((low, high))
+        }
+    }
+}
+
 fn identify(
     config: &Path,
     name: &str,
     periods: usize,
-    (low, high): (Option<u64>, Option<u64>),
+    levels: (Option<f64>, Option<f64>),
     excitation: Excitation,
     integrating: bool,
     (write, force): (bool, bool),
 ) -> Result<()> {
     let cfg = Config::load(config)?;
     let l = cfg.find(name)?.clone();
-    let span = l.max - l.min;
-    let low = low.unwrap_or(l.min + span / 4);
-    let high = high.unwrap_or(l.max - span / 4);
-    if low >= high || low < l.min || high > l.max {
-        bail!(
-            "the rates must satisfy min <= low < high <= max ({} <= {low} < {high} <= {})",
-            l.min,
-            l.max
-        );
+    if let LoopConfig::Delay(_) = l {
+        // Checked before anything is touched (a delay loop's defaults need no kernel).
+        identify_levels(&l, levels, f64::NAN)?;
     }
     if periods < ident::MIN_SAMPLES + 2 {
         bail!("at least {} periods", ident::MIN_SAMPLES + 2);
     }
     let mut c = Client::connect().context("cannot talk to the openqos module")?;
-    let act = l.actuator()?;
-    let before = act_read(&mut c, act)?;
-    let sign = expected_sign(act, acts_on(&mut c, act, l.port)?);
-    let mut sensor = Sensor::new(l.rate_periods);
-    measure(&mut c, l.port, &mut sensor)?;
+    let mut drive = Drive::new(&l)?;
+    let before = drive_read(&mut c, &drive)?;
+    let (low, high) = identify_levels(&l, levels, drive.output_for(&before))?;
+    let kind = l.kind();
+    let unit = kind.unit();
+    let sign = match &l {
+        LoopConfig::Delay(d) => {
+            let act = drive.outputs()[0].act;
+            expected_sign(act, acts_on(&mut c, act, d.port)?)
+        }
+        LoopConfig::Utilization(_) => UTILIZATION_SIGN,
+    };
+    let mut probe = Probe::new(&l)?;
+    probe.read(&mut c)?;
     let lease = cfg.lease_ms();
     let seq = prbs(periods);
     let mut ys: Vec<Option<f64>> = Vec::new();
     let mut us: Vec<f64> = Vec::new();
     let run = (|| -> Result<()> {
-        // One period at the low rate first, so that y(0) is measured under a known input.
-        act_set(&mut c, act, low, Some(lease))?;
+        // One period at the low output first, so that y(0) is measured under a known
+        // input.
+        let values = drive.quantize(low);
+        drive_set(&mut c, &drive, &values, Some(lease))?;
         std::thread::sleep(cfg.period);
-        let m = measure(&mut c, l.port, &mut sensor)?;
-        ys.push(m.usable(l.measure, l.min_samples));
+        ys.push(probe.read(&mut c)?.usable);
         let mut high_now = false;
         for (k, h) in seq.iter().enumerate() {
             high_now = match excitation {
                 Excitation::Prbs => *h,
-                Excitation::Relay => ident::relay(ys[k], l.set_point_ms(), high_now, sign > 0.0),
+                Excitation::Relay => ident::relay(ys[k], l.set_point(), high_now, sign > 0.0),
             };
             let u = if high_now { high } else { low };
-            act_set(&mut c, act, u, Some(lease))?;
-            us.push(u as f64);
+            let values = drive.quantize(u);
+            drive_set(&mut c, &drive, &values, Some(lease))?;
+            us.push(u);
             std::thread::sleep(cfg.period);
-            let m = measure(&mut c, l.port, &mut sensor)?;
-            let y = m.usable(l.measure, l.min_samples);
+            let m = probe.read(&mut c)?;
+            let y = m.usable;
             ys.push(y);
+            let level = if drive.is_split() {
+                format!("output {u:.3} {values:?}")
+            } else {
+                format!("rate {u:>6}")
+            };
             eprintln!(
-                "period {:>3}/{periods}: rate {u:>6}  delay {}  ({} accepted)",
+                "period {:>3}/{periods}: {level}  {} {}{}",
                 k + 1,
-                y.map_or("-".into(), |y| format!("{y:.2} ms")),
+                kind.quantity(),
+                y.map_or("-".into(), |y| format!("{y:.2} {unit}")),
                 m.samples
+                    .map_or(String::new(), |n| format!("  ({n} accepted)"))
             );
         }
         Ok(())
     })();
-    // The actuator as it was, whatever happened.
-    let restored = act_set(&mut c, act, before, None);
+    // The actuators as they were, whatever happened.
+    let restored = drive_set(&mut c, &drive, &before, None);
     run?;
     restored?;
     // The model for each dead time d (y(k+1) from u(k-d)): the shortest whose fit is
@@ -950,28 +1287,44 @@ fn identify(
         .into_iter()
         .find_map(|(d, f)| f.ok().filter(|m| m.r2 >= best - 0.02).map(|m| (d, m)))
         .with_context(|| {
-            format!("too few usable periods of {periods} (too few connections per period?)")
+            format!(
+                "too few usable periods of {periods}{}",
+                match kind {
+                    LoopType::Delay => " (too few connections per period?)",
+                    LoopType::Utilization => "",
+                }
+            )
         })?;
+    let (y_is, u_is) = match &l {
+        LoopConfig::Delay(d) => (
+            format!("{} delay, ms", d.measure.name()),
+            format!("the {}", drive.describe()),
+        ),
+        LoopConfig::Utilization(_) => (
+            "CPU utilization, %".to_string(),
+            format!("the output of the {}, 0 to 1", drive.describe()),
+        ),
+    };
     println!(
-        "loop {name}: y(k+1) = {:.4} y(k) + {:.5} u(k-{delay}) + {:.3}   (y: {} delay, ms; u: the {act}; dead time {delay} periods)",
+        "loop {name}: y(k+1) = {:.4} y(k) + {:.5} u(k-{delay}) + {:.3}   (y: {y_is}; u: {u_is}; dead time {delay} periods)",
         m.a,
         m.b,
         m.c,
-        l.measure.name()
     );
     println!(
-        "fit: R^2 {:.3} over {} samples; residuals (the disturbance a period) {:.1} ms, one standard deviation",
+        "fit: R^2 {:.3} over {} samples; residuals (the disturbance a period) {:.1} {unit}, one standard deviation",
         m.r2, m.samples, m.sigma
     );
     // One warning at most: an implausible model (refused without --force) says why; a
     // plausible but weak fit says so.
-    match implausible(m.b, sign, m.r2) {
+    match implausible(m.b, sign, m.r2, kind.quantity()) {
         Some(why) if write && !force => bail!(
             "loop {name}: the model is not written: {why}. Identify again (more periods, a wider range, steadier load), or write it with --force"
         ),
         Some(why) => println!("warning: {why}"),
         None if m.r2 < 0.5 => println!(
-            "warning: the model explains little of the delay (R^2 < 0.5): more periods, a wider step, or steadier load"
+            "warning: the model explains little of the {} (R^2 < 0.5): more periods, a wider step, or steadier load",
+            kind.quantity()
         ),
         None => {}
     }
@@ -1023,7 +1376,7 @@ fn design_cmd(
 ) -> Result<()> {
     let cfg = Config::load(config)?;
     let l = cfg.find(name)?;
-    let m = l.model.with_context(|| {
+    let m = l.model().with_context(|| {
         format!("loop {name:?} has no model: run `qosmgr identify --write` first")
     })?;
     let dz = match settling {
@@ -1077,7 +1430,7 @@ fn design_cmd(
     if let Some((lo, hi)) = rep.b_range {
         println!("stable for b x {lo:.3} to {hi:.3}");
     }
-    print_spread(&m, g);
+    print_spread(&m, g, l.kind().unit());
     if !rep.robust() {
         bail!("the design is not stable for b halved and doubled: ask for a longer settling time");
     }
@@ -1089,10 +1442,11 @@ fn design_cmd(
 }
 
 /// The spread the design leaves on the measurement, per unit of disturbance and, if
-/// identify measured the disturbance, in milliseconds.
-fn print_spread(m: &config::ModelConfig, g: Gains) {
+/// identify measured the disturbance, in the measurement's `unit`.
+fn print_spread(m: &config::ModelConfig, g: Gains, unit: &str) {
     let [half, nominal, double] = noise::B_FACTORS.map(|f| noise::spread(m.a, f * m.b, m.delay, g));
-    // Per unit with two decimals, in ms with none.
+    // Per unit with two decimals, in ms with none (a percentage with one).
+    let digits = if unit == "ms" { 0 } else { 1 };
     let show = |s: Option<f64>, unit: f64, digits: usize| {
         s.map_or("unbounded".into(), |s| format!("{:.digits$}", s * unit))
     };
@@ -1107,8 +1461,8 @@ fn print_spread(m: &config::ModelConfig, g: Gains) {
     println!("spread per unit of disturbance: {}", line(1.0, 2));
     match m.sigma {
         Some(sigma) => println!(
-            "disturbance {sigma:.1} ms a period (identify's residuals): the loop holds the measurement within +-{} ms, one standard deviation; no loop at this period holds it closer than +-{sigma:.1} ms",
-            line(sigma, 0)
+            "disturbance {sigma:.1} {unit} a period (identify's residuals): the loop holds the measurement within +-{} {unit}, one standard deviation; no loop at this period holds it closer than +-{sigma:.1} {unit}",
+            line(sigma, digits)
         ),
         None => println!("(the model has no disturbance: identify again to measure it)"),
     }
@@ -1294,5 +1648,159 @@ mod tests {
         one.push(snap(1, 5));
         let (prev, old) = one.push(snap(2, 8)).unwrap();
         assert_eq!((prev.accepted, old.accepted), (5, 5));
+    }
+
+    /// The test utilization loop, then a delay loop.
+    fn both() -> String {
+        format!(
+            "{}{}",
+            config::TEST_UTILIZATION,
+            r#"
+[[loop]]
+name = "premium"
+type = "delay"
+port = 8080
+set_point = "600ms"
+group = 2
+min = 1
+max = 20
+safe = 9
+"#
+        )
+    }
+
+    #[test]
+    fn the_status_file_keeps_what_scripts_read() {
+        let cfg = Config::parse(&both()).unwrap();
+        let status = |l: &LoopConfig, values: &[u64]| {
+            let drive = Drive::new(l).unwrap();
+            LoopStatus::new(l, &drive, drive.output_for(values), values)
+        };
+        let mut cpu = status(&cfg.loops[0], &[10_000, 122]);
+        cpu.measured = Some(31.5);
+        let delay = status(&cfg.loops[1], &[9]);
+        let st = Status {
+            pid: 1,
+            updated: now_s(),
+            period_ms: 2000,
+            lease_ms: 10_000,
+            running: true,
+            loops: vec![cpu, delay],
+        };
+        let text = serde_json::to_string_pretty(&st).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let (c, d) = (&v["loops"][0], &v["loops"][1]);
+        // A utilization loop: percent, its output and every stage's value; no delay
+        // fields.
+        assert_eq!(
+            (c["type"].as_str(), c["unit"].as_str()),
+            (Some("utilization"), Some("%"))
+        );
+        assert_eq!(
+            (c["set_point"].as_f64(), c["measured"].as_f64()),
+            (Some(30.0), Some(31.5))
+        );
+        assert!((c["output"].as_f64().unwrap() - 0.7).abs() < 1e-12, "{c}");
+        assert_eq!(c["actuators"][1]["actuator"], "rate of group 3");
+        assert_eq!(c["actuators"][1]["value"], 122);
+        assert!(
+            c.get("set_point_ms").is_none() && c.get("port").is_none(),
+            "{c}"
+        );
+        // A delay loop: ms, with the fields of before (30-qosmgr-failsafe reads
+        // "set_point_ms": 700 from status -j).
+        assert_eq!(
+            (d["type"].as_str(), d["unit"].as_str()),
+            (Some("delay"), Some("ms"))
+        );
+        assert!(text.contains("\"set_point_ms\": 600"), "{text}");
+        assert!(text.contains("\"name\": \"premium\""), "{text}");
+        assert_eq!(
+            (d["port"].as_u64(), d["samples"].as_u64()),
+            (Some(8080), Some(0))
+        );
+        assert_eq!(d["output"].as_f64(), Some(9.0));
+        // It reads back, each loop with what it has.
+        let back: Status = serde_json::from_str(&text).unwrap();
+        assert!(back.loops[0].delay.is_none());
+        assert_eq!(back.loops[1].delay.as_ref().unwrap().port, 8080);
+        // And status shows it, table and JSON.
+        let dir = std::env::temp_dir().join(format!("qosmgr-status-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("status.json");
+        std::fs::write(&p, &text).unwrap();
+        status_once(&p, false, false).unwrap();
+        status_once(&p, true, true).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn identification_levels() {
+        let cfg = Config::parse(&both()).unwrap();
+        let (cpu, delay) = (&cfg.loops[0], &cfg.loops[1]);
+        // A utilization loop steps its output by 0.2 around where it is, within 0..=1.
+        let around = |current: f64| identify_levels(cpu, (None, None), current).unwrap();
+        let (lo, hi) = around(0.5);
+        assert!(
+            (lo - 0.4).abs() < 1e-12 && (hi - 0.6).abs() < 1e-12,
+            "{lo} {hi}"
+        );
+        assert_eq!(around(0.0), (0.0, 0.2));
+        let (lo, hi) = around(0.97);
+        assert!((lo - 0.8).abs() < 1e-12 && hi == 1.0, "{lo} {hi}");
+        assert_eq!(
+            identify_levels(cpu, (Some(0.9), None), 0.0).unwrap(),
+            (0.9, 1.0)
+        );
+        let e =
+            |l: &LoopConfig, levels| format!("{:#}", identify_levels(l, levels, 0.5).unwrap_err());
+        assert!(e(cpu, (Some(0.5), Some(1.5))).contains("0 <= low < high <= 1"));
+        assert!(e(cpu, (Some(0.5), Some(0.5))).contains("0 <= low < high <= 1"));
+        assert!(e(cpu, (Some(f64::NAN), None)).contains("0 <= low < high <= 1"));
+        // A delay loop's are rates, a quarter and three quarters of min..=max by default.
+        assert_eq!(
+            identify_levels(delay, (None, None), f64::NAN).unwrap(),
+            (5.0, 16.0)
+        );
+        assert!(e(delay, (Some(2.5), Some(7.0))).contains("whole numbers"));
+        assert!(e(delay, (Some(0.0), Some(7.0)))
+            .contains("min <= low < high <= max (1 <= 0 < 7 <= 20)"));
+    }
+
+    #[test]
+    fn design_writes_negative_gains_for_a_utilization_loop() {
+        let dir = std::env::temp_dir().join(format!("qosmgr-design-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("q.toml");
+        std::fs::write(&p, both()).unwrap();
+        let e = format!(
+            "{:#}",
+            design_cmd(&p, "web-cpu", Settling::Periods(10.0), 0.1, true).unwrap_err()
+        );
+        assert!(e.contains("no model"), "{e}");
+        // CPU falls 36 points as the output goes from 0 to 1 (a static plant sampled
+        // every 2 s, a = 0.2).
+        config::write_values(
+            &p,
+            "web-cpu",
+            true,
+            &[("a", 0.2), ("b", -36.0), ("sigma", 1.5)],
+        )
+        .unwrap();
+        design_cmd(&p, "web-cpu", Settling::Periods(8.0), 0.1, true).unwrap();
+        let cfg = Config::load(&p).unwrap();
+        let pi = cfg.loops[0].pi().unwrap();
+        assert!(pi.ki < 0.0, "{pi:?}");
+        assert_eq!((pi.min, pi.max), (0.0, 1.0));
+        let want = deadtime::design(0.2, -36.0, 0, 8.0, 0.1).unwrap().gains;
+        assert!(
+            (pi.kp - want.kp).abs() <= 1e-5 * want.kp.abs(),
+            "{pi:?} {want:?}"
+        );
+        assert!(
+            (pi.ki - want.ki).abs() <= 1e-5 * want.ki.abs(),
+            "{pi:?} {want:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

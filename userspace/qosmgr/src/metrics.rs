@@ -5,6 +5,7 @@
 //! (off by default). The text is rendered once a period by the loop thread; a server
 //! thread (`tiny_http`) answers every request with the latest one.
 
+use crate::config::LoopType;
 use anyhow::{Context, Result};
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
@@ -12,18 +13,28 @@ use std::sync::{Arc, Mutex};
 /// What a period exports of one loop.
 pub struct LoopSample<'a> {
     pub name: &'a str,
-    pub actuator: &'a str,
+    /// Its type: a delay loop's set point and measurement are in ms, a utilization
+    /// loop's in percent.
+    pub kind: LoopType,
     pub state: &'a str,
-    pub set_point_ms: f64,
-    pub measured_ms: Option<f64>,
-    pub samples: u64,
+    pub set_point: f64,
+    pub measured: Option<f64>,
+    /// Connections measured (delay loops).
+    pub samples: Option<u64>,
+    /// The controller's output.
     pub output: f64,
+    /// Every actuator and what the loop sets it to, in order.
+    pub actuators: Vec<(String, f64)>,
 }
 
 /// The text of one period: the manager's own state and every loop's.
 pub fn render(period_s: f64, lease_s: f64, periods: u64, loops: &[LoopSample<'_>]) -> String {
     let mut o = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        // A family no loop has (no delay loop, say) is left out.
+        if samples.is_empty() {
+            return;
+        }
         let _ = writeln!(o, "# HELP {name} {help}");
         let _ = writeln!(o, "# TYPE {name} {kind}");
         for (labels, v) in samples {
@@ -49,47 +60,66 @@ pub fn render(period_s: f64, lease_s: f64, periods: u64, loops: &[LoopSample<'_>
         "Periods the manager has run.",
         &one(periods as f64),
     );
-    let per = |f: &dyn Fn(&LoopSample<'_>) -> Option<f64>| -> Vec<(String, f64)> {
+    // The loops of one type, each with its value (if it has one).
+    let per = |kind: LoopType, f: &dyn Fn(&LoopSample<'_>) -> Option<f64>| {
         loops
             .iter()
+            .filter(|l| l.kind == kind)
             .filter_map(|l| f(l).map(|v| (format!("{{loop=\"{}\"}}", esc(l.name)), v)))
-            .collect()
+            .collect::<Vec<(String, f64)>>()
     };
+    let (delay, cpu) = (LoopType::Delay, LoopType::Utilization);
     family(
         "qosmgr_loop_set_point_seconds",
         "gauge",
-        "The mean connection delay a loop holds its port at.",
-        &per(&|l| Some(l.set_point_ms / 1e3)),
+        "The mean connection delay a delay loop holds its port at.",
+        &per(delay, &|l| Some(l.set_point / 1e3)),
     );
     family(
         "qosmgr_loop_delay_seconds",
         "gauge",
-        "The mean connection delay a loop measured in the last period (absent: too few connections).",
-        &per(&|l| l.measured_ms.map(|m| m / 1e3)),
+        "The mean connection delay a delay loop measured in the last period (absent: too few connections).",
+        &per(delay, &|l| l.measured.map(|m| m / 1e3)),
     );
     family(
         "qosmgr_loop_samples",
         "gauge",
-        "Connections a loop measured in the last period.",
-        &per(&|l| Some(l.samples as f64)),
+        "Connections a delay loop measured in the last period.",
+        &per(delay, &|l| l.samples.map(|n| n as f64)),
+    );
+    family(
+        "qosmgr_loop_utilization_set_point_ratio",
+        "gauge",
+        "The CPU utilization (0 to 1 of the loop's CPUs) a utilization loop holds its cgroups at.",
+        &per(cpu, &|l| Some(l.set_point / 100.0)),
+    );
+    family(
+        "qosmgr_loop_utilization_ratio",
+        "gauge",
+        "The CPU utilization (0 to 1 of the loop's CPUs) a utilization loop measured in the last period (absent: no measurement yet).",
+        &per(cpu, &|l| l.measured.map(|m| m / 100.0)),
+    );
+    family(
+        "qosmgr_loop_split_output",
+        "gauge",
+        "A utilization loop's controller output, 0 to 1 across its split range's stages.",
+        &per(cpu, &|l| Some(l.output)),
     );
     let outputs: Vec<(String, f64)> = loops
         .iter()
-        .map(|l| {
-            (
-                format!(
-                    "{{loop=\"{}\",actuator=\"{}\"}}",
-                    esc(l.name),
-                    esc(l.actuator)
-                ),
-                l.output,
-            )
+        .flat_map(|l| {
+            l.actuators.iter().map(|(a, v)| {
+                (
+                    format!("{{loop=\"{}\",actuator=\"{}\"}}", esc(l.name), esc(a)),
+                    *v,
+                )
+            })
         })
         .collect();
     family(
         "qosmgr_loop_output",
         "gauge",
-        "What a loop sets its actuator to (a rate per second, or a weight).",
+        "What a loop sets each of its actuators to (a rate per second, or a weight).",
         &outputs,
     );
     let mut states = Vec::new();
@@ -104,7 +134,7 @@ pub fn render(period_s: f64, lease_s: f64, periods: u64, loops: &[LoopSample<'_>
     family(
         "qosmgr_loop_state",
         "gauge",
-        "1 for the state a loop is in (run, hold: too few connections, released: its actuator back at its safe value).",
+        "1 for the state a loop is in (run, hold: nothing to act on this period, released: its actuators back at their safe values).",
         &states,
     );
     o
@@ -175,21 +205,36 @@ mod tests {
             &[
                 LoopSample {
                     name: "premium",
-                    actuator: "group 5",
+                    kind: LoopType::Delay,
                     state: "run",
-                    set_point_ms: 600.0,
-                    measured_ms: Some(612.5),
-                    samples: 9,
+                    set_point: 600.0,
+                    measured: Some(612.5),
+                    samples: Some(9),
                     output: 4.5,
+                    actuators: vec![("group 5".into(), 4.5)],
                 },
                 LoopSample {
                     name: "we\"ird",
-                    actuator: "rule 80 condition 1",
+                    kind: LoopType::Delay,
                     state: "hold",
-                    set_point_ms: 200.0,
-                    measured_ms: None,
-                    samples: 1,
+                    set_point: 200.0,
+                    measured: None,
+                    samples: Some(1),
                     output: 3000.0,
+                    actuators: vec![("rule 80 condition 1".into(), 3000.0)],
+                },
+                LoopSample {
+                    name: "web-cpu",
+                    kind: LoopType::Utilization,
+                    state: "run",
+                    set_point: 30.0,
+                    measured: Some(31.5),
+                    samples: None,
+                    output: 0.75,
+                    actuators: vec![
+                        ("weight of condition 1 of rule 80".into(), 10000.0),
+                        ("rate of group 3".into(), 102.5),
+                    ],
                 },
             ],
         )
@@ -208,13 +253,33 @@ mod tests {
         );
     }
 
+    #[test]
+    fn utilization_loops_in_their_own_units() {
+        let t = sample();
+        assert!(t.contains("qosmgr_loop_utilization_set_point_ratio{loop=\"web-cpu\"} 0.3\n"));
+        assert!(t.contains("qosmgr_loop_utilization_ratio{loop=\"web-cpu\"} 0.315\n"));
+        assert!(t.contains("qosmgr_loop_split_output{loop=\"web-cpu\"} 0.75\n"));
+        assert!(
+            t.contains("qosmgr_loop_output{loop=\"web-cpu\",actuator=\"rate of group 3\"} 102.5\n")
+        );
+        assert!(t.contains("qosmgr_loop_state{loop=\"web-cpu\",state=\"run\"} 1"));
+        // Not as a delay, nor with samples.
+        assert!(!t.contains("seconds{loop=\"web-cpu\"}"), "{t}");
+        assert!(!t.contains("samples{loop=\"web-cpu\"}"), "{t}");
+        // Without delay loops, no delay families at all.
+        let only = render(1.0, 5.0, 1, &[]);
+        assert!(!only.contains("qosmgr_loop_delay_seconds"), "{only}");
+        assert!(only.contains("qosmgr_periods_total 1"), "{only}");
+    }
+
     /// The reference parser (Debian's python3-prometheus-client) reads it back.
     #[test]
     fn the_reference_parser_reads_it() {
         let text = sample();
         let checks = r#"assert fams["qosmgr_periods"].type == "counter", fams
 names = {s.labels["loop"] for s in fams["qosmgr_loop_output"].samples}
-assert names == {"premium", 'we"ird'}, names"#;
+assert names == {"premium", 'we"ird', "web-cpu"}, names
+assert fams["qosmgr_loop_utilization_ratio"].samples[0].value == 0.315"#;
         let n = openqos::prometheus_reference_check(&text, checks)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(n, text.lines().filter(|l| l.starts_with("# TYPE")).count());
