@@ -47,7 +47,7 @@ expect_eq "plain server" "$(grep -c '^identity .* mark=0 uid=0$' /tmp/serve-8253
 # Memory cgroup: a moved connection's socket memory is charged to the cgroup of the task
 # that accepts it (__inet_accept()), as a direct one's, not to the cgroup of whoever
 # created the module's listener. The server (in oq25-server) sends 2 MB to clients that
-# wait 3 s before reading, so each connection's send buffer fills; the rule is made from
+# wait 10 s before reading, so each connection's send buffer fills; the rule is made from
 # oq25-admin. The charge goes back when the connections close.
 if grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
 	SRV=/sys/fs/cgroup/oq25-server
@@ -60,9 +60,10 @@ if grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
 	sock() { sed -n 's/^sock \([0-9]*\)$/\1/p' "$1/memory.stat"; }
 	# charged TO: 4 connections sent to 8257 through port TO, while they wait.
 	charged() {
-		qostest load --to 127.0.0.1:$1 --count 4 --concurrency 4 --recv 2000000 --recv-delay-ms 3000 --expect mem >/tmp/load25.out 2>&1 &
+		qostest load --to 127.0.0.1:$1 --count 4 --concurrency 4 --recv 2000000 --recv-delay-ms 10000 --expect mem >/tmp/load25.out 2>&1 &
 		lp=$!
-		sleep 2
+		# Until all four send buffers are full (a loaded machine takes a while).
+		for i in $(seq 1 80); do [ "$(sock $SRV)" -ge $((4 * 65536)) ] && break; sleep 0.1; done
 		echo "$(sock $SRV) $(sock $ADM)"
 		wait $lp || fail "clients of the memory-cgroup case: $(cat /tmp/load25.out)"
 		# Given back once the connections are read and closed.
