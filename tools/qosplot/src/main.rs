@@ -16,6 +16,14 @@
 //! prio`) is drawn instead as two panels against the offered load per class: each
 //! class's mean response time (log scale) and its throughput, one line per class and
 //! mode (solid: with the prioritized queue; dashed: one FIFO queue).
+//!
+//! A *utilization* CSV (header `t_s,phase,utilization_pct,degraded_share_pct,
+//! degraded_rate_limit,full_accepted,degraded_accepted,period_s,offered_per_s`, from
+//! `scripts/experiment fig10`; `set point N %` in a comment) is drawn as the servers'
+//! CPU utilization with the set point and its +-3 point band and the share of clients
+//! sent to degraded content on the left axis (percent), and the degraded instance's
+//! accept rate limit, the connections admitted by both instances and the offered load on
+//! the right axis (connections/s), with the phases marked.
 
 use anyhow::{bail, Context, Result};
 use plotters::prelude::*;
@@ -33,14 +41,18 @@ struct Row {
     basic_accepted: Option<f64>,
 }
 
+/// The set point a comment line gives (`set point N ms`, `set point N %`).
+fn set_point_in(comment: &str) -> Option<f64> {
+    let rest = comment.split("set point ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 fn parse(text: &str) -> Result<(Vec<Row>, Option<f64>)> {
     let mut rows = Vec::new();
     let mut set_point = None;
     for line in text.lines() {
         if let Some(c) = line.strip_prefix('#') {
-            if let Some(rest) = c.split("set point ").nth(1) {
-                set_point = rest.split_whitespace().next().and_then(|v| v.parse().ok());
-            }
+            set_point = set_point_in(c).or(set_point);
             continue;
         }
         let f: Vec<&str> = line.split(',').collect();
@@ -179,6 +191,171 @@ fn plot_sweep(pts: &[Point], png: &str, title: &str) -> Result<()> {
     Ok(())
 }
 
+/// One period of a utilization experiment.
+#[derive(Debug, PartialEq)]
+struct UtilRow {
+    t: f64,
+    phase: String,
+    util: f64,
+    share: f64,
+    limit: Option<f64>,
+    /// Connections both instances accepted per second in the period.
+    admitted: f64,
+    offered: Option<f64>,
+}
+
+/// Parses a utilization CSV and its set point (`# set point N %`).
+fn parse_util(text: &str) -> Result<(Vec<UtilRow>, Option<f64>)> {
+    let mut rows = Vec::new();
+    let mut set_point = None;
+    for line in text.lines() {
+        if let Some(c) = line.strip_prefix('#') {
+            set_point = set_point_in(c).or(set_point);
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() < 9 || f[0] == "t_s" {
+            continue;
+        }
+        let num = |i: usize, what: &str| -> Result<f64> {
+            f[i].parse()
+                .with_context(|| format!("bad {what} in {line:?}"))
+        };
+        let period = num(7, "period")?;
+        rows.push(UtilRow {
+            t: num(0, "time")?,
+            phase: f[1].to_string(),
+            util: num(2, "utilization")?,
+            share: num(3, "share")?,
+            limit: f[4].parse().ok(),
+            admitted: if period > 0.0 {
+                (num(5, "accepted")? + num(6, "accepted")?) / period
+            } else {
+                0.0
+            },
+            offered: f[8].parse().ok(),
+        });
+    }
+    if rows.is_empty() {
+        bail!("no data rows");
+    }
+    Ok((rows, set_point))
+}
+
+/// Draws a utilization experiment (the paper's Figure 10).
+fn plot_util(rows: &[UtilRow], set_point: Option<f64>, png: &str, title: &str) -> Result<()> {
+    let t_max = rows.iter().map(|r| r.t).fold(1.0, f64::max);
+    let r_max = rows
+        .iter()
+        .flat_map(|r| [Some(r.admitted), r.offered])
+        .flatten()
+        .fold(1.0, f64::max)
+        * 1.4;
+    let root = BitMapBackend::new(png, (1200, 700)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(0.0..t_max, 0.0..110.0)?
+        .set_secondary_coord(0.0..t_max, 0.0..r_max);
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("percent")
+        .label_style(("sans-serif", 15))
+        .draw()?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("connections/s")
+        .label_style(("sans-serif", 15))
+        .draw()?;
+    let pts = |get: &dyn Fn(&UtilRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|r| get(r).map(|v| (r.t, v)))
+            .collect()
+    };
+    let blue = RGBColor(31, 119, 180);
+    let orange = RGBColor(230, 120, 20);
+    let green = RGBColor(44, 160, 44);
+    let purple = RGBColor(148, 103, 189);
+    let grey = RGBColor(120, 120, 120);
+    chart
+        .draw_series(LineSeries::new(
+            pts(&|r| Some(r.util)),
+            blue.stroke_width(2),
+        ))?
+        .label("CPU utilization of both instances (%)")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], blue.stroke_width(2)));
+    if let Some(sp) = set_point {
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, sp), (t_max, sp)],
+                BLACK.stroke_width(1),
+            ))?
+            .label(format!("set point {sp} % (dashed: +-3 points)"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
+        for d in [-3.0, 3.0] {
+            chart.draw_series(DashedLineSeries::new(
+                [(0.0, sp + d), (t_max, sp + d)],
+                3,
+                3,
+                BLACK.stroke_width(1),
+            ))?;
+        }
+    }
+    chart
+        .draw_series(LineSeries::new(
+            pts(&|r| Some(r.share)),
+            orange.stroke_width(2),
+        ))?
+        .label("clients sent to degraded content (%)")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], orange.stroke_width(2)));
+    let limit: Vec<(f64, f64)> = pts(&|r| r.limit.map(|l| l.min(r_max)));
+    if !limit.is_empty() {
+        chart
+            .draw_secondary_series(LineSeries::new(limit, green.stroke_width(2)))?
+            .label("degraded accept rate limit (/s, right axis)")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], green.stroke_width(2)));
+    }
+    chart
+        .draw_secondary_series(LineSeries::new(
+            pts(&|r| Some(r.admitted)),
+            purple.stroke_width(1),
+        ))?
+        .label("admitted, both instances (/s, right axis)")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], purple.stroke_width(1)));
+    let offered = pts(&|r| r.offered);
+    if !offered.is_empty() {
+        chart
+            .draw_secondary_series(DashedLineSeries::new(offered, 6, 3, grey.stroke_width(2)))?
+            .label("offered load (/s, right axis)")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 8, y)], grey.stroke_width(2)));
+    }
+    let mut last = "";
+    for r in rows {
+        if r.phase != last {
+            last = &r.phase;
+            chart.draw_series(DashedLineSeries::new(
+                [(r.t, 0.0), (r.t, 110.0)],
+                6,
+                4,
+                grey.stroke_width(1),
+            ))?;
+            chart.draw_series(std::iter::once(Text::new(
+                r.phase.clone(),
+                (r.t, 106.0),
+                ("sans-serif", 13).into_font().color(&grey),
+            )))?;
+        }
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    root.present()?;
+    Ok(())
+}
+
 /// Both plots' legend: the labelled series in a framed, nearly opaque box at `at`.
 fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
@@ -215,6 +392,14 @@ fn main() -> Result<()> {
         .is_some_and(|l| l.starts_with("mode,"))
     {
         return plot_sweep(&parse_sweep(&text)?, png, title);
+    }
+    if text
+        .lines()
+        .find(|l| !l.starts_with('#'))
+        .is_some_and(|l| l.starts_with("t_s,phase,utilization_pct,"))
+    {
+        let (rows, set_point) = parse_util(&text)?;
+        return plot_util(&rows, set_point, png, title);
     }
     let (rows, set_point) = parse(&text)?;
 
@@ -363,5 +548,18 @@ mod tests {
         assert_eq!(p[0].mean_ms, Some(120.5));
         assert_eq!((p[1].class, p[1].mean_ms), (2, None));
         assert!(parse_sweep("mode,rate\n").is_err());
+    }
+
+    #[test]
+    fn utilization_rows_parse() {
+        let text = "t_s,phase,utilization_pct,degraded_share_pct,degraded_rate_limit,full_accepted,degraded_accepted,period_s,offered_per_s\n2.0,controlled,31.5,48.2,30,12,10,2.00,12\n# set point 30 %\n";
+        let (r, sp) = parse_util(text).unwrap();
+        assert_eq!(sp, Some(30.0));
+        assert_eq!(
+            (r[0].util, r[0].share, r[0].limit),
+            (31.5, 48.2, Some(30.0))
+        );
+        assert_eq!((r[0].admitted, r[0].offered), (11.0, Some(12.0)));
+        assert!(parse_util("t_s,phase,utilization_pct\n2.0,x,bad,1,1,1,1,2,1\n").is_err());
     }
 }

@@ -50,7 +50,7 @@
 //! # loop does, and is set back to `safe` on exit or when a sensor or actuator fails.
 //! stages = [
 //!   # the share sent to degraded content (a probabilistic condition, 1/10000) ...
-//!   { rule = 80, condition = 1, from = 0, to = 10000, safe = 0 },
+//!   { rule = 80, condition = 1, from = 1, to = 10000, safe = 1 },
 //!   # ... then the degraded instance's accept rate (admission control)
 //!   { group = 3, from = 200, to = 5, safe = 200 },
 //! ]
@@ -697,7 +697,9 @@ impl UtilizationLoop {
             if hi > top {
                 bail!("{who}: {hi} is above {top}, the most the {act} can be");
             }
-            if lo == 0 && !matches!(act, Actuator::Share { .. }) {
+            if lo == 0 {
+                // The kernel takes no rate, ratio weight or probabilistic weight of 0
+                // (a probabilistic weight of 1 sends 0.01 % of the connections).
                 bail!("{who}: the {act} must stay at least 1 (from and to)");
             }
             if s.safe < lo || s.safe > hi {
@@ -861,7 +863,7 @@ type = "utilization"
 cgroups = ["/sys/fs/cgroup/web-full", "/sys/fs/cgroup/web-degraded"]
 set_point = 30.0
 stages = [
-  { rule = 80, condition = 1, from = 0, to = 10000, safe = 0 },
+  { rule = 80, condition = 1, from = 1, to = 10000, safe = 1 },
   { group = 3, from = 200, to = 5, safe = 200 },
 ]
 slew = 0.2
@@ -1165,7 +1167,12 @@ ki = 0.02
         let stages = &TEST_UTILIZATION[stages_at..stages_end];
         bad(stages, "stages = []\n", "no stages");
         bad(stages, "", "missing field `stages`");
-        bad("to = 10000", "to = 0", "from and to are both 0");
+        bad("to = 10000", "to = 1", "from and to are both 1");
+        bad(
+            "from = 1, to = 10000",
+            "from = 0, to = 10000",
+            "must stay at least 1",
+        );
         bad("to = 10000", "to = 10001", "10001 is above 10000");
         bad(
             "from = 200, to = 5",
@@ -1307,6 +1314,23 @@ ki = 0.02
         let cpu = c.find("web-cpu").unwrap();
         assert_eq!(cpu.pi().unwrap().ki, -0.012);
         assert!(matches!(cpu, LoopConfig::Utilization(u) if u.cpus == Some(1.0)));
+    }
+
+    #[test]
+    fn the_installed_example_parses_with_and_without_its_second_loop() {
+        let text = include_str!("../../../etc/qosmgr.toml.example");
+        let c = Config::parse(text).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(c.loops.len(), 1);
+        // Its commented-out utilization loop (from its "# [[loop]]" on), uncommented.
+        let at = text.find("# [[loop]]").expect("the second loop");
+        let both: String = text[..at].to_string()
+            + &text[at..]
+                .lines()
+                .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+                .collect::<String>();
+        let c = Config::parse(&both).unwrap_or_else(|e| panic!("{e:#}\n{both}"));
+        assert_eq!(c.loops.len(), 2);
+        assert!(matches!(c.find("web-cpu"), Ok(LoopConfig::Utilization(_))));
     }
 
     #[test]

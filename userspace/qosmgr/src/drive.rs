@@ -185,21 +185,26 @@ mod tests {
             d.describe(),
             "split range: weight of condition 1 of rule 80, then rate of group 3"
         );
-        assert_eq!(d.safe_values(), vec![0, 200]);
-        assert_eq!(d.quantize(0.0), vec![0, 200]);
-        assert_eq!(d.quantize(0.25), vec![5000, 200]);
+        assert_eq!(d.safe_values(), vec![1, 200]);
+        assert_eq!(d.quantize(0.0), vec![1, 200]);
+        // A weight of 5000.5: 5000 and 5001 in turn.
+        let half: Vec<u64> = (0..2).map(|_| d.quantize(0.25)[0]).collect();
+        assert_eq!(
+            (half.iter().sum::<u64>(), d.quantize(0.25)[1]),
+            (10001, 200)
+        );
         assert_eq!(d.quantize(0.5), vec![10000, 200]);
         assert_eq!(d.quantize(1.0), vec![10000, 5]);
         // A rate of 102.5/s: 102 and 103 in turn.
         let rates: Vec<u64> = (0..4).map(|_| d.quantize(0.75)[1]).collect();
         assert_eq!(rates.iter().sum::<u64>(), 410, "{rates:?}");
         // Bumpless: the output that gives the values read.
-        assert_eq!(d.output_for(&[0, 200]), 0.0);
-        assert_eq!(d.output_for(&[2500, 200]), 0.125);
+        assert_eq!(d.output_for(&[1, 200]), 0.0);
+        assert!((d.output_for(&[2500, 200]) - 0.5 * 2499.0 / 9999.0).abs() < 1e-12);
         assert_eq!(d.output_for(&[10000, 5]), 1.0);
         assert!((d.output_for(&[10000, 122]) - 0.7).abs() < 1e-12);
         // A rate above the stage's start reads as the start.
-        assert_eq!(d.output_for(&[3000, 1000]), 0.15);
+        assert!((d.output_for(&[3000, 1000]) - 0.5 * 2999.0 / 9999.0).abs() < 1e-12);
         d.reset();
         assert_eq!(d.quantize(0.75)[1], 103);
     }

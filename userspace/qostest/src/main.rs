@@ -116,6 +116,11 @@ struct PoolArgs {
     /// Time a worker spends on each connection before it answers.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     service_ms: u64,
+    /// CPU time a worker burns on each connection (its thread's CPU clock, so a
+    /// preempted worker still burns the whole of it), after --service-ms: a CPU-bound
+    /// server whose utilization is connections/s x MS.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    cpu_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -450,6 +455,11 @@ struct LoadArgs {
     /// Parallel connections.
     #[arg(long, default_value_t = 1)]
     concurrency: u64,
+    /// Open-loop arrivals: connection N starts N/RATE seconds after the first (as
+    /// httperf --rate), unless all --concurrency connections are still open then, when
+    /// it starts as soon as one closes.
+    #[arg(long, value_name = "PER_SECOND")]
+    rate: Option<f64>,
     /// Expected server tag, or several separated by commas (then `tags=` in the output
     /// counts the connections each one served).
     #[arg(long)]
@@ -640,6 +650,27 @@ fn handle(mut s: TcpStream, tag: &str, bulk: &Bulk) {
     }
 }
 
+/// Burns `d` of this thread's CPU time.
+fn burn_cpu(d: Duration) -> Result<()> {
+    use nix::time::{clock_gettime, ClockId};
+    if d.is_zero() {
+        return Ok(());
+    }
+    let cpu = || -> Result<Duration> {
+        Ok(Duration::from(clock_gettime(
+            ClockId::CLOCK_THREAD_CPUTIME_ID,
+        )?))
+    };
+    let end = cpu()? + d;
+    let mut x = 0u64;
+    while cpu()? < end {
+        for i in 0..1000u64 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+    }
+    Ok(())
+}
+
 fn pool(a: &PoolArgs) -> Result<()> {
     let mut ls = Vec::new();
     for spec in &a.ports {
@@ -657,6 +688,7 @@ fn pool(a: &PoolArgs) -> Result<()> {
     std::io::stdout().flush()?;
     let ls = Arc::new(ls);
     let service = Duration::from_millis(a.service_ms);
+    let cpu = Duration::from_millis(a.cpu_ms);
     let workers: Vec<_> = (0..a.workers)
         .map(|w| {
             let ls = ls.clone();
@@ -682,6 +714,7 @@ fn pool(a: &PoolArgs) -> Result<()> {
                             Ok((s, _)) => {
                                 next = (next + i + 1) % ls.len();
                                 std::thread::sleep(service);
+                                burn_cpu(cpu)?;
                                 handle(s, tag, &bulk);
                                 break;
                             }
@@ -955,6 +988,7 @@ fn load(args: &LoadArgs) -> Result<()> {
         from,
         count,
         concurrency: conc,
+        rate,
         ref expect,
         expect_refused: refused,
         size,
@@ -967,6 +1001,11 @@ fn load(args: &LoadArgs) -> Result<()> {
         recv_delay_ms,
     } = *args;
     let expect = expect.clone();
+    if let Some(r) = rate {
+        if !(r.is_finite() && r > 0.0) {
+            bail!("--rate must be a positive number of connections per second");
+        }
+    }
     let shape = Shape {
         header: header
             .as_deref()
@@ -1009,6 +1048,10 @@ fn load(args: &LoadArgs) -> Result<()> {
                 let id = next.fetch_add(1, Ordering::Relaxed);
                 if id >= count {
                     return;
+                }
+                if let Some(r) = rate {
+                    let due = start + Duration::from_secs_f64(id as f64 / r);
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
                 }
                 let t0 = Instant::now();
                 let r = one(to, from, size, id, Duration::from_secs(timeout), &shape);
