@@ -58,6 +58,21 @@
 //! deadband = 1.0       # errors below 1 point count as none (default: 0)
 //! kp = 0.004           # gains (v per point of error; ki < 0, as the plant's b is):
 //! ki = -0.012          # written by `qosmgr design`
+//!
+//! [[loop]]             # relative differentiation
+//! name = "gold-vs-basic"
+//! type = "ratio"
+//! port = 8080          # the delay of this port over ...
+//! relative_to = 8081   # ... the delay of this one is held ...
+//! set_point = 0.5      # ... here (gold waits half as long as basic),
+//! group = 4            # by gold's weight in the accept-ratio group of both
+//! member = 8080
+//! min = 1
+//! max = 20
+//! safe = 1
+//! measure = "oldest"   # as a delay loop's, for both ports
+//! kp = -2.0            # gains (weight per unit of the ratio's error): `qosmgr design`
+//! ki = -4.0
 //! ```
 
 use anyhow::{bail, Context, Result};
@@ -112,6 +127,9 @@ pub enum LoopType {
     Delay,
     /// The CPU utilization of a set of cgroups, by a split range of actuators.
     Utilization,
+    /// The ratio of two ports' connection delays (relative differentiation), by one
+    /// actuator (typically a member's weight in an accept-ratio group of both).
+    Ratio,
 }
 
 impl LoopType {
@@ -120,6 +138,7 @@ impl LoopType {
         match self {
             LoopType::Delay => "delay",
             LoopType::Utilization => "utilization",
+            LoopType::Ratio => "ratio",
         }
     }
 
@@ -128,6 +147,7 @@ impl LoopType {
         match self {
             LoopType::Delay => "ms",
             LoopType::Utilization => "%",
+            LoopType::Ratio => "",
         }
     }
 
@@ -136,6 +156,7 @@ impl LoopType {
         match self {
             LoopType::Delay => "delay",
             LoopType::Utilization => "utilization",
+            LoopType::Ratio => "delay ratio",
         }
     }
 }
@@ -172,6 +193,8 @@ pub enum LoopConfig {
     Delay(DelayLoop),
     /// `type = "utilization"`.
     Utilization(UtilizationLoop),
+    /// `type = "ratio"`.
+    Ratio(RatioLoop),
 }
 
 /// A loop that holds a port's connection delay.
@@ -257,6 +280,64 @@ pub struct UtilizationLoop {
     #[serde(default)]
     pub deadband: Option<f64>,
     /// Proportional gain (output per percentage point of error).
+    pub kp: Option<f64>,
+    /// Integral gain.
+    pub ki: Option<f64>,
+    /// The identified model.
+    pub model: Option<ModelConfig>,
+}
+
+/// A loop that holds the ratio of two ports' connection delays (the survey's relative
+/// differentiation: one class waits a fixed fraction of another's wait, whatever the
+/// load), by one actuator named as a delay loop's is. It measures both ports as a delay
+/// loop measures its one (`measure`, `min_samples`, `rate_periods` apply to both); a
+/// period in which either gives no measurement, or the other port's delay is 0, holds
+/// the output.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RatioLoop {
+    /// Unique name.
+    pub name: String,
+    /// The port whose delay is the numerator.
+    pub port: u16,
+    /// The port whose delay is the denominator.
+    pub relative_to: u16,
+    /// The ratio to hold (above 0).
+    pub set_point: f64,
+    /// Which delay of each port (as a delay loop's).
+    #[serde(default)]
+    pub measure: Measure,
+    /// The group it drives (see [`DelayLoop::group`]).
+    #[serde(default)]
+    pub group: Option<u32>,
+    /// The member port of a ratio group whose weight the loop drives.
+    #[serde(default)]
+    pub member: Option<u16>,
+    /// The probabilistic rule whose condition's weight the loop drives.
+    #[serde(default)]
+    pub rule: Option<u16>,
+    /// The condition of `rule` (1-based).
+    #[serde(default)]
+    pub condition: Option<u32>,
+    /// Lowest value of the actuator.
+    pub min: u64,
+    /// Highest value.
+    pub max: u64,
+    /// The value on exit or sensor loss.
+    pub safe: u64,
+    /// Largest change of the actuator in one period (default: no limit).
+    #[serde(default)]
+    pub slew: Option<f64>,
+    /// Errors of the ratio smaller than this count as none (default: 0).
+    #[serde(default)]
+    pub deadband: Option<f64>,
+    /// Fewest accepted connections a period on each port for a measurement.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u64,
+    /// As a delay loop's, for both ports.
+    #[serde(default = "default_rate_periods")]
+    pub rate_periods: usize,
+    /// Proportional gain (actuator units per unit of the ratio's error).
     pub kp: Option<f64>,
     /// Integral gain.
     pub ki: Option<f64>,
@@ -431,6 +512,18 @@ pub fn expected_sign(act: Actuator, own: bool) -> f64 {
     }
 }
 
+/// The sign a ratio loop's model must have: its actuator works on the numerator's port
+/// (`on_port`) or on the denominator's (`on_relative`), exactly one of them: raising it
+/// moves the ratio as it moves the numerator's delay ([`expected_sign`]), or the other
+/// way. `None` if it works on both or neither (its effect on the ratio is unknown).
+pub fn ratio_sign(act: Actuator, on_port: bool, on_relative: bool) -> Option<f64> {
+    match (on_port, on_relative) {
+        (true, false) => Some(expected_sign(act, true)),
+        (false, true) => Some(-expected_sign(act, true)),
+        _ => None,
+    }
+}
+
 /// The sign a utilization loop's model must have: raising the split range's output
 /// sends more clients to degraded content, then admits fewer, so it lowers the
 /// utilization (the stages are configured in that sense).
@@ -475,6 +568,7 @@ impl LoopConfig {
         match self {
             LoopConfig::Delay(l) => &l.name,
             LoopConfig::Utilization(l) => &l.name,
+            LoopConfig::Ratio(l) => &l.name,
         }
     }
 
@@ -483,6 +577,7 @@ impl LoopConfig {
         match self {
             LoopConfig::Delay(_) => LoopType::Delay,
             LoopConfig::Utilization(_) => LoopType::Utilization,
+            LoopConfig::Ratio(_) => LoopType::Ratio,
         }
     }
 
@@ -491,6 +586,7 @@ impl LoopConfig {
         match self {
             LoopConfig::Delay(l) => l.set_point_ms(),
             LoopConfig::Utilization(l) => l.set_point,
+            LoopConfig::Ratio(l) => l.set_point,
         }
     }
 
@@ -499,6 +595,7 @@ impl LoopConfig {
         match self {
             LoopConfig::Delay(l) => l.model,
             LoopConfig::Utilization(l) => l.model,
+            LoopConfig::Ratio(l) => l.model,
         }
     }
 
@@ -508,6 +605,7 @@ impl LoopConfig {
         match self {
             LoopConfig::Delay(l) => Ok(vec![l.actuator()?]),
             LoopConfig::Utilization(l) => l.actuators(),
+            LoopConfig::Ratio(l) => Ok(vec![l.actuator()?]),
         }
     }
 
@@ -525,6 +623,14 @@ impl LoopConfig {
                 l.deadband_ms(),
             ),
             LoopConfig::Utilization(l) => (l.kp, l.ki, 0.0, 1.0, l.slew, l.deadband.unwrap_or(0.0)),
+            LoopConfig::Ratio(l) => (
+                l.kp,
+                l.ki,
+                l.min as f64,
+                l.max as f64,
+                l.slew,
+                l.deadband.unwrap_or(0.0),
+            ),
         };
         let (Some(kp), Some(ki)) = (kp, ki) else {
             bail!(
@@ -550,10 +656,12 @@ impl LoopConfig {
         match self {
             LoopConfig::Delay(l) => l.check()?,
             LoopConfig::Utilization(l) => l.check()?,
+            LoopConfig::Ratio(l) => l.check()?,
         }
         let (kp, ki) = match self {
             LoopConfig::Delay(l) => (l.kp, l.ki),
             LoopConfig::Utilization(l) => (l.kp, l.ki),
+            LoopConfig::Ratio(l) => (l.kp, l.ki),
         };
         if kp.is_some() || ki.is_some() {
             self.pi()?;
@@ -585,37 +693,103 @@ impl DelayLoop {
     }
 
     fn check(&self) -> Result<()> {
-        let act = self.actuator()?;
-        let top = act.top();
-        if self.max > top {
-            bail!(
-                "loop {:?}: max is above {top}, the most the {act} can be",
-                self.name
-            );
-        }
-        let ctx = || format!("loop {:?}", self.name);
         if self.port == 0 {
-            bail!("{}: port 0", ctx());
+            bail!("loop {:?}: port 0", self.name);
         }
         if self.set_point.is_zero() {
-            bail!("{}: the set point must be above 0", ctx());
+            bail!("loop {:?}: the set point must be above 0", self.name);
         }
-        if self.min == 0 || self.min > self.max {
+        OneActuator {
+            name: &self.name,
+            act: self.actuator()?,
+            range: (self.min, self.max, self.safe),
+            slew: self.slew,
+            samples: (self.min_samples, self.rate_periods),
+        }
+        .check()
+    }
+}
+
+/// The settings a loop with one actuator (a delay or a ratio loop) checks alike.
+struct OneActuator<'a> {
+    name: &'a str,
+    act: Actuator,
+    /// `min`, `max`, `safe`.
+    range: (u64, u64, u64),
+    slew: Option<f64>,
+    /// `min_samples`, `rate_periods`.
+    samples: (u64, usize),
+}
+
+impl OneActuator<'_> {
+    fn check(&self) -> Result<()> {
+        let ctx = || format!("loop {:?}", self.name);
+        let (act, (min, max, safe)) = (self.act, self.range);
+        let top = act.top();
+        if max > top {
+            bail!("{}: max is above {top}, the most the {act} can be", ctx());
+        }
+        if min == 0 || min > max {
             bail!("{}: min must be at least 1 and at most max", ctx());
         }
-        if self.safe < self.min || self.safe > self.max {
+        if safe < min || safe > max {
             bail!("{}: safe must be within min..=max", ctx());
         }
         if self.slew.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
             bail!("{}: slew must be a positive number", ctx());
         }
-        if self.min_samples == 0 {
+        if self.samples.0 == 0 {
             bail!("{}: min_samples must be at least 1", ctx());
         }
-        if !(1..=100).contains(&self.rate_periods) {
+        if !(1..=100).contains(&self.samples.1) {
             bail!("{}: rate_periods must be from 1 to 100", ctx());
         }
         Ok(())
+    }
+}
+
+impl RatioLoop {
+    /// What the loop drives.
+    pub fn actuator(&self) -> Result<Actuator> {
+        Actuator::from_keys(
+            &format!("loop {:?}", self.name),
+            self.group,
+            self.member,
+            self.rule,
+            self.condition,
+        )
+    }
+
+    fn check(&self) -> Result<()> {
+        let ctx = || format!("loop {:?}", self.name);
+        if self.port == 0 || self.relative_to == 0 {
+            bail!("{}: port 0", ctx());
+        }
+        if self.port == self.relative_to {
+            bail!(
+                "{}: port and relative_to are both {}: a ratio of two ports' delays",
+                ctx(),
+                self.port
+            );
+        }
+        if !(self.set_point > 0.0 && self.set_point.is_finite()) {
+            bail!(
+                "{}: the set point (a ratio of delays) must be above 0, not {}",
+                ctx(),
+                self.set_point
+            );
+        }
+        if self.deadband.is_some_and(|d| !(d >= 0.0 && d.is_finite())) {
+            bail!("{}: deadband must be 0 or more (of the ratio)", ctx());
+        }
+        OneActuator {
+            name: &self.name,
+            act: self.actuator()?,
+            range: (self.min, self.max, self.safe),
+            slew: self.slew,
+            samples: (self.min_samples, self.rate_periods),
+        }
+        .check()
     }
 }
 
@@ -1310,7 +1484,16 @@ ki = 0.02
             .map(|l| format!("{l}\n"))
             .collect();
         let c = Config::parse(&doc).unwrap_or_else(|e| panic!("{e:#}\n{doc}"));
-        assert_eq!(c.loops.len(), 2);
+        assert_eq!(c.loops.len(), 3);
+        let gold = c.find("gold-vs-basic").unwrap();
+        assert_eq!((gold.kind(), gold.set_point()), (LoopType::Ratio, 0.5));
+        assert_eq!(
+            gold.actuators().unwrap(),
+            vec![Actuator::Weight {
+                group: 4,
+                port: 8080
+            }]
+        );
         let cpu = c.find("web-cpu").unwrap();
         assert_eq!(cpu.pi().unwrap().ki, -0.012);
         assert!(matches!(cpu, LoopConfig::Utilization(u) if u.cpus == Some(1.0)));
@@ -1331,6 +1514,71 @@ ki = 0.02
         let c = Config::parse(&both).unwrap_or_else(|e| panic!("{e:#}\n{both}"));
         assert_eq!(c.loops.len(), 2);
         assert!(matches!(c.find("web-cpu"), Ok(LoopConfig::Utilization(_))));
+    }
+
+    const TEST_RATIO: &str = r#"
+[[loop]]
+name = "gold"
+type = "ratio"
+port = 8080
+relative_to = 8081
+set_point = 0.5
+group = 4
+member = 8080
+min = 1
+max = 20
+safe = 1
+"#;
+
+    #[test]
+    fn refuses_bad_ratio_loops_with_a_reason() {
+        let c = Config::parse(TEST_RATIO).unwrap();
+        assert_eq!(c.loops[0].kind(), LoopType::Ratio);
+        assert!(c.loops[0].pi().is_err(), "no gains yet");
+        let bad = |from: &str, to: &str, want: &str| {
+            let text = TEST_RATIO.replace(from, to);
+            assert_ne!(text, TEST_RATIO, "{from}");
+            let e = format!("{:#}", Config::parse(&text).unwrap_err());
+            assert!(e.contains(want), "{from} -> {to}: {e}");
+        };
+        bad("relative_to = 8081", "relative_to = 8080", "both 8080");
+        bad("relative_to = 8081\n", "", "missing field `relative_to`");
+        bad("set_point = 0.5", "set_point = 0.0", "must be above 0");
+        bad("set_point = 0.5", "set_point = -1.0", "must be above 0");
+        bad("set_point = 0.5", "set_point = \"500ms\"", "malformed");
+        bad(
+            "min = 1",
+            "min = 30",
+            "min must be at least 1 and at most max",
+        );
+        bad("safe = 1", "safe = 21", "safe must be within");
+        bad(
+            "member = 8080\n",
+            "member = 8080\nrule = 80\n",
+            "one actuator only",
+        );
+        bad("max = 20", "max = 20\ndeadband = -0.1", "deadband");
+        bad("max = 20", "max = 20\nwindow = 3", "unknown field `window`");
+    }
+
+    #[test]
+    fn a_ratio_moves_with_its_numerator_or_against_its_denominator() {
+        let w = Actuator::Weight {
+            group: 4,
+            port: 8080,
+        };
+        // More weight for the numerator's port: its delay, and the ratio, fall.
+        assert_eq!(ratio_sign(w, true, false), Some(-1.0));
+        // For the denominator's: its delay falls, the ratio rises.
+        assert_eq!(ratio_sign(w, false, true), Some(1.0));
+        // A condition sending more clients to the numerator's port raises the ratio.
+        let share = Actuator::Share {
+            rule: 80,
+            condition: 1,
+        };
+        assert_eq!(ratio_sign(share, true, false), Some(1.0));
+        assert_eq!(ratio_sign(w, true, true), None);
+        assert_eq!(ratio_sign(w, false, false), None);
     }
 
     #[test]

@@ -66,6 +66,10 @@ impl Drive {
                 split: None,
                 outputs: vec![output(acts[0], d.min, d.max, d.safe)],
             },
+            LoopConfig::Ratio(r) => Self {
+                split: None,
+                outputs: vec![output(acts[0], r.min, r.max, r.safe)],
+            },
             LoopConfig::Utilization(u) => {
                 let split = SplitRange::new(
                     u.stages

@@ -20,7 +20,8 @@ mod metrics;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use config::{
-    expected_sign, implausible, Actuator, Config, LoopConfig, LoopType, Measure, UTILIZATION_SIGN,
+    expected_sign, implausible, ratio_sign, Actuator, Config, LoopConfig, LoopType, Measure,
+    UTILIZATION_SIGN,
 };
 use cpu::CpuSensor;
 use drive::Drive;
@@ -470,6 +471,17 @@ enum Probe {
     },
     /// The CPU time of cgroups: a utilization loop's.
     Cpu(CpuSensor),
+    /// Two ports' meters (both [`Probe::Port`]): a ratio loop's, the first's delay
+    /// over the second's.
+    Ratio(Box<(Probe, Probe)>),
+}
+
+/// The ratio of two delays, if both were measured and the denominator is above 0.
+fn delay_ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
+    match (num, den) {
+        (Some(n), Some(d)) if d > 0.0 && n >= 0.0 => Some(n / d),
+        _ => None,
+    }
 }
 
 /// One period's reading of a [`Probe`].
@@ -502,6 +514,15 @@ impl Probe {
                     None => cpu::online_cpus()?,
                 };
                 Probe::Cpu(CpuSensor::new(u.cgroups.clone(), cpus))
+            }
+            LoopConfig::Ratio(r) => {
+                let port = |port| Probe::Port {
+                    port,
+                    measure: r.measure,
+                    min_samples: r.min_samples,
+                    sensor: Sensor::new(r.rate_periods),
+                };
+                Probe::Ratio(Box::new((port(r.port), port(r.relative_to))))
             }
         })
     }
@@ -545,6 +566,23 @@ impl Probe {
                     samples: None,
                 })
             }
+            Probe::Ratio(pair) => {
+                let (num, den) = (pair.0.read(c)?, pair.1.read(c)?);
+                let mut log = serde_json::Map::new();
+                for (side, r) in [("port", &num), ("relative", &den)] {
+                    log.insert(format!("{side}_ms"), serde_json::json!(r.shown));
+                    log.insert(format!("{side}_samples"), serde_json::json!(r.samples));
+                }
+                Ok(Reading {
+                    usable: delay_ratio(num.usable, den.usable),
+                    shown: delay_ratio(num.shown, den.shown),
+                    log,
+                    samples: match (num.samples, den.samples) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        _ => None,
+                    },
+                })
+            }
         }
     }
 
@@ -553,6 +591,10 @@ impl Probe {
         match self {
             Probe::Port { sensor, .. } => sensor.clear(),
             Probe::Cpu(s) => s.clear(),
+            Probe::Ratio(pair) => {
+                pair.0.clear();
+                pair.1.clear();
+            }
         }
     }
 }
@@ -660,7 +702,7 @@ impl LoopStatus {
                     set_point_ms: d.set_point_ms(),
                     measured_ms: None,
                 }),
-                LoopConfig::Utilization(_) => None,
+                LoopConfig::Utilization(_) | LoopConfig::Ratio(_) => None,
             },
         }
     }
@@ -1146,23 +1188,9 @@ fn identify_levels(
     (low, high): (Option<f64>, Option<f64>),
     current: f64,
 ) -> Result<(f64, f64)> {
-    match l {
-        LoopConfig::Delay(d) => {
-            let span = d.max - d.min;
-            let low = low.unwrap_or((d.min + span / 4) as f64);
-            let high = high.unwrap_or((d.max - span / 4) as f64);
-            if low.fract() != 0.0 || high.fract() != 0.0 {
-                bail!("a delay loop's --low and --high are whole numbers (a rate or a weight)");
-            }
-            if !(low < high && low >= d.min as f64 && high <= d.max as f64) {
-                bail!(
-                    "the rates must satisfy min <= low < high <= max ({} <= {low} < {high} <= {})",
-                    d.min,
-                    d.max
-                );
-            }
-            Ok((low, high))
-        }
+    let (min, max) = match l {
+        LoopConfig::Delay(d) => (d.min, d.max),
+        LoopConfig::Ratio(r) => (r.min, r.max),
         LoopConfig::Utilization(_) => {
             let low =
                 low.unwrap_or_else(|| (current - IDENT_STEP / 2.0).clamp(0.0, 1.0 - IDENT_STEP));
@@ -1172,9 +1200,22 @@ fn identify_levels(
                     "the outputs of a utilization loop must satisfy 0 <= low < high <= 1 ({low}, {high})"
                 );
             }
-            Ok((low, high))
+            return Ok((low, high));
         }
+    };
+    let span = max - min;
+    let low = low.unwrap_or((min + span / 4) as f64);
+    let high = high.unwrap_or((max - span / 4) as f64);
+    if low.fract() != 0.0 || high.fract() != 0.0 {
+        bail!(
+            "a {} loop's --low and --high are whole numbers (a rate or a weight)",
+            l.kind().name()
+        );
     }
+    if !(low < high && low >= min as f64 && high <= max as f64) {
+        bail!("the rates must satisfy min <= low < high <= max ({min} <= {low} < {high} <= {max})");
+    }
+    Ok((low, high))
 }
 
 fn identify(
@@ -1188,8 +1229,9 @@ fn identify(
 ) -> Result<()> {
     let cfg = Config::load(config)?;
     let l = cfg.find(name)?.clone();
-    if let LoopConfig::Delay(_) = l {
-        // Checked before anything is touched (a delay loop's defaults need no kernel).
+    if !matches!(l, LoopConfig::Utilization(_)) {
+        // Checked before anything is touched (a delay or ratio loop's defaults need no
+        // kernel).
         identify_levels(&l, levels, f64::NAN)?;
     }
     if periods < ident::MIN_SAMPLES + 2 {
@@ -1207,6 +1249,20 @@ fn identify(
             expected_sign(act, acts_on(&mut c, act, d.port)?)
         }
         LoopConfig::Utilization(_) => UTILIZATION_SIGN,
+        LoopConfig::Ratio(r) => {
+            let act = drive.outputs()[0].act;
+            ratio_sign(
+                act,
+                acts_on(&mut c, act, r.port)?,
+                acts_on(&mut c, act, r.relative_to)?,
+            )
+            .with_context(|| {
+                format!(
+                    "loop {name:?}: the {act} works on both ports {} and {} or on neither: its effect on the ratio is unknown",
+                    r.port, r.relative_to
+                )
+            })?
+        }
     };
     let mut probe = Probe::new(&l)?;
     probe.read(&mut c)?;
@@ -1290,7 +1346,7 @@ fn identify(
             format!(
                 "too few usable periods of {periods}{}",
                 match kind {
-                    LoopType::Delay => " (too few connections per period?)",
+                    LoopType::Delay | LoopType::Ratio => " (too few connections per period?)",
                     LoopType::Utilization => "",
                 }
             )
@@ -1303,6 +1359,15 @@ fn identify(
         LoopConfig::Utilization(_) => (
             "CPU utilization, %".to_string(),
             format!("the output of the {}, 0 to 1", drive.describe()),
+        ),
+        LoopConfig::Ratio(r) => (
+            format!(
+                "the {} delay of port {} over that of port {}",
+                r.measure.name(),
+                r.port,
+                r.relative_to
+            ),
+            format!("the {}", drive.describe()),
         ),
     };
     println!(
@@ -1546,6 +1611,16 @@ mod tests {
             ),
             (Some(1.0), Some(2.0), Some(5.0))
         );
+    }
+
+    #[test]
+    fn a_ratio_needs_both_delays_and_a_denominator() {
+        assert_eq!(delay_ratio(Some(300.0), Some(600.0)), Some(0.5));
+        assert_eq!(delay_ratio(Some(0.0), Some(600.0)), Some(0.0));
+        // No connection waited on the second port: no ratio, the output holds.
+        assert_eq!(delay_ratio(Some(300.0), Some(0.0)), None);
+        assert_eq!(delay_ratio(None, Some(600.0)), None);
+        assert_eq!(delay_ratio(Some(300.0), None), None);
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub fn render(period_s: f64, lease_s: f64, periods: u64, loops: &[LoopSample<'_>
             .filter_map(|l| f(l).map(|v| (format!("{{loop=\"{}\"}}", esc(l.name)), v)))
             .collect::<Vec<(String, f64)>>()
     };
-    let (delay, cpu) = (LoopType::Delay, LoopType::Utilization);
+    let (delay, cpu, ratio) = (LoopType::Delay, LoopType::Utilization, LoopType::Ratio);
     family(
         "qosmgr_loop_set_point_seconds",
         "gauge",
@@ -98,6 +98,18 @@ pub fn render(period_s: f64, lease_s: f64, periods: u64, loops: &[LoopSample<'_>
         "gauge",
         "The CPU utilization (0 to 1 of the loop's CPUs) a utilization loop measured in the last period (absent: no measurement yet).",
         &per(cpu, &|l| l.measured.map(|m| m / 100.0)),
+    );
+    family(
+        "qosmgr_loop_delay_ratio_set_point",
+        "gauge",
+        "The ratio of two ports' mean connection delays a ratio loop holds.",
+        &per(ratio, &|l| Some(l.set_point)),
+    );
+    family(
+        "qosmgr_loop_delay_ratio",
+        "gauge",
+        "The ratio of two ports' connection delays a ratio loop measured in the last period (absent: too few connections, or no delay on the second port).",
+        &per(ratio, &|l| l.measured),
     );
     family(
         "qosmgr_loop_split_output",
@@ -236,8 +248,26 @@ mod tests {
                         ("rate of group 3".into(), 102.5),
                     ],
                 },
+                LoopSample {
+                    name: "gold",
+                    kind: LoopType::Ratio,
+                    state: "run",
+                    set_point: 0.5,
+                    measured: Some(0.55),
+                    samples: Some(7),
+                    output: 6.0,
+                    actuators: vec![("weight of port 8080 in group 4".into(), 6.0)],
+                },
             ],
         )
+    }
+
+    #[test]
+    fn a_ratio_loop_has_its_own_families() {
+        let t = sample();
+        assert!(t.contains("qosmgr_loop_delay_ratio_set_point{loop=\"gold\"} 0.5"));
+        assert!(t.contains("qosmgr_loop_delay_ratio{loop=\"gold\"} 0.55"));
+        assert!(!t.contains("qosmgr_loop_delay_seconds{loop=\"gold\"}"));
     }
 
     #[test]
@@ -278,8 +308,9 @@ mod tests {
         let text = sample();
         let checks = r#"assert fams["qosmgr_periods"].type == "counter", fams
 names = {s.labels["loop"] for s in fams["qosmgr_loop_output"].samples}
-assert names == {"premium", 'we"ird', "web-cpu"}, names
-assert fams["qosmgr_loop_utilization_ratio"].samples[0].value == 0.315"#;
+assert names == {"premium", 'we"ird', "web-cpu", "gold"}, names
+assert fams["qosmgr_loop_utilization_ratio"].samples[0].value == 0.315
+assert fams["qosmgr_loop_delay_ratio"].samples[0].value == 0.55"#;
         let n = openqos::prometheus_reference_check(&text, checks)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(n, text.lines().filter(|l| l.starts_with("# TYPE")).count());
