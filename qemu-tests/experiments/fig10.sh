@@ -155,10 +155,14 @@ echo "EXP # set point $SP %"
 # The targets: within +-3 points in at least 85 % of the steady-state periods (after
 # the first transient and after each step's settling, which is reported), back within
 # 10 periods of each step.
-back() { # PHASE: periods after the step until within +-3 points again
+back() { # PHASE: periods after the step until within +-3 points again, counted from the
+	# step; a load that shows late (clients of the load just stopped still queued) leaves
+	# the band late, so the first period in the band after the first one out of it.
 	grep "^EXP [0-9.]*,$1," /tmp/exp.csv | cut -d, -f3 |
-		awk -v sp="$SP" -v ph="$1" '{ n++; if ($1 >= sp - 3 && $1 <= sp + 3 && !b) b = n }
-			END { printf "EXP # %s: within +-3 points after %s periods\n", ph, b ? b : "more than " n }'
+		awk -v sp="$SP" -v ph="$1" '{ n++; in_band = $1 >= sp - 3 && $1 <= sp + 3
+			if (!in_band && !out) out = n; if (in_band && out && !b) b = n }
+			END { if (!out) printf "EXP # %s: never left +-3 points\n", ph
+				else printf "EXP # %s: out of +-3 points from period %d, back in period %s\n", ph, out, b ? b : "never (of " n ")" }'
 }
 report() { # PHASE SKIP
 	grep "^EXP [0-9.]*,$1," /tmp/exp.csv | tail -n +$(($2 + 1)) |

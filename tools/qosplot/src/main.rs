@@ -250,7 +250,7 @@ fn plot_util(rows: &[UtilRow], set_point: Option<f64>, png: &str, title: &str) -
         .flat_map(|r| [Some(r.admitted), r.offered])
         .flatten()
         .fold(1.0, f64::max)
-        * 1.4;
+        * 1.8;
     let root = BitMapBackend::new(png, (1200, 700)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -259,7 +259,8 @@ fn plot_util(rows: &[UtilRow], set_point: Option<f64>, png: &str, title: &str) -
         .x_label_area_size(45)
         .y_label_area_size(70)
         .right_y_label_area_size(70)
-        .build_cartesian_2d(0.0..t_max, 0.0..110.0)?
+        // Up to 140 %: the legend sits above the curves, which stay below 100 %.
+        .build_cartesian_2d(0.0..t_max, 0.0..140.0)?
         .set_secondary_coord(0.0..t_max, 0.0..r_max);
     chart
         .configure_mesh()
@@ -334,19 +335,23 @@ fn plot_util(rows: &[UtilRow], set_point: Option<f64>, png: &str, title: &str) -
             .label("offered load (/s, right axis)")
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 8, y)], grey.stroke_width(2)));
     }
+    // A dashed line and the name where each phase begins; the names of neighbouring
+    // phases on two heights, so that short phases' names do not overlap.
     let mut last = "";
+    let mut n = 0;
     for r in rows {
         if r.phase != last {
             last = &r.phase;
+            n += 1;
             chart.draw_series(DashedLineSeries::new(
-                [(r.t, 0.0), (r.t, 110.0)],
+                [(r.t, 0.0), (r.t, 100.0)],
                 6,
                 4,
                 grey.stroke_width(1),
             ))?;
             chart.draw_series(std::iter::once(Text::new(
                 r.phase.clone(),
-                (r.t, 106.0),
+                (r.t + t_max / 200.0, if n % 2 == 1 { 99.0 } else { 94.0 }),
                 ("sans-serif", 13).into_font().color(&grey),
             )))?;
         }
