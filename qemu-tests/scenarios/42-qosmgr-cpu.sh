@@ -71,6 +71,11 @@ qosmgr design -c /tmp/u.toml -l cpu --settling 5 --overshoot 0.05 --write >/tmp/
 cat /tmp/design.out
 grep -q '^ki = -' /tmp/u.toml || fail "design wrote no (negative) gains: $(cat /tmp/u.toml)"
 qosmgr run -c /tmp/u.toml --check >/tmp/check.out 2>&1 || fail "check: $(cat /tmp/check.out)"
+# Refused: another condition of the rule leaves stage 1 no room to reach 10000.
+tcpchains -a d -p 88 -r 8801 -c 5000
+! qosmgr run -c /tmp/u.toml --check >/tmp/check.out 2>&1 || fail "a stage without room accepted"
+grep -q "weigh 5000: together more than 10000" /tmp/check.out || fail "no room: $(cat /tmp/check.out)"
+tcpchains -d 2 -p 88
 
 # Run: 26 periods at 6/s, then 22 at 12/s.
 bg qosmgr run -c /tmp/u.toml --periods 48 --log /tmp/u.log

@@ -135,6 +135,38 @@ impl SplitRange {
         }
         Some(best.1)
     }
+
+    /// Where the output `v` should continue from when stage `i`'s actuator has no
+    /// effect on the `from` side of `edge` (a dead zone: an accept-rate limit above the
+    /// rate the clients arrive at admits them all, whatever it is). If `v` lies in that
+    /// part of stage `i`, it is moved out of it in the direction the controller is
+    /// about to move it: to the output at which the actuator reaches `edge` if the
+    /// output is to rise (`raise`), else to the start of stage `i` (the previous stage
+    /// at its end, where the output acts again). Otherwise `v` is returned unchanged.
+    /// A dead-zone inverse: a controller whose output crosses a dead zone by
+    /// integrating winds up for as many periods as the crossing takes, while the plant
+    /// sees no change. An `edge` outside the stage's range, or an `i` past the stages,
+    /// leaves `v` alone.
+    pub fn skip_dead(&self, v: f64, i: usize, edge: f64, raise: bool) -> f64 {
+        let Some(s) = self.stages.get(i) else {
+            return v;
+        };
+        let t_edge = (edge - s.from) / (s.to - s.from);
+        if !(t_edge > 0.0 && t_edge < 1.0) {
+            return v;
+        }
+        let n = self.stages.len() as f64;
+        let (start, at_edge) = (i as f64 / n, (i as f64 + t_edge) / n);
+        if v > start && v < at_edge {
+            if raise {
+                at_edge
+            } else {
+                start
+            }
+        } else {
+            v
+        }
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +187,33 @@ mod tests {
             },
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn a_dead_zone_is_skipped_in_the_direction_of_travel() {
+        let s = cpu();
+        // Clients arrive at 255/s: any rate limit from 500 down to 255 admits them all,
+        // the outputs 0.5 to 0.75.
+        assert_eq!(s.skip_dead(0.6, 1, 255.0, true), 0.75);
+        assert_eq!(s.skip_dead(0.6, 1, 255.0, false), 0.5);
+        // Outside the dead part, in the stage before, or at its ends: unchanged.
+        for v in [0.3, 0.5, 0.75, 0.9, 1.0] {
+            assert_eq!(s.skip_dead(v, 1, 255.0, true), v);
+            assert_eq!(s.skip_dead(v, 1, 255.0, false), v);
+        }
+        // An edge outside the stage's range, or no such stage: unchanged.
+        assert_eq!(s.skip_dead(0.6, 1, 600.0, false), 0.6);
+        assert_eq!(s.skip_dead(0.6, 1, 5.0, false), 0.6);
+        assert_eq!(s.skip_dead(0.6, 2, 255.0, false), 0.6);
+        // Applied, the skipped-to outputs give the edge and the stage's start.
+        assert_eq!(
+            s.apply(s.skip_dead(0.6, 1, 255.0, true)),
+            vec![100.0, 255.0]
+        );
+        assert_eq!(
+            s.apply(s.skip_dead(0.6, 1, 255.0, false)),
+            vec![100.0, 500.0]
+        );
     }
 
     #[test]

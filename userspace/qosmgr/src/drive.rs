@@ -21,6 +21,10 @@ use openqos_control::{
     split::{SplitRange, Stage},
 };
 
+/// A rate limit this much above what its group admitted (plus one connection a second)
+/// is taken to be out of the clients' way: it admits them all.
+pub const DEAD_MARGIN: f64 = 1.1;
+
 /// One actuator of a loop: its range and its safe value.
 #[derive(Clone, Debug)]
 pub struct Output {
@@ -149,6 +153,31 @@ impl Drive {
             Some(s) => s.invert(&values).unwrap_or(0.0),
             None => values.first().copied().unwrap_or(f64::NAN),
         }
+    }
+
+    /// Where a split range's output `u` continues from at the start of a period, given
+    /// what each accept-rate stage's group admitted in the last one (`admitted[i]`,
+    /// connections/s; `None` for other stages or when unknown), the controller's
+    /// integral gain `ki` and the period's error (set point minus measurement): a rate
+    /// limit above [`DEAD_MARGIN`] times the admitted rate (plus 1/s) admits every
+    /// client, so that part of its stage is a dead zone, which the output skips in the
+    /// direction it is about to move ([`SplitRange::skip_dead`]) instead of integrating
+    /// through it. `None` if it is not in one (or the drive is a single actuator);
+    /// else the stage (0-based) and the output to continue from.
+    pub fn skip_dead_zones(
+        &self,
+        u: f64,
+        admitted: &[Option<f64>],
+        ki: f64,
+        error: f64,
+    ) -> Option<(usize, f64)> {
+        let split = self.split.as_ref()?;
+        let raise = ki * error > 0.0;
+        admitted.iter().enumerate().find_map(|(i, a)| {
+            let edge = (*a)? * DEAD_MARGIN + 1.0;
+            let to = split.skip_dead(u, i, edge, raise);
+            (to != u).then_some((i, to))
+        })
     }
 
     /// What the loop drives, in words.
@@ -325,5 +354,84 @@ safe = 150
         assert!((y4 - set_point).abs() < 0.3, "{y4}");
         assert!((v4 - 0.25).abs() < 0.01, "{v4}");
         assert_eq!(x4[1], 200);
+    }
+
+    /// Figure 10's plant with the rate stage's dead zone, at fig10's numbers: clients
+    /// arrive at `lambda`/s, a share goes to degraded content, and the degraded
+    /// instance admits at most its rate limit (stage 2: 54/s down to 1/s), so a limit
+    /// above the degraded arrivals does nothing. After the load falls from where stage 2
+    /// was needed (a limit of about 38/s at 48/s), the output must cross the part of
+    /// stage 2 from 38/s to 54/s, which does nothing at 24/s, before the share moves:
+    /// by integration that takes periods at a too-low utilization (fig10's run 5: 4
+    /// periods at 20 %); skipping it ([`Drive::skip_dead_zones`]) takes none.
+    #[test]
+    fn the_rate_stages_dead_zone_is_skipped_after_the_load_falls() {
+        let text = TEST_UTILIZATION.replace(
+            "{ group = 3, from = 200, to = 5, safe = 200 }",
+            "{ group = 3, from = 54, to = 1, safe = 54 }",
+        );
+        assert_ne!(text, TEST_UTILIZATION);
+        let c = Config::parse(&text).unwrap();
+        // CPU %: 2 % a full request a second, 0.8 % a degraded one, first order.
+        let a = 0.3;
+        let cpu = |lambda: f64, values: &[u64]| {
+            let share = values[0] as f64 / 10_000.0;
+            let degraded = (lambda * share).min(values[1] as f64);
+            (2.0 * lambda * (1.0 - share) + 0.8 * degraded, degraded)
+        };
+        // Designed for stage 1 at 24/s: b = -(1 - a) 1.2 24 per half of v (stage 2's
+        // is -(1 - a) 0.8 106, 1.5 times as much: within the design's robustness).
+        let b = -(1.0 - a) * 1.2 * 24.0 * 2.0;
+        let (g, _) = design::pi_gains(a, b, 5.0, 0.0).unwrap();
+        let cfg = openqos_control::pi::PiConfig {
+            kp: g.kp,
+            ki: g.ki,
+            min: 0.0,
+            max: 1.0,
+            slew: f64::INFINITY,
+            deadband: 0.0,
+        };
+        let run = |skip: bool| {
+            let mut drive = Drive::new(&c.loops[0]).unwrap();
+            let mut pi = Pi::new(cfg, drive.output_for(&[1, 54])).unwrap();
+            let (mut y, mut admitted) = (48.0, None);
+            let mut ys = Vec::new();
+            for k in 0..150 {
+                // 24/s, then 48/s (all degraded is 38 %: stage 2 needed), then 24/s.
+                let lambda = if (50..100).contains(&k) { 48.0 } else { 24.0 };
+                if skip {
+                    let rates = [None, admitted];
+                    if let Some((_, to)) =
+                        drive.skip_dead_zones(pi.output(), &rates, cfg.ki, 30.0 - y)
+                    {
+                        pi.reset_output(to);
+                    }
+                }
+                let s = pi.step(30.0, y);
+                let values = drive.quantize(s.output);
+                let (target, deg) = cpu(lambda, &values);
+                y = a * y + (1.0 - a) * target;
+                admitted = Some(deg);
+                ys.push(y);
+            }
+            ys
+        };
+        let (plain, skipping) = (run(false), run(true));
+        let out = |ys: &[f64], from: usize| {
+            ys[from..from + 30]
+                .iter()
+                .filter(|y| (**y - 30.0).abs() > 3.0)
+                .count()
+        };
+        // Both hold 30 % at 48/s, in stage 2, and at 24/s in the end.
+        for ys in [&plain, &skipping] {
+            assert!((ys[99] - 30.0).abs() < 0.5, "{:?}", &ys[50..100]);
+            assert!((ys[149] - 30.0).abs() < 0.5, "{:?}", &ys[100..150]);
+        }
+        // After the fall: integrating through the dead zone leaves the utilization out
+        // of the band for longer than skipping it.
+        let (p, s) = (out(&plain, 100), out(&skipping, 100));
+        assert!(s < p, "skipping {s} periods out, integrating {p}");
+        eprintln!("out of the band after the fall: skipping {s} periods, integrating {p}");
     }
 }

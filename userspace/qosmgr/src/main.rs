@@ -421,6 +421,36 @@ fn share(c: &mut Client, rule: u16, condition: u32) -> Result<(u16, u16)> {
     }
 }
 
+/// Checks that a probabilistic condition's weight can reach `highest` (the most a loop
+/// sets it to): the kernel refuses weights that add up to more than 10000 in one rule,
+/// so with the rule's other conditions as they are now, a loop asking for more would
+/// fail in mid-run. Other actuators have nothing to check.
+fn check_room(c: &mut Client, act: Actuator, highest: u64) -> Result<()> {
+    let Actuator::Share { rule, condition } = act else {
+        return Ok(());
+    };
+    let r = only(
+        c.rules(Some(rule)),
+        || format!("cannot read rule {rule}"),
+        || format!("no rule on port {rule}"),
+    )?;
+    let others: u64 = r
+        .conditions
+        .iter()
+        .filter(|k| k.index != condition)
+        .filter_map(|k| match k.matcher {
+            Matcher::Weight { weight } => Some(u64::from(weight)),
+            _ => None,
+        })
+        .sum();
+    if others + highest > 10_000 {
+        bail!(
+            "the {act} goes up to {highest}, but rule {rule}'s other conditions weigh {others}: together more than 10000, which the kernel refuses"
+        );
+    }
+    Ok(())
+}
+
 /// Sets the actuator to `value`; a rate is leased for `lease_ms` (`None`: for good).
 /// Weights have no lease in the kernel: they stay until set again.
 fn act_set(c: &mut Client, a: Actuator, value: u64, lease_ms: Option<u64>) -> Result<()> {
@@ -630,9 +660,47 @@ struct Loop {
     probe: Probe,
     /// Its actuators, each applied in whole values with the output's fraction carried on.
     drive: Drive,
+    /// Per actuator of a split range, for the accept-rate stages: what their groups
+    /// admitted, to find the stage's dead zone ([`Admitted`]).
+    admitted: Vec<Option<Admitted>>,
     pi: Pi,
     state: State,
     status: LoopStatus,
+}
+
+/// What an accept-rate stage's group admitted in the last period: the connections its
+/// member ports' servers accepted (their meters: a group's ports are metered), per
+/// second. A rate limit well above it does nothing, and the split range's output skips
+/// that part of the stage instead of integrating through it ([`Drive::skip_dead_zones`]).
+#[derive(Debug)]
+struct Admitted {
+    group: u32,
+    /// The members' accepted connections at the last reading, and when.
+    last: Option<(u64, Instant)>,
+}
+
+impl Admitted {
+    fn new(group: u32) -> Self {
+        Self { group, last: None }
+    }
+
+    /// Connections per second admitted since the last reading; `None` at the first
+    /// reading, after a failed one (a member not metered, the group gone: the loop's
+    /// own checks report those), or if a counter went back.
+    fn read(&mut self, c: &mut Client) -> Option<f64> {
+        let now = Instant::now();
+        let prev = self.last.take();
+        let g = group_of(c, self.group).ok()?;
+        let mut total = 0u64;
+        for m in &g.members {
+            let meter = c.meters(Some(m.port)).ok()?.into_iter().next()?;
+            total = total.saturating_add(meter.accepted);
+        }
+        self.last = Some((total, now));
+        let (before, at) = prev?;
+        let dt = now.saturating_duration_since(at).as_secs_f64();
+        (total >= before && dt > 0.0).then(|| (total - before) as f64 / dt)
+    }
 }
 
 /// One loop in the status file.
@@ -744,12 +812,27 @@ fn start(c: &mut Client, cfg: &Config) -> Result<Vec<Loop>> {
         probe.read(c).with_context(ctx)?;
         let drive = Drive::new(l)?;
         let current = drive_read(c, &drive).with_context(ctx)?;
+        for o in drive.outputs() {
+            check_room(c, o.act, o.bounds().1).with_context(ctx)?;
+        }
         let pi = Pi::new(pi_cfg, drive.output_for(&current))?;
+        let mut admitted: Vec<Option<Admitted>> = drive
+            .outputs()
+            .iter()
+            .map(|o| match o.act {
+                Actuator::Rate { group } if drive.is_split() => Some(Admitted::new(group)),
+                _ => None,
+            })
+            .collect();
+        for a in admitted.iter_mut().flatten() {
+            a.read(c);
+        }
         loops.push(Loop {
             status: LoopStatus::new(l, &drive, pi.output(), &current),
             cfg: l.clone(),
             probe,
             drive,
+            admitted,
             pi,
             state: State::Hold,
         });
@@ -801,6 +884,9 @@ fn release(c: &mut Client, l: &mut Loop, reason: String, log: &mut Log) {
     }
     l.state = State::Released;
     l.probe.clear();
+    for a in l.admitted.iter_mut().flatten() {
+        a.last = None;
+    }
     l.status.state = State::Released;
     l.status.reason = Some(reason);
     l.status.output = l.drive.output_for(&safe);
@@ -829,6 +915,25 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
         return;
     }
     let sp = l.cfg.set_point();
+    // The rate stages' dead zones: read every period, so that each reading spans one.
+    let rates: Vec<Option<f64>> = l
+        .admitted
+        .iter_mut()
+        .map(|a| a.as_mut().and_then(|a| a.read(c)))
+        .collect();
+    let mut skipped = serde_json::Value::Null;
+    if let Some(y) = m.usable {
+        let cfg = *l.pi.config();
+        let from = l.pi.output();
+        if (sp - y).abs() >= cfg.deadband {
+            if let Some((i, to)) = l.drive.skip_dead_zones(from, &rates, cfg.ki, sp - y) {
+                l.pi.reset_output(to);
+                skipped = serde_json::json!({
+                    "stage": i + 1, "admitted_per_s": rates[i], "from": from, "to": to,
+                });
+            }
+        }
+    }
     let (state, step) = match m.usable {
         Some(y) => (State::Run, Some(l.pi.step(sp, y))),
         None => (State::Hold, None),
@@ -861,6 +966,9 @@ fn period(c: &mut Client, l: &mut Loop, lease_ms: u64, log: &mut Log) {
     });
     for (k, v) in m.log {
         line[k] = v;
+    }
+    if !skipped.is_null() {
+        line["dead_zone_skipped"] = skipped;
     }
     let outputs = l.drive.outputs();
     if l.drive.is_split() {
