@@ -205,6 +205,19 @@ mod tests {
         pi::{Pi, Saturation},
     };
 
+    /// A split range's controller with gains `g`: output 0 to 1, no slew limit, no
+    /// deadband.
+    fn split_pi(g: &design::Gains) -> openqos_control::pi::PiConfig {
+        openqos_control::pi::PiConfig {
+            kp: g.kp,
+            ki: g.ki,
+            min: 0.0,
+            max: 1.0,
+            slew: f64::INFINITY,
+            deadband: 0.0,
+        }
+    }
+
     fn cpu_drive() -> Drive {
         let c = Config::parse(TEST_UTILIZATION).unwrap();
         Drive::new(&c.loops[0]).unwrap()
@@ -282,14 +295,7 @@ safe = 150
         let b = -(1.0 - a) * 60.0;
         let (g, _) = design::pi_gains(a, b, 8.0, 0.1).unwrap();
         assert!(g.ki < 0.0);
-        let cfg = openqos_control::pi::PiConfig {
-            kp: g.kp,
-            ki: g.ki,
-            min: 0.0,
-            max: 1.0,
-            slew: f64::INFINITY,
-            deadband: 0.0,
-        };
+        let cfg = split_pi(&g);
         let set_point = 30.0;
         let cpu = |load: f64, values: &[u64]| {
             load - 30.0 * values[0] as f64 / 10_000.0 - 30.0 * (200.0 - values[1] as f64) / 195.0
@@ -383,14 +389,7 @@ safe = 150
         // is -(1 - a) 0.8 106, 1.5 times as much: within the design's robustness).
         let b = -(1.0 - a) * 1.2 * 24.0 * 2.0;
         let (g, _) = design::pi_gains(a, b, 5.0, 0.0).unwrap();
-        let cfg = openqos_control::pi::PiConfig {
-            kp: g.kp,
-            ki: g.ki,
-            min: 0.0,
-            max: 1.0,
-            slew: f64::INFINITY,
-            deadband: 0.0,
-        };
+        let cfg = split_pi(&g);
         let run = |skip: bool| {
             let mut drive = Drive::new(&c.loops[0]).unwrap();
             let mut pi = Pi::new(cfg, drive.output_for(&[1, 54])).unwrap();
